@@ -1,0 +1,3 @@
+//! anomalyd: anomaly detection over HTTP (library crate).
+
+pub mod detector;
