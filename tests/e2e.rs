@@ -1,1 +1,18 @@
-//! e2e
+//! End-to-end tests: each starts the real `anomalyd` binary on 127.0.0.1 and
+//! checks what a user would observe.
+
+/// Fixtures: the daemon under test, an HTTP client, polling.
+mod helper;
+
+/// A stream with a known spike: replies, `GET /anomalies`, the log, restart.
+mod detect_flow;
+
+/// Every kind of bad input gets the right status and a message naming the
+/// field, and changes nothing.
+mod bad_input;
+
+/// Durability: kill -9 after acknowledged anomalies, a full disk.
+mod durability;
+
+/// `anomalyd replay` agrees with the server; CLI exit codes.
+mod cli;

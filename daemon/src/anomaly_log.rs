@@ -1,0 +1,547 @@
+//! The anomaly log: one JSON line per anomaly, appended durably.
+//!
+//! One writer thread owns the file. Request handlers send it complete lines
+//! and wait for its answer before they reply, so an acknowledged anomaly is
+//! in the file (in the kernel's page cache, which survives a killed process)
+//! before the client hears of it. Everything that reaches the writer while it
+//! is busy is written with one `write` and, with `fsync = "always"`, made
+//! durable with one shared `fdatasync` (group commit).
+//!
+//! When the file cannot be written (disk full, file or folder removed and not
+//! re-creatable), lines go to a bounded in-memory backlog, the writer answers
+//! "not logged", and it retries once a second; the backlog is written out in
+//! order as soon as the file takes writes again. A short write is truncated
+//! back to the last complete line, so a line is never split. Errors are logged
+//! once per episode, and so is the recovery.
+//!
+//! The writer runs on its own OS thread because `write` and `fdatasync` block;
+//! running them on the async runtime would stall unrelated requests.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::FsyncPolicy;
+
+/// Largest number of queued messages the writer folds into one write.
+const MAX_GROUP: usize = 4096;
+/// How often the writer retries a failing file and, with
+/// `fsync = "interval"`, syncs.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// Settings of the anomaly log writer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnomalyLogSettings {
+    /// Path of the log file; its directory is created when missing.
+    pub path: PathBuf,
+    /// When to call `fdatasync`.
+    pub fsync: FsyncPolicy,
+    /// Lines kept in memory while the file cannot be written.
+    pub backlog: usize,
+}
+
+/// Errors the anomaly log reports to its caller.
+#[derive(Debug, thiserror::Error)]
+pub enum AnomalyLogError {
+    /// The writer thread could not be started.
+    #[error("cannot start the anomaly log writer thread: {0}")]
+    Spawn(#[source] io::Error),
+}
+
+enum Message {
+    /// Complete JSON lines (each ending in `\n`) and where to answer.
+    Append {
+        lines: Vec<u8>,
+        done: oneshot::Sender<bool>,
+    },
+    /// Periodic tick: retry the backlog, and sync with `fsync = "interval"`.
+    Tick,
+    /// Write out what can be written, sync, and stop.
+    Close { done: oneshot::Sender<CloseReport> },
+}
+
+/// What was left when the log closed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CloseReport {
+    /// Lines that could not be written before the writer stopped.
+    pub unwritten: usize,
+    /// Lines dropped over the writer's lifetime because the backlog was full.
+    pub dropped: u64,
+}
+
+/// Handle to the anomaly log writer; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AnomalyLog {
+    tx: mpsc::Sender<Message>,
+}
+
+impl AnomalyLog {
+    /// Opens (or creates) the log file and starts the writer thread. A file
+    /// that cannot be opened yet is not fatal: anomalies are backlogged and the
+    /// writer keeps retrying, as it does when the disk fills up later.
+    pub fn start(settings: AnomalyLogSettings) -> Result<AnomalyLog, AnomalyLogError> {
+        let (tx, rx) = mpsc::channel(1024);
+        let writer = Writer::new(settings);
+        thread::Builder::new()
+            .name("anomaly-log".into())
+            .spawn(move || writer.run(rx))
+            .map_err(AnomalyLogError::Spawn)?;
+        Ok(AnomalyLog { tx })
+    }
+
+    /// Appends complete lines and waits until they are written. Returns
+    /// `true` when they are in the file (and synced, with
+    /// `fsync = "always"`), `false` when they were kept in the backlog.
+    pub async fn append(&self, lines: Vec<u8>) -> bool {
+        debug_assert!(lines.ends_with(b"\n"));
+        let (done, answer) = oneshot::channel();
+        if self.tx.send(Message::Append { lines, done }).await.is_err() {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
+
+    /// Asks the writer to retry and sync now; used by a ticking task.
+    pub async fn tick(&self) {
+        let _ = self.tx.send(Message::Tick).await;
+    }
+
+    /// Writes out whatever can be written, syncs, and stops the writer.
+    pub async fn close(&self) -> CloseReport {
+        let (done, answer) = oneshot::channel();
+        if self.tx.send(Message::Close { done }).await.is_err() {
+            return CloseReport::default();
+        }
+        answer.await.unwrap_or_default()
+    }
+}
+
+/// An open log file and the length of its last complete line.
+struct OpenFile {
+    file: File,
+    /// Offset just past the last complete line we know of: a failed write is
+    /// truncated back to here.
+    complete_len: u64,
+}
+
+struct Writer {
+    settings: AnomalyLogSettings,
+    file: Option<OpenFile>,
+    /// Lines waiting for the file to take writes again, oldest first.
+    backlog: VecDeque<Vec<u8>>,
+    /// Total lines dropped because the backlog was full.
+    dropped: u64,
+    /// Dropped lines in the current failure episode.
+    dropped_in_episode: u64,
+    /// Error of the current failure episode, if one is under way.
+    failing_since: Option<Instant>,
+    /// Whether data was written since the last sync.
+    dirty: bool,
+}
+
+impl Writer {
+    fn new(settings: AnomalyLogSettings) -> Self {
+        let mut writer = Writer {
+            settings,
+            file: None,
+            backlog: VecDeque::new(),
+            dropped: 0,
+            dropped_in_episode: 0,
+            failing_since: None,
+            dirty: false,
+        };
+        if let Err(e) = writer.reopen() {
+            writer.enter_failure(&e);
+        }
+        writer
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Message>) {
+        let mut group: Vec<oneshot::Sender<bool>> = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut tick = false;
+            let mut close = None;
+            let mut next = Some(first);
+            // Fold everything already queued into one write (group commit).
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Append { lines, done } => {
+                        if buf.is_empty() {
+                            buf = lines;
+                        } else {
+                            buf.extend_from_slice(&lines);
+                        }
+                        group.push(done);
+                    }
+                    Message::Tick => tick = true,
+                    Message::Close { done } => {
+                        close = Some(done);
+                        break;
+                    }
+                }
+                if group.len() < MAX_GROUP {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if tick || close.is_some() {
+                self.retry_backlog();
+            }
+            if !buf.is_empty() {
+                let logged = self.write_group(&buf);
+                for done in group.drain(..) {
+                    let _ = done.send(logged);
+                }
+                buf.clear();
+            }
+            if (tick && self.settings.fsync == FsyncPolicy::Interval) || close.is_some() {
+                self.sync();
+            }
+            if let Some(done) = close {
+                let report = CloseReport {
+                    unwritten: self.backlog.len(),
+                    dropped: self.dropped,
+                };
+                if report.unwritten > 0 {
+                    tracing::error!(
+                        unwritten = report.unwritten,
+                        path = %self.settings.path.display(),
+                        "Anomaly log closed with lines still unwritten."
+                    );
+                }
+                let _ = done.send(report);
+                return;
+            }
+        }
+        // Every sender is gone: write what we can and stop.
+        self.retry_backlog();
+        self.sync();
+    }
+
+    /// Writes one group of lines; returns whether they reached the file.
+    fn write_group(&mut self, buf: &[u8]) -> bool {
+        if !self.backlog.is_empty() {
+            // Keep order: new lines queue up behind the backlog, which is
+            // retried on the next tick.
+            self.push_backlog(buf);
+            return false;
+        }
+        match self.write_checked(buf) {
+            Ok(()) => {
+                if self.settings.fsync == FsyncPolicy::Always {
+                    self.sync();
+                }
+                true
+            }
+            Err(e) => {
+                self.enter_failure(&e);
+                self.push_backlog(buf);
+                false
+            }
+        }
+    }
+
+    /// Writes `buf` (complete lines) at the end of the file. A partial write
+    /// is truncated back to the last complete line. If the file turns out to
+    /// have been deleted, it is re-created and the lines written again, so
+    /// that they are not lost in an unlinked inode.
+    fn write_checked(&mut self, buf: &[u8]) -> io::Result<()> {
+        for _ in 0..2 {
+            if self.file.is_none() {
+                self.reopen()?;
+            }
+            let open = self.file.as_mut().expect("file was just opened");
+            if let Err(e) = open.file.write_all(buf) {
+                // Cut off any partial line so the file stays line-aligned.
+                if let Err(te) = open.file.set_len(open.complete_len) {
+                    tracing::error!(error = %te, "Cannot truncate the anomaly log after a failed write.");
+                    // The file is now in an unknown state: drop the handle so
+                    // the next attempt reopens and re-checks the tail.
+                    self.file = None;
+                }
+                return Err(e);
+            }
+            open.complete_len += buf.len() as u64;
+            self.dirty = true;
+            match open.file.metadata() {
+                Ok(meta) if meta.nlink() == 0 => {
+                    tracing::warn!(
+                        path = %self.settings.path.display(),
+                        "Anomaly log was deleted; re-creating it."
+                    );
+                    self.file = None;
+                    continue;
+                }
+                _ => return Ok(()),
+            }
+        }
+        Err(io::Error::other("the anomaly log keeps being deleted"))
+    }
+
+    /// Opens the log at its path, creating the directory and the file, and
+    /// makes sure the file ends at a line boundary.
+    fn reopen(&mut self) -> io::Result<()> {
+        self.file = None;
+        let path = &self.settings.path;
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            fs::create_dir_all(dir)?;
+        }
+        let mut file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .read(true)
+            .open(path)?;
+        let len = file.metadata()?.len();
+        if len > 0 {
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::Start(len - 1))?;
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                // A previous writer (or hand edit) left an unterminated line;
+                // terminate it rather than glue our first record onto it.
+                tracing::warn!(path = %path.display(), "Anomaly log ended mid-line; terminating that line.");
+                file.write_all(b"\n")?;
+            }
+        }
+        let complete_len = file.metadata()?.len();
+        self.file = Some(OpenFile { file, complete_len });
+        Ok(())
+    }
+
+    fn retry_backlog(&mut self) {
+        if self.backlog.is_empty() && self.failing_since.is_none() {
+            return;
+        }
+        if self.file.is_none()
+            && let Err(e) = self.reopen()
+        {
+            self.enter_failure(&e);
+            return;
+        }
+        let count = self.backlog.len();
+        let mut buf = Vec::with_capacity(self.backlog.iter().map(Vec::len).sum());
+        for line in &self.backlog {
+            buf.extend_from_slice(line);
+        }
+        match self.write_checked(&buf) {
+            Ok(()) => {
+                self.backlog.clear();
+                if self.settings.fsync == FsyncPolicy::Always {
+                    self.sync();
+                }
+                if let Some(since) = self.failing_since.take() {
+                    tracing::info!(
+                        path = %self.settings.path.display(),
+                        written = count,
+                        dropped = self.dropped_in_episode,
+                        failed_for_secs = since.elapsed().as_secs(),
+                        "Anomaly log is writable again; backlog written out."
+                    );
+                }
+                self.dropped_in_episode = 0;
+            }
+            Err(e) => self.enter_failure(&e),
+        }
+    }
+
+    fn enter_failure(&mut self, e: &io::Error) {
+        if self.failing_since.is_none() {
+            self.failing_since = Some(Instant::now());
+            tracing::error!(
+                path = %self.settings.path.display(),
+                error = %e,
+                backlog_capacity = self.settings.backlog,
+                "Cannot write the anomaly log; keeping anomalies in memory and retrying every second."
+            );
+        }
+    }
+
+    /// Splits `buf` into lines and appends them to the backlog, dropping the
+    /// oldest lines when it is full.
+    fn push_backlog(&mut self, buf: &[u8]) {
+        let capacity = self.settings.backlog.max(1);
+        for line in buf.split_inclusive(|&b| b == b'\n') {
+            if self.backlog.len() >= capacity {
+                self.backlog.pop_front();
+                self.dropped += 1;
+                self.dropped_in_episode += 1;
+                if self.dropped_in_episode == 1 || self.dropped_in_episode.is_power_of_two() {
+                    tracing::error!(
+                        dropped = self.dropped_in_episode,
+                        backlog_capacity = capacity,
+                        "Anomaly log backlog is full; dropping the oldest anomalies."
+                    );
+                }
+            }
+            self.backlog.push_back(line.to_vec());
+        }
+    }
+
+    fn sync(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        if let Some(open) = &self.file {
+            match open.file.sync_data() {
+                Ok(()) => self.dirty = false,
+                Err(e) => tracing::warn!(error = %e, "Cannot fsync the anomaly log."),
+            }
+        }
+    }
+}
+
+/// Reads up to `max` complete, parseable records from the end of the log
+/// file at `path`, oldest first, reading only the tail of the file.
+/// A missing file yields no records.
+pub fn read_tail<T: serde::de::DeserializeOwned>(path: &Path, max: usize) -> io::Result<Vec<T>> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    const CHUNK: u64 = 64 * 1024;
+    let mut end = len;
+    let mut tail: Vec<u8> = Vec::new();
+    // Read backwards chunk by chunk until enough newlines are seen.
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let mut chunk = vec![0u8; (end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&tail);
+        tail = chunk;
+        end = start;
+        if tail.iter().filter(|&&b| b == b'\n').count() > max {
+            break;
+        }
+    }
+    let text = tail.as_slice();
+    let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+    if end > 0 && !lines.is_empty() {
+        // The first piece may be the end of a line that began before `start`.
+        lines.remove(0);
+    }
+    let mut records = Vec::new();
+    let mut bad = 0usize;
+    for line in lines.iter().rev() {
+        if records.len() >= max {
+            break;
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice(line) {
+            Ok(r) => records.push(r),
+            Err(_) => bad += 1,
+        }
+    }
+    if bad > 0 {
+        tracing::warn!(path = %path.display(), skipped = bad, "Skipped unreadable lines in the anomaly log tail.");
+    }
+    records.reverse();
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(path: PathBuf, fsync: FsyncPolicy) -> AnomalyLogSettings {
+        AnomalyLogSettings {
+            path,
+            fsync,
+            backlog: 4,
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_lines_and_creates_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/dir/anomalies.log");
+        let log = AnomalyLog::start(settings(path.clone(), FsyncPolicy::Always)).unwrap();
+        assert!(log.append(b"{\"a\":1}\n".to_vec()).await);
+        assert!(log.append(b"{\"a\":2}\n{\"a\":3}\n".to_vec()).await);
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n"
+        );
+        assert_eq!(log.close().await, CloseReport::default());
+    }
+
+    #[tokio::test]
+    async fn terminates_a_partial_last_line_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        fs::write(&path, "{\"a\":1}\n{\"a\":").unwrap();
+        let log = AnomalyLog::start(settings(path.clone(), FsyncPolicy::Never)).unwrap();
+        assert!(log.append(b"{\"b\":2}\n".to_vec()).await);
+        log.close().await;
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"a\":\n{\"b\":2}\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deleted_file_is_recreated_without_losing_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let log = AnomalyLog::start(settings(path.clone(), FsyncPolicy::Never)).unwrap();
+        assert!(log.append(b"1\n".to_vec()).await);
+        fs::remove_file(&path).unwrap();
+        assert!(log.append(b"2\n".to_vec()).await);
+        log.close().await;
+        assert_eq!(fs::read_to_string(&path).unwrap(), "2\n");
+    }
+
+    #[tokio::test]
+    async fn backlog_keeps_order_and_drops_oldest_when_full() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the file should be: opening fails until removed.
+        let path = dir.path().join("a.log");
+        fs::create_dir(&path).unwrap();
+        let log = AnomalyLog::start(settings(path.clone(), FsyncPolicy::Never)).unwrap();
+        for i in 0..6 {
+            assert!(!log.append(format!("{i}\n").into_bytes()).await);
+        }
+        fs::remove_dir(&path).unwrap();
+        log.tick().await;
+        assert!(log.append(b"6\n".to_vec()).await);
+        let report = log.close().await;
+        assert_eq!(report.dropped, 2);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "2\n3\n4\n5\n6\n");
+    }
+
+    #[test]
+    fn read_tail_returns_the_last_records_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let mut text = String::new();
+        for i in 0..20_000u32 {
+            text.push_str(&format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(20)));
+        }
+        text.push_str("garbage\n");
+        fs::write(&path, &text).unwrap();
+        #[derive(serde::Deserialize)]
+        struct N {
+            n: u32,
+        }
+        let got: Vec<N> = read_tail(&path, 5).unwrap();
+        let ns: Vec<u32> = got.iter().map(|r| r.n).collect();
+        assert_eq!(ns, vec![19_995, 19_996, 19_997, 19_998, 19_999]);
+        let all: Vec<N> = read_tail(&path, 100_000).unwrap();
+        assert_eq!(all.len(), 20_000);
+        assert_eq!(all[0].n, 0);
+        let none: Vec<N> = read_tail(&dir.path().join("missing"), 5).unwrap();
+        assert!(none.is_empty());
+    }
+}

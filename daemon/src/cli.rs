@@ -1,0 +1,61 @@
+//! Command-line interface of `anomalyd` (clap derive). No logic lives here:
+//! `main.rs` acts on what this parses.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// anomalyd: detects anomalies in metric streams (moving average with
+/// deviation thresholding) and logs them durably.
+#[derive(Debug, Parser)]
+#[command(name = "anomalyd", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file; `conf.d/*.toml` beside it is merged over it.
+    /// [default: /etc/anomalyd/anomalyd.toml, or built-in defaults when that
+    /// file does not exist]
+    #[arg(short = 'c', long, value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Validate the configuration, print the effective merged configuration
+    /// and exit (0 when valid, 78 when not).
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// What to run instead of the daemon.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the detector over recorded points (NDJSON or CSV) without a server
+    /// and print each anomaly as one NDJSON line: a backtest for new settings.
+    Replay(ReplayArgs),
+}
+
+/// Arguments of `anomalyd replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Input format; by default taken from the file extension (.csv,
+    /// .ndjson/.jsonl/.json), else from the first line.
+    #[arg(long, value_enum)]
+    pub format: Option<InputFormat>,
+
+    /// Skip (and count) lines that cannot be parsed instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+
+    /// Input files, read in order; `-` reads standard input.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+/// Formats `replay` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InputFormat {
+    /// `timestamp,value[,series]` with a header line.
+    Csv,
+    /// One JSON point object per line, as `POST /detect` takes.
+    Ndjson,
+}

@@ -1,0 +1,140 @@
+//! The bounded in-memory list of recent anomalies served by `GET /anomalies`.
+//!
+//! It keeps the newest `recent_anomalies` records, oldest first, and answers
+//! queries by series, time and count. At start-up it is filled from the tail
+//! of the anomaly log, so a restart does not empty it.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use crate::api::AnomalyRecord;
+
+/// Default number of records a query returns when it names no `limit`.
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// A query on the recent anomalies.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Query {
+    /// Return at most this many (the newest ones).
+    pub limit: Option<usize>,
+    /// Only this series.
+    pub series: Option<String>,
+    /// Only points whose timestamp is at or after this (unix seconds).
+    pub since: Option<f64>,
+}
+
+/// Recent anomalies, newest last, bounded in count.
+#[derive(Debug)]
+pub struct RecentAnomalies {
+    capacity: usize,
+    // A std Mutex: the critical sections are short and never await.
+    records: Mutex<VecDeque<AnomalyRecord>>,
+}
+
+impl RecentAnomalies {
+    /// An empty list holding at most `capacity` records.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            records: Mutex::new(VecDeque::with_capacity(capacity.clamp(1, 65_536))),
+        }
+    }
+
+    /// The most records kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Appends records, dropping the oldest beyond the capacity.
+    pub fn extend<I: IntoIterator<Item = AnomalyRecord>>(&self, new: I) {
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        for record in new {
+            if records.len() == self.capacity {
+                records.pop_front();
+            }
+            records.push_back(record);
+        }
+    }
+
+    /// Number of records held.
+    pub fn len(&self) -> usize {
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// True when no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The newest records matching `query`, oldest first. `limit` defaults
+    /// to [`DEFAULT_LIMIT`] and is capped at the capacity.
+    pub fn query(&self, query: &Query) -> Vec<AnomalyRecord> {
+        let limit = query.limit.unwrap_or(DEFAULT_LIMIT).min(self.capacity);
+        let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<AnomalyRecord> = records
+            .iter()
+            .rev()
+            .filter(|r| query.series.as_deref().is_none_or(|s| r.series == s))
+            .filter(|r| query.since.is_none_or(|t| r.timestamp >= t))
+            .take(limit)
+            .cloned()
+            .collect();
+        out.reverse();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detector::Side;
+
+    fn rec(series: &str, ts: f64) -> AnomalyRecord {
+        AnomalyRecord {
+            series: series.into(),
+            value: ts,
+            timestamp: ts,
+            mean: 0.0,
+            std_dev: 1.0,
+            threshold: 3.0,
+            direction: Side::Upper,
+            seq: None,
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_and_filters() {
+        let store = RecentAnomalies::new(5);
+        store.extend((0..8).map(|i| rec(if i % 2 == 0 { "a" } else { "b" }, i as f64)));
+        assert_eq!(store.len(), 5);
+        let all = store.query(&Query::default());
+        let ts: Vec<f64> = all.iter().map(|r| r.timestamp).collect();
+        assert_eq!(ts, vec![3.0, 4.0, 5.0, 6.0, 7.0]);
+        let a = store.query(&Query {
+            series: Some("a".into()),
+            ..Query::default()
+        });
+        assert_eq!(
+            a.iter().map(|r| r.timestamp).collect::<Vec<_>>(),
+            vec![4.0, 6.0]
+        );
+        let since = store.query(&Query {
+            since: Some(6.0),
+            ..Query::default()
+        });
+        assert_eq!(since.len(), 2);
+        let limited = store.query(&Query {
+            limit: Some(2),
+            ..Query::default()
+        });
+        assert_eq!(
+            limited.iter().map(|r| r.timestamp).collect::<Vec<_>>(),
+            vec![6.0, 7.0]
+        );
+        let capped = store.query(&Query {
+            limit: Some(1000),
+            ..Query::default()
+        });
+        assert_eq!(capped.len(), 5);
+    }
+}

@@ -1,0 +1,222 @@
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helper::{TestDaemon, binary, free_port, point, request, write_config};
+
+#[test]
+fn check_config_prints_the_effective_config_or_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), 0, "[detector]\nwindow_size = 50\n");
+    let out = Command::new(binary("anomalyd"))
+        .args(["--check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for key in [
+        "window_size = 50",
+        "threshold_multiplier",
+        "max_body_bytes",
+        "fsync",
+        "recent_anomalies",
+        "series_ttl",
+    ] {
+        assert!(text.contains(key), "effective config lacks {key}:\n{text}");
+    }
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[detector]\nwindow_size = 0\ndirection = \"sideways\"\n[server]\nlisten = \"nowhere\"\n",
+    )
+    .unwrap();
+    let out = Command::new(binary("anomalyd"))
+        .args(["--check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let errors = String::from_utf8(out.stderr).unwrap();
+    let bad_name = bad.display().to_string();
+    for needle in [
+        format!("{bad_name}:2:15: detector.window_size"),
+        format!("{bad_name}:3:13: detector.direction"),
+        format!("{bad_name}:5:10: server.listen"),
+    ] {
+        assert!(errors.contains(&needle), "missing {needle:?} in:\n{errors}");
+    }
+
+    let out = Command::new(binary("anomalyd"))
+        .args(["--config", "/nonexistent/anomalyd.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/anomalyd.toml"));
+}
+
+#[test]
+fn port_in_use_exits_1() {
+    let daemon = TestDaemon::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), daemon.addr.port(), "");
+    let out = Command::new(binary("anomalyd"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&daemon.addr.to_string()));
+}
+
+#[test]
+fn runs_on_built_in_defaults_without_a_config_file() {
+    if std::path::Path::new("/etc/anomalyd/anomalyd.toml").exists() {
+        // The default path is taken on this machine; the fallback cannot be
+        // observed. Fail loudly rather than pass vacuously.
+        panic!("/etc/anomalyd/anomalyd.toml exists: remove it to run this test");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = TestDaemon::spawn(dir, &[]);
+    assert_eq!(daemon.addr.to_string(), "127.0.0.1:8001");
+    daemon.wait_for_stderr("built-in defaults");
+    for i in 0..30 {
+        daemon.detect(&point("d", if i % 2 == 0 { 1.0 } else { 2.0 }, i as f64));
+    }
+    assert_eq!(
+        daemon.detect(&point("d", 99.0, 30.0)).json()["anomaly"],
+        true
+    );
+    let log = daemon.dir.path().join("anomalies.log");
+    assert_eq!(
+        crate::helper::read_lines(&log).len(),
+        1,
+        "the log lands in the working directory"
+    );
+}
+
+#[test]
+fn replay_finds_the_same_anomalies_as_the_server() {
+    let config = "[detector]\nwindow_size = 20\ndirection = \"both\"\n[[rule]]\nseries = \"b*\"\nthreshold_multiplier = 2.0\n";
+    let daemon = TestDaemon::start(config);
+    // A deterministic stream with spikes in two series.
+    let mut ndjson = String::new();
+    let mut x: u64 = 12345;
+    for i in 0..600 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let noise = (x % 1000) as f64 / 1000.0;
+        let series = if i % 2 == 0 { "alpha" } else { "beta" };
+        let spike = if i % 97 == 0 {
+            25.0
+        } else if i % 89 == 0 {
+            -25.0
+        } else {
+            0.0
+        };
+        ndjson.push_str(&point(series, 50.0 + noise + spike, 1000.0 + i as f64));
+        ndjson.push('\n');
+    }
+    let reply = request(
+        daemon.addr,
+        "POST",
+        "/detect",
+        &[("Content-Type", "application/x-ndjson")],
+        ndjson.as_bytes(),
+    );
+    assert_eq!(reply.status, 200);
+    let server: Vec<Value> = reply.json()["anomalies"].as_array().unwrap().clone();
+    assert!(server.len() >= 8, "the stream has spikes: {}", server.len());
+
+    let input = daemon.dir.path().join("points.ndjson");
+    std::fs::write(&input, &ndjson).unwrap();
+    let out = Command::new(binary("anomalyd"))
+        .arg("replay")
+        .arg("--config")
+        .arg(daemon.dir.path().join("anomalyd.toml"))
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replayed: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(replayed, server);
+    let summary = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        summary.contains("alpha") && summary.contains("beta"),
+        "{summary}"
+    );
+
+    // CSV of the same stream, and a bad line.
+    let csv_path = daemon.dir.path().join("points.csv");
+    let mut csv = String::from("timestamp,value,series\n");
+    for line in ndjson.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        csv.push_str(&format!(
+            "{},{},{}\n",
+            v["timestamp"],
+            v["value"],
+            v["series"].as_str().unwrap()
+        ));
+    }
+    std::fs::write(&csv_path, &csv).unwrap();
+    let out = Command::new(binary("anomalyd"))
+        .args(["replay", "--config"])
+        .arg(daemon.dir.path().join("anomalyd.toml"))
+        .arg(&csv_path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let from_csv: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(from_csv, server);
+
+    csv.push_str("1700,abc,alpha\n");
+    std::fs::write(&csv_path, &csv).unwrap();
+    let out = Command::new(binary("anomalyd"))
+        .arg("replay")
+        .arg(&csv_path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        message.contains(&format!("{}:602", csv_path.display())),
+        "{message}"
+    );
+    let out = Command::new(binary("anomalyd"))
+        .args(["replay", "--skip-bad"])
+        .arg(&csv_path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped 1 bad line"));
+}
+
+#[test]
+fn restart_on_same_port_after_kill_keeps_serving() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_in(dir, port, "");
+    let dir = daemon.kill9();
+    let daemon = TestDaemon::start_in(dir, port, "");
+    assert_eq!(daemon.detect(r#"{"value": 1}"#).status, 200);
+}

@@ -1,0 +1,355 @@
+//! Fixtures for the end-to-end tests: start the real `anomalyd` binary in a
+//! temporary directory, talk HTTP/1.1 to it over loopback, and poll with a
+//! deadline instead of sleeping.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long any wait in these tests may take before it fails.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Path of a workspace binary, built (or confirmed fresh) once per test run
+/// so a stale binary is never tested.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/e2e-<hash> -> target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile dir")
+            .to_path_buf();
+        let cargo = option_env!("CARGO").unwrap_or("cargo");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "anomalyd", "--bin", "anomalyd"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build for the binaries under test");
+        assert!(status.success(), "building the binaries under test failed");
+        profile_dir
+    });
+    dir.join(name)
+}
+
+/// Polls `check` until it returns `Some`, or panics after [`TIMEOUT`] with
+/// `what` in the message.
+pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (for restarts on the same
+/// port).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `anomalyd` with its own temporary directory.
+pub struct TestDaemon {
+    /// The bound address, read from the "listening on" line.
+    pub addr: SocketAddr,
+    /// Working directory and config location; removed on drop.
+    pub dir: tempfile::TempDir,
+    /// The child process.
+    pub child: Child,
+    /// Everything the daemon wrote to stderr so far is collected here.
+    stderr: std::sync::Mutex<mpsc::Receiver<String>>,
+    stderr_seen: Vec<String>,
+}
+
+/// Writes `config` (TOML) to `dir/anomalyd.toml`, adding a `[server] listen`
+/// on `127.0.0.1:port` and an anomaly log in `dir` unless the text sets them.
+pub fn write_config(dir: &Path, port: u16, config: &str) -> PathBuf {
+    let mut text = String::new();
+    let has_server = config.contains("[server]");
+    let has_log = config.contains("[log]");
+    text.push_str(config);
+    if !has_server {
+        text.push_str(&format!("\n[server]\nlisten = \"127.0.0.1:{port}\"\n"));
+    }
+    if !has_log {
+        text.push_str(&format!(
+            "\n[log]\nanomaly_log_file = \"{}\"\n",
+            dir.join("anomalies.log").display()
+        ));
+    }
+    let path = dir.join("anomalyd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+impl TestDaemon {
+    /// Starts the daemon on port 0 with `config` (see [`write_config`]).
+    pub fn start(config: &str) -> TestDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, 0, config)
+    }
+
+    /// Starts the daemon in `dir` on `port` (0 for any).
+    pub fn start_in(dir: tempfile::TempDir, port: u16, config: &str) -> TestDaemon {
+        let path = write_config(dir.path(), port, config);
+        Self::spawn(dir, &["--config", path.to_str().unwrap()])
+    }
+
+    /// Starts the binary with `args` in `dir` and waits for "listening on".
+    pub fn spawn(dir: tempfile::TempDir, args: &[&str]) -> TestDaemon {
+        let mut child = Command::new(binary("anomalyd"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start anomalyd");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (err_tx, err_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if err_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (addr_tx, addr_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next().and_then(Result::ok).unwrap_or_default();
+            let _ = addr_tx.send(first);
+            // Keep draining so the daemon never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let first = match addr_rx.recv_timeout(TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("anomalyd did not print its address");
+            }
+        };
+        let Some(addr) = first.strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let errors: Vec<String> = err_rx.try_iter().collect();
+            panic!(
+                "unexpected first line {first:?}; stderr:\n{}",
+                errors.join("\n")
+            );
+        };
+        let addr = addr.trim().parse().expect("address on the listening line");
+        TestDaemon {
+            addr,
+            dir,
+            child,
+            stderr: std::sync::Mutex::new(err_rx),
+            stderr_seen: Vec::new(),
+        }
+    }
+
+    /// Path of the anomaly log the fixture configured.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("anomalies.log")
+    }
+
+    /// All stderr lines so far.
+    pub fn stderr(&mut self) -> &[String] {
+        self.stderr_seen
+            .extend(self.stderr.get_mut().unwrap().try_iter());
+        &self.stderr_seen
+    }
+
+    /// Waits until a stderr line contains `needle`.
+    pub fn wait_for_stderr(&mut self, needle: &str) -> String {
+        wait_until(&format!("stderr line containing {needle:?}"), || {
+            self.stderr().iter().find(|l| l.contains(needle)).cloned()
+        })
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety impact.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill({signal})");
+    }
+
+    /// Waits for the daemon to exit and returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        wait_until("anomalyd to exit", || self.child.try_wait().unwrap())
+    }
+
+    /// Stops the daemon with SIGKILL and gives back its directory.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        dir
+    }
+
+    /// Stops the daemon with SIGTERM, expects exit 0, gives back its directory.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit();
+        assert!(status.success(), "anomalyd exited with {status}");
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
+    /// `POST /detect` with a JSON body.
+    pub fn detect(&self, body: &str) -> Reply {
+        request(
+            self.addr,
+            "POST",
+            "/detect",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    }
+
+    /// `GET path`.
+    pub fn get(&self, path: &str) -> Reply {
+        request(self.addr, "GET", path, &[], b"")
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP reply.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Header lines, lower-cased names.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "reply is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `error` message of a JSON error reply.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error field: {:?}", self.json()))
+            .to_owned()
+    }
+}
+
+/// Sends one request on a fresh connection (`Connection: close`) and reads
+/// the whole reply.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut stream = TcpStream::connect(addr).expect("connect to anomalyd");
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut has_length = false;
+    for (name, value) in headers {
+        has_length |= name.eq_ignore_ascii_case("content-length");
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !has_length {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    // The server may answer (413) and close before reading a large body.
+    let _ = stream.write_all(body);
+    read_reply(&mut stream)
+}
+
+/// Reads one HTTP/1.1 reply with a Content-Length body.
+pub fn read_reply(stream: &mut TcpStream) -> Reply {
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("status line");
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').unwrap();
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A JSON point body.
+pub fn point(series: &str, value: f64, timestamp: f64) -> String {
+    format!(r#"{{"series": "{series}", "value": {value}, "timestamp": {timestamp}}}"#)
+}
+
+/// Lines of a file (empty when it does not exist).
+pub fn read_lines(path: &Path) -> Vec<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.lines().map(str::to_owned).collect(),
+        Err(_) => Vec::new(),
+    }
+}
