@@ -14,5 +14,8 @@ mod bad_input;
 /// Durability: kill -9 after acknowledged anomalies, a full disk.
 mod durability;
 
+/// Slow and idle clients, connection and series limits.
+mod limits;
+
 /// `anomalyd replay` agrees with the server; CLI exit codes.
 mod cli;

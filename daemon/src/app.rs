@@ -148,23 +148,35 @@ pub async fn run(
 async fn housekeeping(state: Arc<AppState>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(anomaly_log::TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ticks: u64 = 0;
+    let mut last_sweep = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
-        ticks += 1;
         state.log.tick().await;
-        // Sweeping scans every series: once every 10 s is plenty for TTLs
-        // measured in minutes or hours.
-        if ticks.is_multiple_of(10) {
+        if last_sweep.elapsed() >= sweep_interval(&state.config()) {
+            last_sweep = tokio::time::Instant::now();
             let removed = state.table.sweep_idle();
             if removed > 0 {
                 tracing::debug!(removed, "Forgot idle series.");
             }
         }
     }
+}
+
+/// How often to look for idle series: half the shortest `series_ttl`, so a
+/// series is forgotten at most 1.5 TTLs after its last point, but between
+/// 1 s and 30 s, since a sweep scans every series.
+pub fn sweep_interval(config: &Config) -> Duration {
+    let shortest = config
+        .rules
+        .iter()
+        .filter_map(|rule| rule.overrides.series_ttl)
+        .chain([config.detector.series_ttl])
+        .min()
+        .unwrap_or(config.detector.series_ttl);
+    (shortest / 2).clamp(Duration::from_secs(1), Duration::from_secs(30))
 }
 
 /// Loads the configuration: `explicit` if given (it must exist), else the
