@@ -270,11 +270,18 @@ async fn detect(req: Request<Incoming>, state: &AppState) -> Response<ResponseBo
         Ok(observations) => observations,
         Err(e) => return error(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
     };
-    let now = unix_now();
+    // Read the clock once per request, and only if a record needs it.
+    let mut now = None;
     let records: Vec<AnomalyRecord> = points
         .iter()
         .zip(&observations)
-        .filter_map(|(point, obs)| obs.record(point, point.timestamp.unwrap_or(now)))
+        .filter(|(_, obs)| matches!(obs.verdict, Verdict::Anomaly(..)))
+        .filter_map(|(point, obs)| {
+            let timestamp = point
+                .timestamp
+                .unwrap_or_else(|| *now.get_or_insert_with(unix_now));
+            obs.record(point, timestamp)
+        })
         .collect();
     let logged = state.record_anomalies(&records).await;
     if single {
