@@ -517,17 +517,17 @@ impl Config {
             }
         }
 
+        fn key(out: &mut String, name: &str, value: &dyn TomlValue) {
+            let _ = writeln!(out, "{name} = {}", value.toml());
+        }
         let server = &self.server;
         out.push_str("\n[server]\n");
-        let mut key = |name: &str, value: &dyn TomlValue| {
-            let _ = writeln!(out, "{name} = {}", value.toml());
-        };
-        key("listen", &server.listen);
-        key("max_body_bytes", &server.max_body_bytes);
-        key("max_connections", &server.max_connections);
-        key("header_read_timeout", &server.header_read_timeout);
-        key("idle_timeout", &server.idle_timeout);
-        key("max_series", &server.max_series);
+        key(&mut out, "listen", &server.listen);
+        key(&mut out, "max_body_bytes", &server.max_body_bytes);
+        key(&mut out, "max_connections", &server.max_connections);
+        key(&mut out, "header_read_timeout", &server.header_read_timeout);
+        key(&mut out, "idle_timeout", &server.idle_timeout);
+        key(&mut out, "max_series", &server.max_series);
 
         out.push_str("\n[detector]\n");
         DetectorOverrides::from(&self.detector).write_toml(&mut out, |key| {
@@ -545,13 +545,10 @@ impl Config {
 
         let log = &self.log;
         out.push_str("\n[log]\n");
-        let mut key = |name: &str, value: &dyn TomlValue| {
-            let _ = writeln!(out, "{name} = {}", value.toml());
-        };
-        key("anomaly_log_file", &log.anomaly_log_file);
-        key("fsync", &log.fsync);
-        key("backlog", &log.backlog);
-        key("recent_anomalies", &log.recent_anomalies);
+        key(&mut out, "anomaly_log_file", &log.anomaly_log_file);
+        key(&mut out, "fsync", &log.fsync);
+        key(&mut out, "backlog", &log.backlog);
+        key(&mut out, "recent_anomalies", &log.recent_anomalies);
         out
     }
 }
