@@ -1,18 +1,16 @@
-use std::process::Command;
-
 use serde_json::Value;
 
-use crate::helper::{TestDaemon, binary, free_port, point, request, write_config};
+use crate::helper::{TestDaemon, free_port, point, run_anomalyd, write_config};
 
 #[test]
 fn check_config_prints_the_effective_config_or_every_problem() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), 0, "[detector]\nwindow_size = 50\n");
-    let out = Command::new(binary("anomalyd"))
-        .args(["--check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = run_anomalyd(&[
+        "--check-config".as_ref(),
+        "--config".as_ref(),
+        path.as_os_str(),
+    ]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -37,11 +35,11 @@ fn check_config_prints_the_effective_config_or_every_problem() {
         "[detector]\nwindow_size = 0\ndirection = \"sideways\"\n[server]\nlisten = \"nowhere\"\n",
     )
     .unwrap();
-    let out = Command::new(binary("anomalyd"))
-        .args(["--check-config", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = run_anomalyd(&[
+        "--check-config".as_ref(),
+        "--config".as_ref(),
+        bad.as_os_str(),
+    ]);
     assert_eq!(out.status.code(), Some(78));
     let errors = String::from_utf8(out.stderr).unwrap();
     let bad_name = bad.display().to_string();
@@ -53,10 +51,7 @@ fn check_config_prints_the_effective_config_or_every_problem() {
         assert!(errors.contains(&needle), "missing {needle:?} in:\n{errors}");
     }
 
-    let out = Command::new(binary("anomalyd"))
-        .args(["--config", "/nonexistent/anomalyd.toml"])
-        .output()
-        .unwrap();
+    let out = run_anomalyd(&["--config".as_ref(), "/nonexistent/anomalyd.toml".as_ref()]);
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/anomalyd.toml"));
 }
@@ -66,11 +61,7 @@ fn port_in_use_exits_1() {
     let daemon = TestDaemon::start("");
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), daemon.addr.port(), "");
-    let out = Command::new(binary("anomalyd"))
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = run_anomalyd(&["--config".as_ref(), path.as_os_str()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&daemon.addr.to_string()));
 }
@@ -124,26 +115,20 @@ fn replay_finds_the_same_anomalies_as_the_server() {
         ndjson.push_str(&point(series, 50.0 + noise + spike, 1000.0 + i as f64));
         ndjson.push('\n');
     }
-    let reply = request(
-        daemon.addr,
-        "POST",
-        "/detect",
-        &[("Content-Type", "application/x-ndjson")],
-        ndjson.as_bytes(),
-    );
+    let reply = daemon.detect_ndjson(&ndjson);
     assert_eq!(reply.status, 200);
     let server: Vec<Value> = reply.json()["anomalies"].as_array().unwrap().clone();
     assert!(server.len() >= 8, "the stream has spikes: {}", server.len());
 
+    let config = daemon.dir.path().join("anomalyd.toml");
     let input = daemon.dir.path().join("points.ndjson");
     std::fs::write(&input, &ndjson).unwrap();
-    let out = Command::new(binary("anomalyd"))
-        .arg("replay")
-        .arg("--config")
-        .arg(daemon.dir.path().join("anomalyd.toml"))
-        .arg(&input)
-        .output()
-        .unwrap();
+    let out = run_anomalyd(&[
+        "replay".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        input.as_os_str(),
+    ]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -175,12 +160,12 @@ fn replay_finds_the_same_anomalies_as_the_server() {
         ));
     }
     std::fs::write(&csv_path, &csv).unwrap();
-    let out = Command::new(binary("anomalyd"))
-        .args(["replay", "--config"])
-        .arg(daemon.dir.path().join("anomalyd.toml"))
-        .arg(&csv_path)
-        .output()
-        .unwrap();
+    let out = run_anomalyd(&[
+        "replay".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        csv_path.as_os_str(),
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let from_csv: Vec<Value> = String::from_utf8(out.stdout)
         .unwrap()
@@ -191,22 +176,18 @@ fn replay_finds_the_same_anomalies_as_the_server() {
 
     csv.push_str("1700,abc,alpha\n");
     std::fs::write(&csv_path, &csv).unwrap();
-    let out = Command::new(binary("anomalyd"))
-        .arg("replay")
-        .arg(&csv_path)
-        .output()
-        .unwrap();
+    let out = run_anomalyd(&["replay".as_ref(), csv_path.as_os_str()]);
     assert_eq!(out.status.code(), Some(65));
     let message = String::from_utf8_lossy(&out.stderr);
     assert!(
         message.contains(&format!("{}:602", csv_path.display())),
         "{message}"
     );
-    let out = Command::new(binary("anomalyd"))
-        .args(["replay", "--skip-bad"])
-        .arg(&csv_path)
-        .output()
-        .unwrap();
+    let out = run_anomalyd(&[
+        "replay".as_ref(),
+        "--skip-bad".as_ref(),
+        csv_path.as_os_str(),
+    ]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("skipped 1 bad line"));
 }

@@ -1,4 +1,4 @@
-use crate::helper::{TestDaemon, free_port, point, read_lines, request, wait_until};
+use crate::helper::{TestDaemon, free_port, point, read_lines, wait_until};
 use serde_json::Value;
 
 /// Posts 10 points alternating 10/12 (mean 11, std 1), then a spike.
@@ -122,13 +122,7 @@ fn batches_and_ndjson_report_anomalies_in_order() {
         .collect::<String>()
         + &point("n", 25.0, 10.0)
         + "\n";
-    let reply = request(
-        daemon.addr,
-        "POST",
-        "/detect",
-        &[("Content-Type", "application/x-ndjson")],
-        ndjson.as_bytes(),
-    );
+    let reply = daemon.detect_ndjson(&ndjson);
     assert_eq!(reply.status, 200);
     let body = reply.json();
     assert_eq!(body["received"], 11);

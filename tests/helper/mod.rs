@@ -43,6 +43,15 @@ pub fn binary(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// Runs the `anomalyd` binary to completion with `args` and returns what it
+/// printed and its exit status.
+pub fn run_anomalyd(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(binary("anomalyd"))
+        .args(args)
+        .output()
+        .expect("run anomalyd")
+}
+
 /// Polls `check` until it returns `Some`, or panics after [`TIMEOUT`] with
 /// `what` in the message.
 pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
@@ -223,6 +232,17 @@ impl TestDaemon {
             "POST",
             "/detect",
             &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    }
+
+    /// `POST /detect` with an NDJSON body.
+    pub fn detect_ndjson(&self, body: &str) -> Reply {
+        request(
+            self.addr,
+            "POST",
+            "/detect",
+            &[("Content-Type", "application/x-ndjson")],
             body.as_bytes(),
         )
     }
