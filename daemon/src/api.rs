@@ -361,14 +361,16 @@ impl<'de> Visitor<'de> for PointSeed {
                     value = Some(map.next_value_seed(NumberField {
                         prefix: &prefix,
                         field: "value",
+                        expected: "a number",
                     })?);
                 }
                 "timestamp" => {
                     check_repeat(&prefix, "timestamp", timestamp.is_some())?;
-                    timestamp = map.next_value_seed(OptionalNumberField {
+                    timestamp = map.next_value_seed(OptionalNumberField(NumberField {
                         prefix: &prefix,
                         field: "timestamp",
-                    })?;
+                        expected: "a number (unix seconds)",
+                    }))?;
                 }
                 "series" => {
                     check_repeat(&prefix, "series", series.is_some())?;
@@ -441,6 +443,8 @@ fn name_field<E: de::Error>(prefix: &str, field: &str, e: E) -> E {
 struct NumberField<'p> {
     prefix: &'p str,
     field: &'static str,
+    /// What the field should hold, for "expected X, got Y".
+    expected: &'static str,
 }
 
 impl<'de> DeserializeSeed<'de> for NumberField<'_> {
@@ -457,7 +461,7 @@ impl<'de> Visitor<'de> for NumberField<'_> {
     type Value = f64;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a number")
+        f.write_str(self.expected)
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
         Ok(v)
@@ -472,7 +476,7 @@ impl<'de> Visitor<'de> for NumberField<'_> {
         Err(Unexpected::of(
             self.prefix,
             self.field,
-            "a number",
+            self.expected,
             de::Unexpected::Str(v),
         ))
     }
@@ -480,7 +484,7 @@ impl<'de> Visitor<'de> for NumberField<'_> {
         Err(Unexpected::of(
             self.prefix,
             self.field,
-            "a number",
+            self.expected,
             de::Unexpected::Bool(v),
         ))
     }
@@ -488,7 +492,7 @@ impl<'de> Visitor<'de> for NumberField<'_> {
         Err(Unexpected::of(
             self.prefix,
             self.field,
-            "a number",
+            self.expected,
             de::Unexpected::Other("null"),
         ))
     }
@@ -496,7 +500,7 @@ impl<'de> Visitor<'de> for NumberField<'_> {
         Err(Unexpected::of(
             self.prefix,
             self.field,
-            "a number",
+            self.expected,
             de::Unexpected::Seq,
         ))
     }
@@ -504,25 +508,20 @@ impl<'de> Visitor<'de> for NumberField<'_> {
         Err(Unexpected::of(
             self.prefix,
             self.field,
-            "a number",
+            self.expected,
             de::Unexpected::Map,
         ))
     }
 }
 
 /// A number that may also be `null` (treated as absent).
-struct OptionalNumberField<'p> {
-    prefix: &'p str,
-    field: &'static str,
-}
+struct OptionalNumberField<'p>(NumberField<'p>);
 
 impl<'de> DeserializeSeed<'de> for OptionalNumberField<'_> {
     type Value = Option<f64>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<f64>, D::Error> {
-        let (prefix, field) = (self.prefix, self.field);
-        d.deserialize_any(self)
-            .map_err(|e| name_field(prefix, field, e))
+        d.deserialize_option(self)
     }
 }
 
@@ -530,51 +529,16 @@ impl<'de> Visitor<'de> for OptionalNumberField<'_> {
     type Value = Option<f64>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a number or null")
+        write!(f, "{} or null", self.0.expected)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Option<f64>, E> {
+        Ok(None)
     }
     fn visit_unit<E: de::Error>(self) -> Result<Option<f64>, E> {
         Ok(None)
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Option<f64>, E> {
-        Ok(Some(v))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<f64>, E> {
-        Ok(Some(v as f64))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<f64>, E> {
-        Ok(Some(v as f64))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<f64>, E> {
-        Err(Unexpected::of(
-            self.prefix,
-            self.field,
-            "a number (unix seconds)",
-            de::Unexpected::Str(v),
-        ))
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Option<f64>, E> {
-        Err(Unexpected::of(
-            self.prefix,
-            self.field,
-            "a number (unix seconds)",
-            de::Unexpected::Bool(v),
-        ))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Option<f64>, A::Error> {
-        Err(Unexpected::of(
-            self.prefix,
-            self.field,
-            "a number (unix seconds)",
-            de::Unexpected::Seq,
-        ))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Option<f64>, A::Error> {
-        Err(Unexpected::of(
-            self.prefix,
-            self.field,
-            "a number (unix seconds)",
-            de::Unexpected::Map,
-        ))
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<f64>, D::Error> {
+        self.0.deserialize(d).map(Some)
     }
 }
 
@@ -778,6 +742,19 @@ mod tests {
         assert_eq!(p.timestamp, None);
         assert_eq!(p.seq, None);
         assert_eq!(p.value, -3.0);
+        let p = one(r#"{"value": 1, "timestamp": null}"#).unwrap();
+        assert_eq!(p.timestamp, None);
+        let e = one(r#"{"value": 1, "timestamp": 1e400}"#).unwrap_err();
+        assert!(
+            e.message.contains("field `timestamp`: number out of range"),
+            "{e}"
+        );
+        let e = one(r#"{"value": 1, "timestamp": [1]}"#).unwrap_err();
+        assert!(
+            e.message
+                .contains("field `timestamp`: expected a number (unix seconds), got sequence"),
+            "{e}"
+        );
     }
 
     #[test]
