@@ -9,7 +9,6 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -474,11 +473,6 @@ pub fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// The address a listener is bound to, for the "listening on" line.
-pub fn local_addr(listener: &TcpListener) -> io::Result<SocketAddr> {
-    listener.local_addr()
 }
 
 #[cfg(test)]
