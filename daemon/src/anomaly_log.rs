@@ -22,12 +22,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::FsyncPolicy;
+use crate::metrics::LogStats;
 
 /// Largest number of queued messages the writer folds into one write.
 const MAX_GROUP: usize = 4096;
@@ -44,6 +47,20 @@ pub struct AnomalyLogSettings {
     pub fsync: FsyncPolicy,
     /// Lines kept in memory while the file cannot be written.
     pub backlog: usize,
+    /// Rotated files kept by [`AnomalyLog::rotate`].
+    pub keep: usize,
+}
+
+impl AnomalyLogSettings {
+    /// The writer settings of a `[log]` section.
+    pub fn from_config(log: &crate::config::LogConfig) -> Self {
+        AnomalyLogSettings {
+            path: log.anomaly_log_file.clone(),
+            fsync: log.fsync,
+            backlog: log.backlog,
+            keep: log.keep,
+        }
+    }
 }
 
 /// Errors the anomaly log reports to its caller.
@@ -62,6 +79,12 @@ enum Message {
     },
     /// Periodic tick: retry the backlog, and sync with `fsync = "interval"`.
     Tick,
+    /// Switch to new settings (possibly a new path), and rotate if asked.
+    Reconfigure {
+        settings: AnomalyLogSettings,
+        rotate: bool,
+        done: oneshot::Sender<Rotation>,
+    },
     /// Write out what can be written, sync, and stop.
     Close { done: oneshot::Sender<CloseReport> },
 }
@@ -77,10 +100,28 @@ pub struct CloseReport {
     pub syncs: u64,
 }
 
+/// What a rotation request did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// No rotation was asked for; settings were applied.
+    NotAsked,
+    /// The file was renamed to `<path>.1` (older ones shifted) and a fresh
+    /// file opened at the path.
+    Rotated,
+    /// The file at the path was no longer ours (moved away, for example by
+    /// logrotate) or missing: a fresh file was opened at the path.
+    Reopened,
+    /// The file was empty; it was left as it is.
+    Empty,
+    /// Rotation failed; writing goes on to the same file.
+    Failed(String),
+}
+
 /// Handle to the anomaly log writer; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AnomalyLog {
     tx: mpsc::Sender<Message>,
+    stats: Arc<LogStats>,
 }
 
 impl AnomalyLog {
@@ -89,12 +130,36 @@ impl AnomalyLog {
     /// writer keeps retrying, as it does when the disk fills up later.
     pub fn start(settings: AnomalyLogSettings) -> Result<AnomalyLog, AnomalyLogError> {
         let (tx, rx) = mpsc::channel(1024);
-        let writer = Writer::new(settings);
+        let stats = Arc::new(LogStats::default());
+        let writer = Writer::new(settings, stats.clone());
         thread::Builder::new()
             .name("anomaly-log".into())
             .spawn(move || writer.run(rx))
             .map_err(AnomalyLogError::Spawn)?;
-        Ok(AnomalyLog { tx })
+        Ok(AnomalyLog { tx, stats })
+    }
+
+    /// The writer's counters (for metrics and health).
+    pub fn stats(&self) -> &Arc<LogStats> {
+        &self.stats
+    }
+
+    /// Applies new settings. Lines appended before this call go to the old
+    /// file, lines appended after it to the new one; with `rotate`, the file
+    /// is then rotated (see [`Rotation`]). Returns once done.
+    pub async fn reconfigure(&self, settings: AnomalyLogSettings, rotate: bool) -> Rotation {
+        let (done, answer) = oneshot::channel();
+        let message = Message::Reconfigure {
+            settings,
+            rotate,
+            done,
+        };
+        if self.tx.send(message).await.is_err() {
+            return Rotation::Failed("the anomaly log writer has stopped".into());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Rotation::Failed("the anomaly log writer has stopped".into()))
     }
 
     /// Appends complete lines and waits until they are written. Returns
@@ -147,10 +212,21 @@ struct Writer {
     dirty: bool,
     /// `fdatasync` calls made so far.
     syncs: u64,
+    stats: Arc<LogStats>,
+}
+
+/// A control message, handled after the lines queued before it are written.
+enum Control {
+    Reconfigure {
+        settings: AnomalyLogSettings,
+        rotate: bool,
+        done: oneshot::Sender<Rotation>,
+    },
+    Close(oneshot::Sender<CloseReport>),
 }
 
 impl Writer {
-    fn new(settings: AnomalyLogSettings) -> Self {
+    fn new(settings: AnomalyLogSettings, stats: Arc<LogStats>) -> Self {
         let mut writer = Writer {
             settings,
             file: None,
@@ -160,6 +236,7 @@ impl Writer {
             failing_since: None,
             dirty: false,
             syncs: 0,
+            stats,
         };
         if let Err(e) = writer.reopen() {
             writer.enter_failure(&e);
@@ -172,7 +249,7 @@ impl Writer {
         let mut buf: Vec<u8> = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             let mut tick = false;
-            let mut close = None;
+            let mut control = None;
             let mut next = Some(first);
             // Fold everything already queued into one write (group commit).
             while let Some(message) = next.take() {
@@ -186,8 +263,20 @@ impl Writer {
                         group.push(done);
                     }
                     Message::Tick => tick = true,
+                    Message::Reconfigure {
+                        settings,
+                        rotate,
+                        done,
+                    } => {
+                        control = Some(Control::Reconfigure {
+                            settings,
+                            rotate,
+                            done,
+                        });
+                        break;
+                    }
                     Message::Close { done } => {
-                        close = Some(done);
+                        control = Some(Control::Close(done));
                         break;
                     }
                 }
@@ -195,7 +284,8 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
-            if tick || close.is_some() {
+            let close = matches!(control, Some(Control::Close(_)));
+            if tick || close {
                 self.retry_backlog();
             }
             if !buf.is_empty() {
@@ -205,25 +295,35 @@ impl Writer {
                 }
                 buf.clear();
             }
-            if (tick && self.settings.fsync == FsyncPolicy::Interval) || close.is_some() {
+            if (tick && self.settings.fsync == FsyncPolicy::Interval) || close {
                 self.sync();
             }
-            if let Some(done) = close {
-                let report = CloseReport {
-                    unwritten: self.backlog.len(),
-                    dropped: self.dropped,
-                    syncs: self.syncs,
-                };
-                if report.unwritten > 0 {
-                    tracing::error!(
-                        unwritten = report.unwritten,
-                        path = %self.settings.path.display(),
-                        "Anomaly log closed with lines still unwritten."
-                    );
+            let done = match control {
+                None => continue,
+                Some(Control::Reconfigure {
+                    settings,
+                    rotate,
+                    done,
+                }) => {
+                    let _ = done.send(self.reconfigure(settings, rotate));
+                    continue;
                 }
-                let _ = done.send(report);
-                return;
+                Some(Control::Close(done)) => done,
+            };
+            let report = CloseReport {
+                unwritten: self.backlog.len(),
+                dropped: self.dropped,
+                syncs: self.syncs,
+            };
+            if report.unwritten > 0 {
+                tracing::error!(
+                    unwritten = report.unwritten,
+                    path = %self.settings.path.display(),
+                    "Anomaly log closed with lines still unwritten."
+                );
             }
+            let _ = done.send(report);
+            return;
         }
         // Every sender is gone: write what we can and stop.
         self.retry_backlog();
@@ -240,6 +340,7 @@ impl Writer {
         }
         match self.write_checked(buf) {
             Ok(()) => {
+                self.count_written(buf);
                 if self.settings.fsync == FsyncPolicy::Always {
                     self.sync();
                 }
@@ -322,6 +423,102 @@ impl Writer {
         Ok(())
     }
 
+    /// Applies new settings, switching files when the path changed, then
+    /// rotates if asked.
+    fn reconfigure(&mut self, settings: AnomalyLogSettings, rotate: bool) -> Rotation {
+        let path_changed = settings.path != self.settings.path;
+        if path_changed {
+            self.sync();
+            tracing::info!(
+                from = %self.settings.path.display(),
+                to = %settings.path.display(),
+                "Anomaly log switches to a new file."
+            );
+        }
+        self.settings = settings;
+        if path_changed {
+            self.file = None;
+            if let Err(e) = self.reopen() {
+                self.enter_failure(&e);
+            }
+        }
+        if !rotate {
+            return Rotation::NotAsked;
+        }
+        let outcome = self.rotate();
+        match &outcome {
+            Rotation::Rotated | Rotation::Reopened => {
+                self.stats.rotations.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(path = %self.settings.path.display(), outcome = ?outcome, "Anomaly log rotated.");
+            }
+            Rotation::Failed(e) => {
+                tracing::error!(path = %self.settings.path.display(), error = %e, "Cannot rotate the anomaly log; still writing to the same file.");
+            }
+            Rotation::Empty | Rotation::NotAsked => {}
+        }
+        // Lines held back while the old file failed go to the fresh one.
+        self.retry_backlog();
+        outcome
+    }
+
+    /// Rotates the file: renames `path` to `path.1` after shifting
+    /// `path.N` to `path.N+1` (dropping the one beyond `keep`), or, when the
+    /// file at `path` is not the one we write (an outside tool moved it),
+    /// just opens a fresh file there.
+    fn rotate(&mut self) -> Rotation {
+        self.sync();
+        let path = self.settings.path.clone();
+        let ours = self
+            .file
+            .as_ref()
+            .and_then(|open| open.file.metadata().ok())
+            .map(|meta| (meta.dev(), meta.ino()));
+        let at_path = fs::metadata(&path)
+            .ok()
+            .map(|meta| (meta.dev(), meta.ino()));
+        if ours.is_none() || ours != at_path {
+            return match self.reopen() {
+                Ok(()) => Rotation::Reopened,
+                Err(e) => {
+                    self.enter_failure(&e);
+                    Rotation::Failed(e.to_string())
+                }
+            };
+        }
+        if self
+            .file
+            .as_ref()
+            .is_some_and(|open| open.complete_len == 0)
+        {
+            return Rotation::Empty;
+        }
+        let numbered = |n: usize| {
+            let mut name = path.clone().into_os_string();
+            name.push(format!(".{n}"));
+            PathBuf::from(name)
+        };
+        let keep = self.settings.keep.max(1);
+        for n in (1..keep).rev() {
+            match fs::rename(numbered(n), numbered(n + 1)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Rotation::Failed(format!("renaming {}: {e}", numbered(n).display()));
+                }
+            }
+        }
+        if let Err(e) = fs::rename(&path, numbered(1)) {
+            return Rotation::Failed(format!("renaming to {}: {e}", numbered(1).display()));
+        }
+        match self.reopen() {
+            Ok(()) => Rotation::Rotated,
+            Err(e) => {
+                self.enter_failure(&e);
+                Rotation::Failed(e.to_string())
+            }
+        }
+    }
+
     fn retry_backlog(&mut self) {
         if self.backlog.is_empty() && self.failing_since.is_none() {
             return;
@@ -339,7 +536,10 @@ impl Writer {
         }
         match self.write_checked(&buf) {
             Ok(()) => {
+                self.count_written(&buf);
                 self.backlog.clear();
+                self.stats.backlog.store(0, Ordering::Relaxed);
+                self.stats.failing.store(false, Ordering::Relaxed);
                 if self.settings.fsync == FsyncPolicy::Always {
                     self.sync();
                 }
@@ -358,7 +558,14 @@ impl Writer {
         }
     }
 
+    fn count_written(&self, buf: &[u8]) {
+        let lines = buf.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.stats.lines_written.fetch_add(lines, Ordering::Relaxed);
+    }
+
     fn enter_failure(&mut self, e: &io::Error) {
+        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        self.stats.failing.store(true, Ordering::Relaxed);
         if self.failing_since.is_none() {
             self.failing_since = Some(Instant::now());
             tracing::error!(
@@ -377,6 +584,7 @@ impl Writer {
         for line in buf.split_inclusive(|&b| b == b'\n') {
             if self.backlog.len() >= capacity {
                 self.backlog.pop_front();
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 self.dropped += 1;
                 self.dropped_in_episode += 1;
                 if self.dropped_in_episode == 1 || self.dropped_in_episode.is_power_of_two() {
@@ -389,6 +597,9 @@ impl Writer {
             }
             self.backlog.push_back(line.to_vec());
         }
+        self.stats
+            .backlog
+            .store(self.backlog.len() as u64, Ordering::Relaxed);
     }
 
     fn sync(&mut self) {
@@ -397,7 +608,10 @@ impl Writer {
         }
         if let Some(open) = &self.file {
             self.syncs += 1;
-            match open.file.sync_data() {
+            let started = Instant::now();
+            let result = open.file.sync_data();
+            self.stats.fsync_seconds.observe(started.elapsed());
+            match result {
                 Ok(()) => self.dirty = false,
                 Err(e) => tracing::warn!(error = %e, "Cannot fsync the anomaly log."),
             }
@@ -467,6 +681,7 @@ mod tests {
             path,
             fsync,
             backlog: 4,
+            keep: 3,
         }
     }
 
@@ -504,7 +719,7 @@ mod tests {
         }
         let (done, closed) = oneshot::channel();
         tx.try_send(Message::Close { done }).unwrap();
-        let writer = Writer::new(settings(path.clone(), FsyncPolicy::Always));
+        let writer = Writer::new(settings(path.clone(), FsyncPolicy::Always), Arc::default());
         std::thread::spawn(move || writer.run(rx)).join().unwrap();
         for answer in answers {
             assert_eq!(answer.blocking_recv(), Ok(true));
@@ -541,6 +756,78 @@ mod tests {
         assert!(log.append(b"2\n".to_vec()).await);
         log.close().await;
         assert_eq!(fs::read_to_string(&path).unwrap(), "2\n");
+    }
+
+    fn numbered(path: &Path, n: usize) -> PathBuf {
+        PathBuf::from(format!("{}.{n}", path.display()))
+    }
+
+    #[tokio::test]
+    async fn rotation_shifts_numbered_files_and_keeps_at_most_keep() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let log = AnomalyLog::start(settings(path.clone(), FsyncPolicy::Never)).unwrap();
+        for i in 1..=5 {
+            assert!(log.append(format!("{i}\n").into_bytes()).await);
+            let outcome = log
+                .reconfigure(settings(path.clone(), FsyncPolicy::Never), true)
+                .await;
+            assert_eq!(outcome, Rotation::Rotated);
+        }
+        // Nothing written since the last rotation: the empty file stays.
+        let outcome = log
+            .reconfigure(settings(path.clone(), FsyncPolicy::Never), true)
+            .await;
+        assert_eq!(outcome, Rotation::Empty);
+        assert!(log.append(b"6\n".to_vec()).await);
+        log.close().await;
+        assert_eq!(fs::read_to_string(&path).unwrap(), "6\n");
+        // keep = 3: the newest three rotated files, newest first.
+        for (n, content) in [(1, "5\n"), (2, "4\n"), (3, "3\n")] {
+            assert_eq!(fs::read_to_string(numbered(&path, n)).unwrap(), content);
+        }
+        assert!(!numbered(&path, 4).exists());
+        assert_eq!(log.stats().rotations.load(Ordering::Relaxed), 5);
+    }
+
+    #[tokio::test]
+    async fn a_file_moved_away_is_reopened_not_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let log = AnomalyLog::start(settings(path.clone(), FsyncPolicy::Never)).unwrap();
+        assert!(log.append(b"1\n".to_vec()).await);
+        // logrotate's way: rename, then signal.
+        let moved = dir.path().join("a.log-20261125");
+        fs::rename(&path, &moved).unwrap();
+        // Lines written before the signal still go to the moved file.
+        assert!(log.append(b"2\n".to_vec()).await);
+        let outcome = log
+            .reconfigure(settings(path.clone(), FsyncPolicy::Never), true)
+            .await;
+        assert_eq!(outcome, Rotation::Reopened);
+        assert!(log.append(b"3\n".to_vec()).await);
+        log.close().await;
+        assert_eq!(fs::read_to_string(&moved).unwrap(), "1\n2\n");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "3\n");
+        assert!(!numbered(&path, 1).exists());
+    }
+
+    #[tokio::test]
+    async fn a_new_path_takes_the_lines_after_the_switch() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.log");
+        let new = dir.path().join("new/new.log");
+        let log = AnomalyLog::start(settings(old.clone(), FsyncPolicy::Always)).unwrap();
+        assert!(log.append(b"1\n".to_vec()).await);
+        let outcome = log
+            .reconfigure(settings(new.clone(), FsyncPolicy::Always), false)
+            .await;
+        assert_eq!(outcome, Rotation::NotAsked);
+        assert!(log.append(b"2\n".to_vec()).await);
+        log.close().await;
+        assert_eq!(fs::read_to_string(&old).unwrap(), "1\n");
+        assert_eq!(fs::read_to_string(&new).unwrap(), "2\n");
+        assert_eq!(log.stats().lines_written.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]

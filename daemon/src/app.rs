@@ -88,11 +88,7 @@ pub fn build_state(config: Arc<Config>) -> Result<Arc<AppState>, AppError> {
             tracing::warn!(path = %path.display(), error = %e, "Cannot read recent anomalies from the anomaly log; starting with an empty list.");
         }
     }
-    let log = AnomalyLog::start(AnomalyLogSettings {
-        path: path.clone(),
-        fsync: config.log.fsync,
-        backlog: config.log.backlog,
-    })?;
+    let log = AnomalyLog::start(AnomalyLogSettings::from_config(&config.log))?;
     Ok(Arc::new(AppState {
         config: RwLock::new(config.clone()),
         table: SeriesTable::new(config),

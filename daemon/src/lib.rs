@@ -30,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod detector;
 pub mod http;
+pub mod metrics;
 pub mod replay;
 pub mod series;
 pub mod store;

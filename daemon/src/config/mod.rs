@@ -46,6 +46,15 @@ const DIRECTIONS: &[(&str, Direction)] = &[
     ("both", Direction::Both),
 ];
 
+/// The spellings of [`LogLevel`] in the file.
+const LOG_LEVELS: &[(&str, LogLevel)] = &[
+    ("error", LogLevel::Error),
+    ("warn", LogLevel::Warn),
+    ("info", LogLevel::Info),
+    ("debug", LogLevel::Debug),
+    ("trace", LogLevel::Trace),
+];
+
 /// The spellings of [`FsyncPolicy`] in the file.
 const FSYNC_POLICIES: &[(&str, FsyncPolicy)] = &[
     ("never", FsyncPolicy::Never),
@@ -88,6 +97,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Largest number of series tracked at once.
     pub max_series: usize,
+    /// Time in-flight requests get to finish once shutdown begins.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +110,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_series: 100_000,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -333,6 +345,7 @@ key_table! {
         header_read_timeout: Duration = |d, k, v| d.duration(k, v, POSITIVE),
         idle_timeout: Duration = |d, k, v| d.duration(k, v, POSITIVE),
         max_series: usize = |d, k, v| d.integer(k, v, 1..),
+        shutdown_grace: Duration = |d, k, v| d.duration(k, v, ..),
     }
 }
 
@@ -343,6 +356,10 @@ key_table! {
         fsync: FsyncPolicy = |d, k, v| d.choice(k, v, FSYNC_POLICIES),
         backlog: usize = |d, k, v| d.integer(k, v, 1..),
         recent_anomalies: usize = |d, k, v| d.integer(k, v, 1..=1_000_000),
+        keep: usize = |d, k, v| d.integer(k, v, 1..=1000),
+        level: LogLevel = |d, k, v| d.choice(k, v, LOG_LEVELS),
+        journal: bool = |d, k, v| d.boolean(k, v),
+        journal_anomaly_rate: u32 = |d, k, v| d.integer(k, v, 0..=1_000_000),
     }
 }
 
@@ -404,6 +421,40 @@ impl FsyncPolicy {
     }
 }
 
+/// The level of the daemon's own diagnostics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Start-up, reloads, shutdown and problems (the default).
+    Info,
+    /// Also routine events such as idle-series sweeps.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The spelling used in the configuration file (and by `RUST_LOG`).
+    pub fn as_str(self) -> &'static str {
+        name_of(LOG_LEVELS, self)
+    }
+}
+
+impl TomlValue for LogLevel {
+    fn toml(&self) -> String {
+        quote(self.as_str())
+    }
+}
+
+impl TomlValue for u32 {
+    fn toml(&self) -> String {
+        self.to_string()
+    }
+}
+
 /// `[log]`: the anomaly log.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogConfig {
@@ -415,6 +466,15 @@ pub struct LogConfig {
     pub backlog: usize,
     /// Anomalies kept in memory for `GET /anomalies`.
     pub recent_anomalies: usize,
+    /// Rotated files kept by SIGHUP rotation (`<file>.1` … `<file>.<keep>`).
+    pub keep: usize,
+    /// Level of the daemon's own diagnostics (unless `RUST_LOG` is set).
+    pub level: LogLevel,
+    /// Send diagnostics to journald even when not started by systemd.
+    pub journal: bool,
+    /// Anomalies per second also sent to the journal as events; the rest
+    /// are counted and summarised. 0 sends none.
+    pub journal_anomaly_rate: u32,
 }
 
 impl Default for LogConfig {
@@ -424,6 +484,10 @@ impl Default for LogConfig {
             fsync: FsyncPolicy::Interval,
             backlog: 10_000,
             recent_anomalies: 1_000,
+            keep: 7,
+            level: LogLevel::Info,
+            journal: false,
+            journal_anomaly_rate: 10,
         }
     }
 }
@@ -528,6 +592,7 @@ impl Config {
         key(&mut out, "header_read_timeout", &server.header_read_timeout);
         key(&mut out, "idle_timeout", &server.idle_timeout);
         key(&mut out, "max_series", &server.max_series);
+        key(&mut out, "shutdown_grace", &server.shutdown_grace);
 
         out.push_str("\n[detector]\n");
         DetectorOverrides::from(&self.detector).write_toml(&mut out, |key| {
@@ -549,6 +614,10 @@ impl Config {
         key(&mut out, "fsync", &log.fsync);
         key(&mut out, "backlog", &log.backlog);
         key(&mut out, "recent_anomalies", &log.recent_anomalies);
+        key(&mut out, "keep", &log.keep);
+        key(&mut out, "level", &log.level);
+        key(&mut out, "journal", &log.journal);
+        key(&mut out, "journal_anomaly_rate", &log.journal_anomaly_rate);
         out
     }
 }

@@ -1,0 +1,628 @@
+//! The daemon's Prometheus metrics: counters, gauges and histograms updated
+//! lock-free on the request path, rendered on `GET /metrics` in the text
+//! exposition format 0.0.4 (the one `promtool check metrics` accepts).
+//!
+//! Labels are bounded by construction: routes, statuses, reasons and
+//! directions are enums here, never series names.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::detector::Side;
+use crate::series::TableStats;
+
+/// Upper bounds (seconds) of the request duration buckets.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+/// Upper bounds (seconds) of the fsync duration buckets.
+const FSYNC_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// A cumulative histogram of durations.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Per-bucket (non-cumulative) counts; the last one is `+Inf`.
+    buckets: Box<[AtomicU64]>,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let index = self.bounds.partition_point(|&bound| bound < secs);
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Number of observations so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Writes the `_bucket`, `_sum` and `_count` samples; `labels` is
+    /// either empty or `key="value",` pairs each ending with a comma.
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let le = self
+                .bounds
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {cumulative}");
+        }
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let labels = labels.trim_end_matches(',');
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {cumulative}");
+    }
+}
+
+/// The route of a request, as the `route` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `/detect`.
+    Detect,
+    /// `/anomalies`.
+    Anomalies,
+    /// `/metrics`.
+    Metrics,
+    /// `/healthz` and `/ready`.
+    Health,
+    /// Any other path (answered 404).
+    Other,
+}
+
+impl Route {
+    const ALL: [Route; 5] = [
+        Route::Detect,
+        Route::Anomalies,
+        Route::Metrics,
+        Route::Health,
+        Route::Other,
+    ];
+
+    /// The route serving `path`.
+    pub fn of(path: &str) -> Route {
+        match path {
+            "/detect" => Route::Detect,
+            "/anomalies" => Route::Anomalies,
+            "/metrics" => Route::Metrics,
+            "/healthz" | "/ready" => Route::Health,
+            _ => Route::Other,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Route::Detect => "/detect",
+            Route::Anomalies => "/anomalies",
+            Route::Metrics => "/metrics",
+            Route::Health => "health",
+            Route::Other => "other",
+        }
+    }
+}
+
+/// Why a request was refused, as the `reason` label; derived from the
+/// status code of the error reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadRequest {
+    /// 400: malformed JSON or an unreadable body or query.
+    Malformed,
+    /// 408: the body did not arrive in time.
+    Timeout,
+    /// 404: no such endpoint.
+    NotFound,
+    /// 405: wrong method.
+    MethodNotAllowed,
+    /// 413: body over `max_body_bytes`.
+    TooLarge,
+    /// 415: unsupported `Content-Type`.
+    UnsupportedMediaType,
+    /// 422: a field is missing, of the wrong type or out of range.
+    Invalid,
+    /// 429: `max_series` reached.
+    TooManySeries,
+}
+
+impl BadRequest {
+    const ALL: [BadRequest; 8] = [
+        BadRequest::Malformed,
+        BadRequest::Timeout,
+        BadRequest::NotFound,
+        BadRequest::MethodNotAllowed,
+        BadRequest::TooLarge,
+        BadRequest::UnsupportedMediaType,
+        BadRequest::Invalid,
+        BadRequest::TooManySeries,
+    ];
+
+    /// The reason of an error reply with status `status`, if it is one.
+    pub fn from_status(status: u16) -> Option<BadRequest> {
+        Some(match status {
+            400 => BadRequest::Malformed,
+            404 => BadRequest::NotFound,
+            405 => BadRequest::MethodNotAllowed,
+            408 => BadRequest::Timeout,
+            413 => BadRequest::TooLarge,
+            415 => BadRequest::UnsupportedMediaType,
+            422 => BadRequest::Invalid,
+            429 => BadRequest::TooManySeries,
+            _ => return None,
+        })
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            BadRequest::Malformed => "malformed",
+            BadRequest::Timeout => "timeout",
+            BadRequest::NotFound => "not_found",
+            BadRequest::MethodNotAllowed => "method_not_allowed",
+            BadRequest::TooLarge => "too_large",
+            BadRequest::UnsupportedMediaType => "unsupported_media_type",
+            BadRequest::Invalid => "invalid",
+            BadRequest::TooManySeries => "too_many_series",
+        }
+    }
+}
+
+/// Counters of the anomaly log writer, shared with its thread.
+#[derive(Debug)]
+pub struct LogStats {
+    /// Failed writes (each failure, not each episode).
+    pub write_errors: AtomicU64,
+    /// Lines waiting in the in-memory backlog.
+    pub backlog: AtomicU64,
+    /// Lines dropped because the backlog was full.
+    pub dropped: AtomicU64,
+    /// Lines written to the file.
+    pub lines_written: AtomicU64,
+    /// Rotations done (SIGHUP).
+    pub rotations: AtomicU64,
+    /// Whether the log currently cannot be written.
+    pub failing: AtomicBool,
+    /// Duration of each `fdatasync`.
+    pub fsync_seconds: Histogram,
+}
+
+impl Default for LogStats {
+    fn default() -> Self {
+        LogStats {
+            write_errors: AtomicU64::new(0),
+            backlog: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            lines_written: AtomicU64::new(0),
+            rotations: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            fsync_seconds: Histogram::new(FSYNC_BUCKETS),
+        }
+    }
+}
+
+/// Every metric of the daemon except the ones computed at scrape time.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Points accepted on `/detect` (duplicates included).
+    pub points: AtomicU64,
+    /// Points skipped as duplicates (`seq` already applied).
+    pub duplicates: AtomicU64,
+    anomalies: [AtomicU64; 2],
+    bad_requests: [AtomicU64; BadRequest::ALL.len()],
+    request_seconds: [Histogram; Route::ALL.len()],
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+    last_reload_ok: AtomicBool,
+    /// Unix seconds of the last successful (re)load, as `f64` bits.
+    last_reload_success: AtomicU64,
+    /// The anomaly log writer's counters.
+    pub log: std::sync::Arc<LogStats>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            points: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            anomalies: Default::default(),
+            bad_requests: Default::default(),
+            request_seconds: Route::ALL.map(|_| Histogram::new(REQUEST_BUCKETS)),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            last_reload_ok: AtomicBool::new(true),
+            last_reload_success: AtomicU64::new(0f64.to_bits()),
+            log: Default::default(),
+        }
+    }
+}
+
+/// Values read at scrape time from other parts of the daemon.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Snapshot {
+    /// Series held and warming up.
+    pub table: TableStats,
+    /// Anomalies suppressed from the journal by the rate limit.
+    pub journal_suppressed: u64,
+}
+
+impl Metrics {
+    /// Metrics of a daemon whose configuration was loaded at `loaded_at`
+    /// (unix seconds).
+    pub fn new(loaded_at: f64) -> Self {
+        let metrics = Metrics::default();
+        metrics
+            .last_reload_success
+            .store(loaded_at.to_bits(), Ordering::Relaxed);
+        metrics
+    }
+
+    /// Counts one anomaly that crossed `side`.
+    pub fn anomaly(&self, side: Side) {
+        let index = match side {
+            Side::Upper => 0,
+            Side::Lower => 1,
+        };
+        self.anomalies[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Total anomalies found.
+    pub fn anomalies_total(&self) -> u64 {
+        self.anomalies
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Records a finished request.
+    pub fn request(&self, route: Route, status: u16, elapsed: Duration) {
+        let index = Route::ALL.iter().position(|r| *r == route).unwrap_or(0);
+        self.request_seconds[index].observe(elapsed);
+        if let Some(reason) = BadRequest::from_status(status) {
+            let index = BadRequest::ALL.iter().position(|r| *r == reason);
+            self.bad_requests[index.unwrap_or(0)].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records the outcome of a reload attempt at `now` (unix seconds).
+    pub fn reload(&self, ok: bool, now: f64) {
+        self.last_reload_ok.store(ok, Ordering::Relaxed);
+        if ok {
+            self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+            self.last_reload_success
+                .store(now.to_bits(), Ordering::Relaxed);
+        } else {
+            self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the last reload attempt succeeded (true before any).
+    pub fn last_reload_ok(&self) -> bool {
+        self.last_reload_ok.load(Ordering::Relaxed)
+    }
+
+    /// Unix seconds of the last successful configuration load.
+    pub fn last_reload_success(&self) -> f64 {
+        f64::from_bits(self.last_reload_success.load(Ordering::Relaxed))
+    }
+
+    /// The exposition text (format 0.0.4).
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let mut out = String::with_capacity(8192);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+
+        header(
+            &mut out,
+            "anomalyd_build_info",
+            "gauge",
+            "Always 1; the version label says which anomalyd runs.",
+        );
+        let _ = writeln!(
+            out,
+            "anomalyd_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+
+        counter(
+            &mut out,
+            "anomalyd_points_received_total",
+            "Data points accepted on POST /detect, duplicates included.",
+            load(&self.points),
+        );
+        counter(
+            &mut out,
+            "anomalyd_points_duplicate_total",
+            "Points not applied because their seq was already applied.",
+            load(&self.duplicates),
+        );
+
+        header(
+            &mut out,
+            "anomalyd_anomalies_total",
+            "counter",
+            "Anomalies found, by the side of the band that was crossed.",
+        );
+        for (side, count) in ["upper", "lower"].iter().zip(&self.anomalies) {
+            let _ = writeln!(
+                out,
+                "anomalyd_anomalies_total{{direction=\"{side}\"}} {}",
+                load(count)
+            );
+        }
+
+        header(
+            &mut out,
+            "anomalyd_bad_requests_total",
+            "counter",
+            "Requests refused with an error reply, by reason.",
+        );
+        for (reason, count) in BadRequest::ALL.iter().zip(&self.bad_requests) {
+            let _ = writeln!(
+                out,
+                "anomalyd_bad_requests_total{{reason=\"{}\"}} {}",
+                reason.label(),
+                load(count)
+            );
+        }
+
+        gauge(
+            &mut out,
+            "anomalyd_series_active",
+            "Series currently held in memory.",
+            snapshot.table.series as f64,
+        );
+        gauge(
+            &mut out,
+            "anomalyd_series_warming_up",
+            "Series whose window does not yet hold min_samples points.",
+            snapshot.table.warming_up as f64,
+        );
+
+        let log = &self.log;
+        counter(
+            &mut out,
+            "anomalyd_anomaly_log_lines_written_total",
+            "Anomaly lines written to the anomaly log file.",
+            load(&log.lines_written),
+        );
+        counter(
+            &mut out,
+            "anomalyd_anomaly_log_write_errors_total",
+            "Failed writes to the anomaly log.",
+            load(&log.write_errors),
+        );
+        gauge(
+            &mut out,
+            "anomalyd_anomaly_log_backlog_lines",
+            "Anomaly lines held in memory while the log cannot be written.",
+            load(&log.backlog) as f64,
+        );
+        counter(
+            &mut out,
+            "anomalyd_anomaly_log_dropped_lines_total",
+            "Anomaly lines dropped because the backlog was full.",
+            load(&log.dropped),
+        );
+        counter(
+            &mut out,
+            "anomalyd_anomaly_log_rotations_total",
+            "Rotations of the anomaly log (SIGHUP).",
+            load(&log.rotations),
+        );
+        header(
+            &mut out,
+            "anomalyd_anomaly_log_fsync_duration_seconds",
+            "histogram",
+            "Duration of fdatasync calls on the anomaly log.",
+        );
+        log.fsync_seconds
+            .render(&mut out, "anomalyd_anomaly_log_fsync_duration_seconds", "");
+        counter(
+            &mut out,
+            "anomalyd_journal_anomalies_suppressed_total",
+            "Anomaly events not sent to the journal because of [log] journal_anomaly_rate.",
+            snapshot.journal_suppressed,
+        );
+
+        header(
+            &mut out,
+            "anomalyd_config_reloads_total",
+            "counter",
+            "Configuration reload attempts, by result.",
+        );
+        let _ = writeln!(
+            out,
+            "anomalyd_config_reloads_total{{result=\"success\"}} {}",
+            load(&self.reloads_ok)
+        );
+        let _ = writeln!(
+            out,
+            "anomalyd_config_reloads_total{{result=\"failure\"}} {}",
+            load(&self.reloads_failed)
+        );
+        gauge(
+            &mut out,
+            "anomalyd_config_last_reload_successful",
+            "1 if the last configuration reload succeeded (or none was tried), else 0.",
+            if self.last_reload_ok() { 1.0 } else { 0.0 },
+        );
+        gauge(
+            &mut out,
+            "anomalyd_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load.",
+            self.last_reload_success(),
+        );
+
+        header(
+            &mut out,
+            "anomalyd_http_request_duration_seconds",
+            "histogram",
+            "Time from routing a request to its reply, by route.",
+        );
+        for (route, histogram) in Route::ALL.iter().zip(&self.request_seconds) {
+            histogram.render(
+                &mut out,
+                "anomalyd_http_request_duration_seconds",
+                &format!("route=\"{}\",", route.label()),
+            );
+        }
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    header(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+    header(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the sample line starting with `prefix` (name and labels).
+    fn sample(text: &str, prefix: &str) -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no sample {prefix} in\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let metrics = Metrics::new(0.0);
+        for micros in [50, 300, 300, 2_000_000, 9_000_000] {
+            metrics.request(Route::Detect, 200, Duration::from_micros(micros));
+        }
+        let text = metrics.render(&Snapshot::default());
+        let name = "anomalyd_http_request_duration_seconds";
+        assert_eq!(
+            sample(
+                &text,
+                &format!("{name}_bucket{{route=\"/detect\",le=\"0.0001\"}}")
+            ),
+            1.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("{name}_bucket{{route=\"/detect\",le=\"0.0005\"}}")
+            ),
+            3.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("{name}_bucket{{route=\"/detect\",le=\"2.5\"}}")
+            ),
+            4.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("{name}_bucket{{route=\"/detect\",le=\"+Inf\"}}")
+            ),
+            5.0
+        );
+        assert_eq!(
+            sample(&text, &format!("{name}_count{{route=\"/detect\"}}")),
+            5.0
+        );
+        let sum = sample(&text, &format!("{name}_sum{{route=\"/detect\"}}"));
+        assert!((sum - 11.00065).abs() < 1e-9, "{sum}");
+        assert_eq!(
+            sample(&text, &format!("{name}_count{{route=\"other\"}}")),
+            0.0
+        );
+    }
+
+    #[test]
+    fn error_statuses_count_as_bad_requests_by_reason() {
+        let metrics = Metrics::new(0.0);
+        metrics.request(Route::Detect, 422, Duration::ZERO);
+        metrics.request(Route::Detect, 422, Duration::ZERO);
+        metrics.request(Route::Other, 404, Duration::ZERO);
+        metrics.request(Route::Detect, 200, Duration::ZERO);
+        let text = metrics.render(&Snapshot::default());
+        assert_eq!(
+            sample(&text, "anomalyd_bad_requests_total{reason=\"invalid\"}"),
+            2.0
+        );
+        assert_eq!(
+            sample(&text, "anomalyd_bad_requests_total{reason=\"not_found\"}"),
+            1.0
+        );
+        assert_eq!(
+            sample(&text, "anomalyd_bad_requests_total{reason=\"malformed\"}"),
+            0.0
+        );
+    }
+
+    #[test]
+    fn reloads_track_the_last_result() {
+        let metrics = Metrics::new(100.0);
+        metrics.reload(false, 200.0);
+        let text = metrics.render(&Snapshot::default());
+        assert_eq!(sample(&text, "anomalyd_config_last_reload_successful"), 0.0);
+        assert_eq!(
+            sample(
+                &text,
+                "anomalyd_config_last_reload_success_timestamp_seconds"
+            ),
+            100.0
+        );
+        metrics.reload(true, 300.0);
+        let text = metrics.render(&Snapshot::default());
+        assert_eq!(sample(&text, "anomalyd_config_last_reload_successful"), 1.0);
+        assert_eq!(
+            sample(&text, "anomalyd_config_reloads_total{result=\"failure\"}"),
+            1.0
+        );
+        assert_eq!(
+            sample(&text, "anomalyd_config_reloads_total{result=\"success\"}"),
+            1.0
+        );
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_once() {
+        let text = Metrics::new(0.0).render(&Snapshot::default());
+        let mut seen = std::collections::HashSet::new();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split(' ').nth(2).unwrap();
+            assert!(seen.insert(name.to_owned()), "TYPE twice for {name}");
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "{name} has no HELP"
+            );
+            assert!(name.starts_with("anomalyd_"));
+        }
+    }
+}
