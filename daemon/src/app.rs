@@ -6,7 +6,9 @@
 //! Shutdown order: stop accepting, let in-flight requests finish (bounded by
 //! a grace period), then write out and sync the anomaly log.
 
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -16,22 +18,36 @@ use tokio_util::task::TaskTracker;
 use crate::anomaly_log::{self, AnomalyLog, AnomalyLogError, AnomalyLogSettings};
 use crate::api::AnomalyRecord;
 use crate::config::Config;
-use crate::http;
+use crate::http::{self, unix_now};
+use crate::metrics::{Metrics, Snapshot};
+use crate::reload::{self, Trigger};
 use crate::series::SeriesTable;
 use crate::store::RecentAnomalies;
+use crate::telemetry::AnomalyEvents;
+use crate::{systemd, watch};
 
-/// How long in-flight requests get to finish after shutdown begins.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often the `STATUS=` line sent to systemd is refreshed.
+const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// State shared by every request handler.
 pub struct AppState {
     config: RwLock<Arc<Config>>,
+    /// The `--config` path, or `None` for the default path (which may not
+    /// exist: built-in defaults).
+    pub config_path: Option<PathBuf>,
     /// Live series and their detectors.
     pub table: SeriesTable,
     /// Recent anomalies for `GET /anomalies`.
     pub recent: RecentAnomalies,
     /// The anomaly log writer.
     pub log: AnomalyLog,
+    /// Counters and histograms for `GET /metrics`.
+    pub metrics: Metrics,
+    /// Rate limiter of the per-anomaly journal events.
+    pub journal: AnomalyEvents,
+    /// Serialises reloads (SIGHUP and the watcher).
+    pub reload_lock: tokio::sync::Mutex<()>,
+    last_reload_error: Mutex<Option<String>>,
 }
 
 impl AppState {
@@ -41,6 +57,28 @@ impl AppState {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Replaces the configuration in force (see [`reload`]).
+    pub fn set_config(&self, config: Arc<Config>) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    /// The problems of the last failed reload, while no reload succeeded
+    /// since.
+    pub fn last_reload_error(&self) -> Option<String> {
+        self.last_reload_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records the result of a reload: `Some(problems)` after a failure.
+    pub fn set_last_reload_error(&self, error: Option<String>) {
+        *self
+            .last_reload_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = error;
     }
 
     /// Records anomalies: into the recent list at once, and into the anomaly
@@ -55,12 +93,57 @@ impl AppState {
         let mut lines = Vec::with_capacity(records.len() * 160);
         for record in records {
             record.write_line(&mut lines);
+            self.metrics.anomaly(record.direction);
         }
         self.recent.extend(records.iter().cloned());
+        self.journal.emit(records);
         let log = self.log.clone();
         tokio::spawn(async move { log.append(lines).await })
             .await
             .unwrap_or(false)
+    }
+
+    /// Values computed at scrape time, for [`Metrics::render`].
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            table: self.table.stats(),
+            journal_suppressed: self.journal.suppressed_total(),
+        }
+    }
+
+    /// Reasons the daemon is not fully healthy: the anomaly log cannot be
+    /// written, or the last reload failed. Empty when all is well.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let log = self.log.stats();
+        if log.failing.load(Ordering::Relaxed) {
+            problems.push(format!(
+                "the anomaly log {} cannot be written; {} anomalies are held in memory (see the daemon's log)",
+                self.config().log.anomaly_log_file.display(),
+                log.backlog.load(Ordering::Relaxed)
+            ));
+        }
+        if let Some(error) = self.last_reload_error() {
+            problems.push(format!(
+                "the last configuration reload failed; running on the previous configuration: {error}"
+            ));
+        }
+        problems
+    }
+
+    /// The one-line summary for systemd's `STATUS=`.
+    pub fn status_line(&self) -> String {
+        let reload = if self.last_reload_error().is_some() {
+            "last reload FAILED"
+        } else {
+            "config ok"
+        };
+        format!(
+            "{} points, {} anomalies, {} series; {reload}",
+            self.metrics.points.load(Ordering::Relaxed),
+            self.metrics.anomalies_total(),
+            self.table.len(),
+        )
     }
 }
 
@@ -73,8 +156,11 @@ pub enum AppError {
 }
 
 /// Builds the shared state: loads recent anomalies from the tail of the log
-/// and starts the log writer.
-pub fn build_state(config: Arc<Config>) -> Result<Arc<AppState>, AppError> {
+/// and starts the log writer. `config_path` is where reloads read from.
+pub fn build_state(
+    config: Arc<Config>,
+    config_path: Option<PathBuf>,
+) -> Result<Arc<AppState>, AppError> {
     let recent = RecentAnomalies::new(config.log.recent_anomalies);
     let path = &config.log.anomaly_log_file;
     match anomaly_log::read_tail::<AnomalyRecord>(path, recent.capacity()) {
@@ -89,25 +175,40 @@ pub fn build_state(config: Arc<Config>) -> Result<Arc<AppState>, AppError> {
         }
     }
     let log = AnomalyLog::start(AnomalyLogSettings::from_config(&config.log))?;
+    let mut metrics = Metrics::new(unix_now());
+    metrics.log = log.stats().clone();
     Ok(Arc::new(AppState {
+        journal: AnomalyEvents::new(config.log.journal_anomaly_rate),
         config: RwLock::new(config.clone()),
+        config_path,
         table: SeriesTable::new(config),
         recent,
         log,
+        metrics,
+        reload_lock: tokio::sync::Mutex::new(()),
+        last_reload_error: Mutex::new(None),
     }))
 }
 
 /// Serves on `listener` until `shutdown` is cancelled, then drains and
-/// closes the anomaly log.
+/// closes the anomaly log. Reloads on SIGHUP and on changes of the files
+/// under `config_path` (or the default path when `None`).
 pub async fn run(
     listener: TcpListener,
     config: Arc<Config>,
+    config_path: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
-    let state = build_state(config)?;
+    let state = build_state(config, config_path)?;
     let tasks = TaskTracker::new();
     let stop_tasks = CancellationToken::new();
     tasks.spawn(housekeeping(state.clone(), stop_tasks.clone()));
+    tasks.spawn(watch::run(state.clone(), stop_tasks.clone()));
+    tasks.spawn(reload_on_sighup(state.clone(), stop_tasks.clone()));
+    if let Some(interval) = systemd::watchdog_interval() {
+        tasks.spawn(systemd::watchdog(interval, stop_tasks.clone()));
+    }
+    systemd::ready(&state.status_line());
 
     let connections = TaskTracker::new();
     http::serve(
@@ -118,15 +219,20 @@ pub async fn run(
     )
     .await;
 
-    tracing::info!("Shutting down: waiting for in-flight requests.");
+    systemd::stopping("shutting down: finishing in-flight requests");
+    let grace = state.config().server.shutdown_grace;
+    tracing::info!(
+        grace_secs = grace.as_secs_f64(),
+        "Shutting down: waiting for in-flight requests."
+    );
     connections.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
+    if tokio::time::timeout(grace, connections.wait())
         .await
         .is_err()
     {
         tracing::warn!(
-            grace_secs = SHUTDOWN_GRACE.as_secs(),
-            "Requests still in flight after the grace period; closing anyway."
+            grace_secs = grace.as_secs_f64(),
+            "Requests still in flight after [server] shutdown_grace; closing anyway."
         );
     }
     stop_tasks.cancel();
@@ -140,17 +246,46 @@ pub async fn run(
     Ok(())
 }
 
+/// Reloads the configuration and rotates the anomaly log on each SIGHUP.
+async fn reload_on_sighup(state: Arc<AppState>, stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot install the SIGHUP handler; reloads will come from the file watcher only.");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            received = hup.recv() => if received.is_none() { return },
+            () = stop.cancelled() => return,
+        }
+        tracing::info!(
+            signal = "SIGHUP",
+            "Reloading the configuration and rotating the anomaly log."
+        );
+        reload::reload(&state, Trigger::Signal).await;
+    }
+}
+
 /// Periodic work: the anomaly log's retry/sync tick and the idle-series sweep.
 async fn housekeeping(state: Arc<AppState>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(anomaly_log::TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_sweep = tokio::time::Instant::now();
+    let mut last_status = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
         state.log.tick().await;
+        state.journal.flush();
+        if last_status.elapsed() >= STATUS_INTERVAL {
+            last_status = tokio::time::Instant::now();
+            systemd::status(&state.status_line());
+        }
         if last_sweep.elapsed() >= sweep_interval(&state.config()) {
             last_sweep = tokio::time::Instant::now();
             let removed = state.table.sweep_idle();

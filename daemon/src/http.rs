@@ -32,6 +32,7 @@ use crate::api::{
 };
 use crate::app::AppState;
 use crate::detector::{Direction, Verdict};
+use crate::metrics::Route;
 use crate::store::Query;
 
 /// The body type of every response.
@@ -53,13 +54,9 @@ pub async fn serve(
     shutdown: CancellationToken,
     connections: TaskTracker,
 ) {
-    let server = state.config().server.clone();
-    let permits = Arc::new(Semaphore::new(server.max_connections));
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
-        .keep_alive(true);
+    // max_connections is fixed for the process's life; the timeouts are
+    // read per connection, so a reload changes them for new connections.
+    let permits = Arc::new(Semaphore::new(state.config().server.max_connections));
     loop {
         // Take the permit before accepting, so excess clients wait in the
         // kernel's backlog instead of holding a socket here.
@@ -78,6 +75,12 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        let server = state.config().server.clone();
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(server.header_read_timeout)
+            .keep_alive(true);
         let activity = Arc::new(Activity::new());
         let service = {
             let state = state.clone();
@@ -86,7 +89,14 @@ pub async fn serve(
                 let state = state.clone();
                 let busy = activity.begin();
                 async move {
+                    let started = Instant::now();
+                    let route_label = Route::of(req.uri().path());
                     let response = route(req, &state).await;
+                    state.metrics.request(
+                        route_label,
+                        response.status().as_u16(),
+                        started.elapsed(),
+                    );
                     drop(busy);
                     Ok::<_, Infallible>(response)
                 }
@@ -197,9 +207,15 @@ pub async fn route(req: Request<Incoming>, state: &AppState) -> Response<Respons
         (_, "/detect") => method_not_allowed("POST"),
         (&Method::GET | &Method::HEAD, "/anomalies") => anomalies(req.uri().query(), state),
         (_, "/anomalies") => method_not_allowed("GET, HEAD"),
+        (&Method::GET | &Method::HEAD, "/metrics") => metrics(state),
+        (&Method::GET | &Method::HEAD, "/healthz") => healthz(state),
+        (&Method::GET | &Method::HEAD, "/ready") => ready(state),
+        (_, "/metrics" | "/healthz" | "/ready") => method_not_allowed("GET, HEAD"),
         (_, path) => error(
             StatusCode::NOT_FOUND,
-            format!("no such endpoint `{path}`; try POST /detect or GET /anomalies"),
+            format!(
+                "no such endpoint `{path}`; try POST /detect, GET /anomalies, /metrics, /healthz or /ready"
+            ),
         ),
     }
 }
@@ -269,6 +285,10 @@ async fn detect(req: Request<Incoming>, state: &AppState) -> Response<ResponseBo
         Ok(observations) => observations,
         Err(e) => return error(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
     };
+    state
+        .metrics
+        .points
+        .fetch_add(points.len() as u64, Ordering::Relaxed);
     // Read the clock once per request, and only if a record needs it.
     let mut now = None;
     let records: Vec<AnomalyRecord> = points
@@ -290,6 +310,10 @@ async fn detect(req: Request<Incoming>, state: &AppState) -> Response<ResponseBo
         )
     } else {
         let duplicates = observations.iter().filter(|o| o.duplicate).count();
+        state
+            .metrics
+            .duplicates
+            .fetch_add(duplicates as u64, Ordering::Relaxed);
         json(
             StatusCode::OK,
             &BatchReply {
@@ -328,6 +352,66 @@ fn point_reply(
             None
         },
         logged,
+    }
+}
+
+/// `GET /metrics`: Prometheus text format 0.0.4.
+fn metrics(state: &AppState) -> Response<ResponseBody> {
+    let text = state.metrics.render(&state.snapshot());
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// Body of `/healthz` and `/ready`.
+#[derive(Serialize)]
+struct HealthReply {
+    status: &'static str,
+    /// `/healthz`: what is wrong but does not stop serving.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<Vec<String>>,
+    /// `/ready`: why the daemon is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasons: Option<Vec<String>>,
+}
+
+/// `GET /healthz`: liveness. 200 while serving; lists any warnings.
+fn healthz(state: &AppState) -> Response<ResponseBody> {
+    json(
+        StatusCode::OK,
+        &HealthReply {
+            status: "ok",
+            warnings: Some(state.problems()),
+            reasons: None,
+        },
+    )
+}
+
+/// `GET /ready`: 503 with the reasons while the anomaly log cannot be
+/// written or the last reload failed.
+fn ready(state: &AppState) -> Response<ResponseBody> {
+    let problems = state.problems();
+    if problems.is_empty() {
+        json(
+            StatusCode::OK,
+            &HealthReply {
+                status: "ready",
+                warnings: None,
+                reasons: None,
+            },
+        )
+    } else {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &HealthReply {
+                status: "not ready",
+                warnings: None,
+                reasons: Some(problems),
+            },
+        )
     }
 }
 

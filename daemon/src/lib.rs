@@ -11,6 +11,8 @@
 //! - [`anomaly_log`]: the durable JSON-lines anomaly log (writer thread).
 //! - [`http`]: accept loop, limits, routing and handlers.
 //! - [`app`]: wiring, background tasks and shutdown order.
+//! - [`reload`], [`watch`]: configuration reload (SIGHUP, file watcher).
+//! - [`metrics`]: Prometheus metrics; [`systemd`]: sd_notify.
 //! - [`replay`]: the backtest command.
 //! - [`cli`], [`telemetry`]: command line and diagnostics.
 //!
@@ -31,7 +33,10 @@ pub mod config;
 pub mod detector;
 pub mod http;
 pub mod metrics;
+pub mod reload;
 pub mod replay;
 pub mod series;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
+pub mod watch;

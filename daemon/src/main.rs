@@ -21,7 +21,6 @@ const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init();
     let config = match app::load_config(cli.config.as_deref()) {
         Ok(config) => Arc::new(config),
         Err(errors) => {
@@ -35,6 +34,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    telemetry::init(&config.log);
     if cli.check_config {
         print!("{}", config.to_toml());
         eprintln!(
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Some(Command::Replay(args)) => replay(config, args),
-        None => daemon(config),
+        None => daemon(config, cli.config),
     }
 }
 
@@ -86,7 +86,7 @@ fn replay(config: Arc<Config>, args: anomalyd::cli::ReplayArgs) -> ExitCode {
     }
 }
 
-fn daemon(config: Arc<Config>) -> ExitCode {
+fn daemon(config: Arc<Config>, config_path: Option<std::path::PathBuf>) -> ExitCode {
     if config.files.is_empty() {
         tracing::info!(
             path = DEFAULT_CONFIG_PATH,
@@ -119,7 +119,7 @@ fn daemon(config: Arc<Config>) -> ExitCode {
         tracing::info!(%addr, "Listening.");
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
-        match app::run(listener, config, shutdown).await {
+        match app::run(listener, config, config_path, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("anomalyd: {e}");
@@ -129,7 +129,8 @@ fn daemon(config: Arc<Config>) -> ExitCode {
     })
 }
 
-/// Cancels `shutdown` on SIGTERM or SIGINT.
+/// Cancels `shutdown` on SIGTERM or SIGINT; a second one during the drain
+/// exits at once with status 1.
 async fn wait_for_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
@@ -139,9 +140,22 @@ async fn wait_for_signal(shutdown: CancellationToken) {
         tracing::error!("Cannot install signal handlers; stop the daemon with SIGKILL.");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "Received signal; shutting down."),
-        _ = int.recv() => tracing::info!(signal = "SIGINT", "Received signal; shutting down."),
-    }
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(
+        signal = name,
+        "Received signal; shutting down (send it again to exit at once)."
+    );
     shutdown.cancel();
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::warn!(
+        signal = name,
+        "Second signal during shutdown; exiting at once with status 1 (anomalies already acknowledged are in the log file)."
+    );
+    std::process::exit(1);
 }

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::api::AnomalyRecord;
 
@@ -26,7 +27,7 @@ pub struct Query {
 /// Recent anomalies, newest last, bounded in count.
 #[derive(Debug)]
 pub struct RecentAnomalies {
-    capacity: usize,
+    capacity: AtomicUsize,
     // A std Mutex: the critical sections are short and never await.
     records: Mutex<VecDeque<AnomalyRecord>>,
 }
@@ -35,21 +36,32 @@ impl RecentAnomalies {
     /// An empty list holding at most `capacity` records.
     pub fn new(capacity: usize) -> Self {
         Self {
-            capacity: capacity.max(1),
+            capacity: AtomicUsize::new(capacity.max(1)),
             records: Mutex::new(VecDeque::with_capacity(capacity.clamp(1, 65_536))),
         }
     }
 
     /// The most records kept.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Changes the capacity (a reload of `recent_anomalies`), dropping the
+    /// oldest records beyond it.
+    pub fn set_capacity(&self, capacity: usize) {
+        let capacity = capacity.max(1);
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        self.capacity.store(capacity, Ordering::Relaxed);
+        let excess = records.len().saturating_sub(capacity);
+        records.drain(..excess);
     }
 
     /// Appends records, dropping the oldest beyond the capacity.
     pub fn extend<I: IntoIterator<Item = AnomalyRecord>>(&self, new: I) {
         let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let capacity = self.capacity();
         for record in new {
-            if records.len() == self.capacity {
+            if records.len() >= capacity {
                 records.pop_front();
             }
             records.push_back(record);
@@ -69,7 +81,7 @@ impl RecentAnomalies {
     /// The newest records matching `query`, oldest first. `limit` defaults
     /// to [`DEFAULT_LIMIT`] and is capped at the capacity.
     pub fn query(&self, query: &Query) -> Vec<AnomalyRecord> {
-        let limit = query.limit.unwrap_or(DEFAULT_LIMIT).min(self.capacity);
+        let limit = query.limit.unwrap_or(DEFAULT_LIMIT).min(self.capacity());
         let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<AnomalyRecord> = records
             .iter()

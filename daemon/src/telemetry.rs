@@ -1,16 +1,320 @@
-//! Diagnostics of the daemon itself, through `tracing`: human-readable lines
-//! on stderr. The level comes from `RUST_LOG`, else `info`.
+//! Diagnostics of the daemon itself, through `tracing`.
+//!
+//! Under systemd (stderr is the journal stream named by `JOURNAL_STREAM`)
+//! or with `[log] journal = true`, events go to journald with their fields
+//! as journal fields (`SERIES=cpu`, not `F_SERIES=cpu`); otherwise they are
+//! human-readable lines on stderr. The level comes from `RUST_LOG` when set,
+//! else from `[log] level`, which a reload can change.
+//!
+//! Each anomaly is also a structured event (target `anomalyd::anomaly`),
+//! rate-limited by [`AnomalyEvents`] so a storm of anomalies cannot flood the
+//! journal; what is held back is summarised once per second.
 
 use std::io::IsTerminal;
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
-/// Installs the global subscriber. Safe to call once per process.
-pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+use crate::api::AnomalyRecord;
+use crate::config::{LogConfig, LogLevel};
+
+/// The target of the per-anomaly events.
+pub const ANOMALY_TARGET: &str = "anomalyd::anomaly";
+
+/// Handle to change the level of the installed subscriber; unset when
+/// `RUST_LOG` decides the level (or before [`init`]).
+static LEVEL: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// Where diagnostics went, as chosen by [`init`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sink {
+    /// Human-readable lines on stderr.
+    Stderr,
+    /// The systemd journal, natively.
+    Journal,
+}
+
+/// Installs the global subscriber for the daemon's configuration `log`.
+/// Safe to call more than once: later calls do nothing.
+pub fn init(log: &LogConfig) -> Sink {
+    let from_env = std::env::var_os("RUST_LOG").is_some();
+    let filter = if from_env {
+        EnvFilter::try_from_default_env().unwrap_or_else(|e| {
+            eprintln!("anomalyd: ignoring RUST_LOG ({e}); using [log] level");
+            EnvFilter::new(log.level.as_str())
+        })
+    } else {
+        EnvFilter::new(log.level.as_str())
+    };
+    let (filter, handle) = reload::Layer::new(filter);
+    let mut journal_error = None;
+    let journal = if log.journal || connected_to_journal() {
+        match tracing_journald::layer() {
+            Ok(layer) => Some(
+                layer
+                    .with_field_prefix(None)
+                    .with_syslog_identifier("anomalyd".into()),
+            ),
+            Err(e) => {
+                journal_error = Some(e);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let sink = if journal.is_some() {
+        Sink::Journal
+    } else {
+        Sink::Stderr
+    };
+    let stderr = journal.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+    });
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(journal)
+        .with(stderr)
+        .try_init()
+        .is_ok();
+    if installed && !from_env {
+        let _ = LEVEL.set(handle);
+    }
+    if let Some(e) = journal_error {
+        tracing::warn!(error = %e, "Cannot connect to journald; logging to stderr instead.");
+    }
+    sink
+}
+
+/// Applies a reloaded `[log] level`; does nothing when `RUST_LOG` is set.
+pub fn set_level(level: LogLevel) {
+    if let Some(handle) = LEVEL.get()
+        && let Err(e) = handle.reload(EnvFilter::new(level.as_str()))
+    {
+        tracing::warn!(error = %e, "Cannot change the log level.");
+    }
+}
+
+/// Whether stderr is the journal stream systemd set up for us: the
+/// `JOURNAL_STREAM` variable alone is not enough, since children inherit it
+/// with their stderr redirected elsewhere.
+fn connected_to_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let stderr = std::io::stderr();
+    let Ok(fd) = std::os::fd::AsFd::as_fd(&stderr).try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(meta) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
+}
+
+/// Rate limiter of the per-anomaly journal events: at most `rate` per
+/// second; the rest are counted and summarised once per second.
+#[derive(Debug)]
+pub struct AnomalyEvents {
+    rate: AtomicU32,
+    window: Mutex<Window>,
+    suppressed_total: AtomicU64,
+    started: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    second: u64,
+    sent: u32,
+    suppressed: u64,
+}
+
+impl AnomalyEvents {
+    /// A limiter sending at most `rate` events per second (0: none).
+    pub fn new(rate: u32) -> Self {
+        AnomalyEvents {
+            rate: AtomicU32::new(rate),
+            window: Mutex::new(Window::default()),
+            suppressed_total: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    /// Applies a reloaded `[log] journal_anomaly_rate`.
+    pub fn set_rate(&self, rate: u32) {
+        self.rate.store(rate, Ordering::Relaxed);
+    }
+
+    /// Anomaly events held back so far.
+    pub fn suppressed_total(&self) -> u64 {
+        self.suppressed_total.load(Ordering::Relaxed)
+    }
+
+    /// Emits one event per record, within the rate.
+    pub fn emit(&self, records: &[AnomalyRecord]) {
+        let rate = self.rate.load(Ordering::Relaxed);
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        self.roll(&mut window);
+        for record in records {
+            if window.sent < rate {
+                window.sent += 1;
+                tracing::warn!(
+                    target: ANOMALY_TARGET,
+                    series = %record.series,
+                    value = record.value,
+                    mean = record.mean,
+                    std_dev = record.std_dev,
+                    threshold = record.threshold,
+                    direction = record.direction.as_str(),
+                    "Anomaly in series {}: {} is beyond the {} threshold {}.",
+                    record.series,
+                    record.value,
+                    record.direction.as_str(),
+                    record.threshold,
+                );
+            } else {
+                window.suppressed += 1;
+                self.suppressed_total.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Summarises the previous second's suppressed events, if any; called
+    /// once per second so a summary does not wait for the next anomaly.
+    pub fn flush(&self) {
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        self.roll(&mut window);
+    }
+
+    fn roll(&self, window: &mut Window) {
+        let second = self.started.elapsed().as_secs();
+        if second == window.second {
+            return;
+        }
+        if window.suppressed > 0 {
+            tracing::warn!(
+                target: ANOMALY_TARGET,
+                suppressed = window.suppressed,
+                rate = self.rate.load(Ordering::Relaxed),
+                "{} more anomalies were not sent to the journal ([log] journal_anomaly_rate); all are in the anomaly log.",
+                window.suppressed,
+            );
+        }
+        *window = Window {
+            second,
+            ..Window::default()
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detector::Side;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::Context;
+
+    /// Events captured as (target, fields as text).
+    type Captured = Arc<Mutex<Vec<(String, BTreeMap<String, String>)>>>;
+
+    /// A layer recording every event's fields, standing in for journald
+    /// (which sends each field as an upper-cased journal field).
+    struct Capture(Captured);
+
+    struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+    impl Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.insert(field.name().to_owned(), format!("{value:?}"));
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0.insert(field.name().to_owned(), value.to_owned());
+        }
+    }
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let mut fields = BTreeMap::new();
+            event.record(&mut Fields(&mut fields));
+            let target = event.metadata().target().to_owned();
+            self.0.lock().unwrap().push((target, fields));
+        }
+    }
+
+    fn record(series: &str, value: f64) -> AnomalyRecord {
+        AnomalyRecord {
+            series: series.into(),
+            value,
+            timestamp: 1.0,
+            mean: 10.0,
+            std_dev: 1.0,
+            threshold: 13.0,
+            direction: Side::Upper,
+            seq: None,
+        }
+    }
+
+    #[test]
+    fn anomaly_events_carry_journal_fields_and_are_rate_limited() {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::registry().with(Capture(captured.clone()));
+        let events = AnomalyEvents::new(3);
+        tracing::subscriber::with_default(subscriber, || {
+            let records: Vec<_> = (0..10).map(|i| record("cpu", 20.0 + i as f64)).collect();
+            events.emit(&records);
+            // The summary comes once the second is over.
+            let deadline = Instant::now() + std::time::Duration::from_secs(5);
+            while events.started.elapsed().as_secs() == 0 && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            events.flush();
+        });
+        let captured = captured.lock().unwrap();
+        let anomalies: Vec<_> = captured
+            .iter()
+            .filter(|(t, f)| t == ANOMALY_TARGET && f.contains_key("series"))
+            .collect();
+        assert_eq!(anomalies.len(), 3, "{captured:?}");
+        let fields = &anomalies[0].1;
+        assert_eq!(fields["series"], "cpu");
+        assert_eq!(fields["value"], "20.0");
+        assert_eq!(fields["mean"], "10.0");
+        assert_eq!(fields["std_dev"], "1.0");
+        assert_eq!(fields["threshold"], "13.0");
+        assert_eq!(fields["direction"], "upper");
+        let summary = captured
+            .iter()
+            .find(|(_, f)| f.contains_key("suppressed"))
+            .expect("a summary of the suppressed events");
+        assert_eq!(summary.1["suppressed"], "7");
+        assert_eq!(events.suppressed_total(), 7);
+    }
+
+    #[test]
+    fn rate_zero_sends_no_anomaly_event() {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::registry().with(Capture(captured.clone()));
+        let events = AnomalyEvents::new(0);
+        tracing::subscriber::with_default(subscriber, || events.emit(&[record("a", 1.0)]));
+        assert!(
+            captured
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(_, f)| !f.contains_key("series"))
+        );
+        assert_eq!(events.suppressed_total(), 1);
+    }
 }

@@ -317,7 +317,7 @@ fn unknown_key_in_server() {
     assert_eq!(
         message,
         "unknown key \"port\" in [server]; expected one of: listen, max_body_bytes, \
-         max_connections, header_read_timeout, idle_timeout, max_series"
+         max_connections, header_read_timeout, idle_timeout, max_series, shutdown_grace"
     );
 }
 
@@ -344,7 +344,7 @@ fn unknown_key_in_log() {
     assert_eq!(
         message,
         "unknown key \"file\" in [log]; expected one of: anomaly_log_file, fsync, backlog, \
-         recent_anomalies"
+         recent_anomalies, keep, level, journal, journal_anomaly_rate"
     );
 }
 

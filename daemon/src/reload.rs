@@ -1,0 +1,208 @@
+//! Configuration reload, from SIGHUP or from the file watcher.
+//!
+//! A reload re-reads the main file and `conf.d/`, and applies the result
+//! only when it is valid and differs from the configuration in force:
+//! detector settings and rules take effect at each series' next point with
+//! its window kept (resized when `window_size` changed), the anomaly log
+//! switches files between two writes, and the log level and limits change
+//! at once. Settings bound at start-up (`listen`, `max_connections`) keep
+//! their old values and are logged as needing a restart. An invalid
+//! configuration is logged with file, key, line and column and the daemon
+//! keeps running on the previous one; metrics and `/ready` show the failure
+//! until a reload succeeds.
+//!
+//! SIGHUP also rotates the anomaly log, whatever the configuration's state.
+
+use std::sync::Arc;
+
+use crate::anomaly_log::{AnomalyLogSettings, Rotation};
+use crate::app::{self, AppState};
+use crate::config::Config;
+use crate::http::unix_now;
+use crate::{systemd, telemetry};
+
+/// What asked for the reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// SIGHUP (`systemctl reload`, logrotate): reload and rotate the log.
+    Signal,
+    /// A change seen by the file watcher: reload only.
+    Watch,
+}
+
+/// What a reload did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// A new configuration is in force; the listed keys changed but need a
+    /// restart to take effect.
+    Applied {
+        /// Keys whose new value waits for a restart.
+        restart_needed: Vec<&'static str>,
+    },
+    /// The files give the configuration already in force.
+    Unchanged,
+    /// The files are invalid; the previous configuration stays.
+    Invalid(String),
+}
+
+/// Reloads the configuration (see the module documentation). Reloads are
+/// serialised; the caller may call this from any task.
+pub async fn reload(state: &AppState, trigger: Trigger) -> Outcome {
+    let _serial = state.reload_lock.lock().await;
+    if trigger == Trigger::Signal {
+        systemd::reloading();
+    }
+    // A few small files: reading them inline is cheaper than a thread hop.
+    let loaded = app::load_config(state.config_path.as_deref());
+    let current = state.config();
+    let outcome = match loaded {
+        Err(errors) => {
+            let text = errors.to_string();
+            let repeated = state.last_reload_error().as_deref() == Some(text.as_str());
+            // The watcher sees every save of a file being edited: report a
+            // given problem once, not at each event.
+            if trigger == Trigger::Signal || !repeated {
+                tracing::error!(
+                    problems = errors.0.len(),
+                    "Configuration reload failed; still running on the previous configuration:\n{text}"
+                );
+                state.metrics.reload(false, unix_now());
+                state.set_last_reload_error(Some(text.clone()));
+            }
+            Outcome::Invalid(text)
+        }
+        Ok(new) if same_settings(&new, &current) => {
+            let recovered = state.last_reload_error().is_some();
+            if recovered || trigger == Trigger::Signal {
+                state.metrics.reload(true, unix_now());
+                state.set_last_reload_error(None);
+                tracing::info!(
+                    "Configuration re-read; nothing changed{}.",
+                    if recovered {
+                        " (the invalid version was fixed)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Outcome::Unchanged
+        }
+        Ok(mut new) => {
+            if trigger == Trigger::Watch {
+                systemd::reloading();
+            }
+            let restart_needed = keep_start_up_settings(&mut new, &current);
+            for key in &restart_needed {
+                tracing::warn!(
+                    key = %key,
+                    "Configuration key changed but takes effect only after a restart; the rest is applied."
+                );
+            }
+            apply(state, Arc::new(new)).await;
+            state.metrics.reload(true, unix_now());
+            state.set_last_reload_error(None);
+            tracing::info!(files = %describe_files(&state.config()), "Configuration reloaded.");
+            if trigger == Trigger::Watch {
+                systemd::ready(&state.status_line());
+            }
+            Outcome::Applied { restart_needed }
+        }
+    };
+    if trigger == Trigger::Signal {
+        let settings = AnomalyLogSettings::from_config(&state.config().log);
+        if let Rotation::Failed(e) = state.log.reconfigure(settings, true).await {
+            tracing::error!(error = %e, "SIGHUP: the anomaly log was not rotated.");
+        }
+        systemd::ready(&state.status_line());
+    }
+    outcome
+}
+
+/// Puts `config` in force.
+async fn apply(state: &AppState, config: Arc<Config>) {
+    state.table.set_config(config.clone());
+    state.recent.set_capacity(config.log.recent_anomalies);
+    state.journal.set_rate(config.log.journal_anomaly_rate);
+    telemetry::set_level(config.log.level);
+    let settings = AnomalyLogSettings::from_config(&config.log);
+    state.set_config(config);
+    // Lines appended before this point go to the old file, later ones to
+    // the new: the writer handles both in order.
+    state.log.reconfigure(settings, false).await;
+}
+
+/// Whether two configurations have the same settings (the files they were
+/// read from may differ, for example an empty file added to `conf.d/`).
+pub fn same_settings(a: &Config, b: &Config) -> bool {
+    a.server == b.server
+        && a.detector == b.detector
+        && a.log == b.log
+        && a.rules.len() == b.rules.len()
+        && a.rules
+            .iter()
+            .zip(&b.rules)
+            .all(|(x, y)| x.series == y.series && x.overrides == y.overrides)
+}
+
+/// Resets the settings that cannot change while running to their values in
+/// `current`, and returns the names of those that differed.
+fn keep_start_up_settings(new: &mut Config, current: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if new.server.listen != current.server.listen {
+        new.server.listen = current.server.listen;
+        changed.push("server.listen");
+    }
+    if new.server.max_connections != current.server.max_connections {
+        new.server.max_connections = current.server.max_connections;
+        changed.push("server.max_connections");
+    }
+    changed
+}
+
+fn describe_files(config: &Config) -> String {
+    if config.files.is_empty() {
+        "built-in defaults".into()
+    } else {
+        config
+            .files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(text: &str, file: &str) -> Config {
+        Config::from_toml_str(text, Path::new(file)).unwrap()
+    }
+
+    #[test]
+    fn settings_compare_without_file_names() {
+        let a = config("[[rule]]\nseries = \"a*\"\nwindow_size = 5\n", "x.toml");
+        let b = config("[[rule]]\nseries = \"a*\"\nwindow_size = 5\n", "y.toml");
+        assert!(same_settings(&a, &b));
+        let c = config("[[rule]]\nseries = \"a*\"\nwindow_size = 6\n", "x.toml");
+        assert!(!same_settings(&a, &c));
+        let d = config("[log]\nkeep = 2\n", "x.toml");
+        assert!(!same_settings(&Config::default(), &d));
+    }
+
+    #[test]
+    fn start_up_settings_keep_their_values() {
+        let current = Config::default();
+        let mut new = config(
+            "[server]\nlisten = \"127.0.0.1:9\"\nmax_connections = 5\nmax_body_bytes = 10\n",
+            "x.toml",
+        );
+        let changed = keep_start_up_settings(&mut new, &current);
+        assert_eq!(changed, ["server.listen", "server.max_connections"]);
+        assert_eq!(new.server.listen, current.server.listen);
+        assert_eq!(new.server.max_connections, current.server.max_connections);
+        assert_eq!(new.server.max_body_bytes, 10, "the rest is applied");
+    }
+}

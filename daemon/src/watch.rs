@@ -1,0 +1,232 @@
+//! Watches the configuration files and reloads when they change.
+//!
+//! It watches directories, never the files themselves: the main file's
+//! directory, its `conf.d/`, and the directory a symlinked main file points
+//! into. Editors that write a new file and rename it over the old one,
+//! Kubernetes' swap of a `..data` symlink, and files added to or removed
+//! from `conf.d/` all show up as events there. A directory that does not
+//! exist yet is replaced by its nearest existing ancestor, so a daemon
+//! started on built-in defaults sees `/etc/anomalyd/anomalyd.toml` appear.
+//!
+//! Events are coalesced (a quiet period of [`DEBOUNCE`]) into one reload
+//! attempt, and the reload applies nothing unless the settings changed.
+//! Without inotify (watch limit reached, unsupported file system) it falls
+//! back to polling every [`POLL_INTERVAL`].
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppState;
+use crate::config::DEFAULT_CONFIG_PATH;
+use crate::reload::{self, Trigger};
+
+/// Quiet time after the last event before reloading.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Longest a burst of events may delay the reload.
+const MAX_DELAY: Duration = Duration::from_secs(2);
+/// Polling interval of the fallback watcher.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The directories to watch for the main configuration file `main`.
+pub fn watched_dirs(main: &Path) -> BTreeSet<PathBuf> {
+    let mut dirs = BTreeSet::new();
+    let dir = main.parent().unwrap_or(Path::new(".")).to_path_buf();
+    dirs.insert(dir.join("conf.d"));
+    if let Ok(target) = std::fs::canonicalize(main)
+        && let Some(parent) = target.parent()
+    {
+        dirs.insert(parent.to_path_buf());
+    }
+    dirs.insert(dir);
+    dirs.into_iter().map(|d| nearest_existing(&d)).collect()
+}
+
+/// `dir` itself if it exists, else its nearest existing ancestor.
+fn nearest_existing(dir: &Path) -> PathBuf {
+    let mut dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    loop {
+        if dir.is_dir() {
+            return dir.to_path_buf();
+        }
+        match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => dir = parent,
+            _ => return PathBuf::from("."),
+        }
+    }
+}
+
+/// Whether an event may concern the configuration: reads and opens do not
+/// (our own reload reads the files), nor do writes to the anomaly log.
+fn is_relevant(event: &Event, anomaly_log: &Path) -> bool {
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
+        EventKind::Access(_) => return false,
+        _ => {}
+    }
+    let log = anomaly_log.as_os_str().as_encoded_bytes();
+    !event
+        .paths
+        .iter()
+        .all(|p| p.as_os_str().as_encoded_bytes().starts_with(log))
+}
+
+/// A watcher: inotify when possible, else polling.
+struct DirWatcher {
+    watcher: Box<dyn Watcher + Send>,
+    watched: BTreeSet<PathBuf>,
+}
+
+impl DirWatcher {
+    fn new(tx: mpsc::Sender<Event>) -> notify::Result<Self> {
+        let handler = move |result: notify::Result<Event>| match result {
+            Ok(event) => {
+                // A full channel already holds a pending reload.
+                let _ = tx.try_send(event);
+            }
+            Err(e) => tracing::debug!(error = %e, "Configuration watcher error."),
+        };
+        let watcher: Box<dyn Watcher + Send> = match notify::recommended_watcher(handler.clone()) {
+            Ok(watcher) => Box::new(watcher),
+            Err(e) => {
+                tracing::warn!(error = %e, poll_secs = POLL_INTERVAL.as_secs(), "Cannot use inotify for the configuration; polling instead.");
+                let config = notify::Config::default()
+                    .with_poll_interval(POLL_INTERVAL)
+                    .with_compare_contents(true);
+                Box::new(notify::PollWatcher::new(handler, config)?)
+            }
+        };
+        Ok(DirWatcher {
+            watcher,
+            watched: BTreeSet::new(),
+        })
+    }
+
+    /// Watches exactly `dirs` (non-recursively).
+    fn set(&mut self, dirs: BTreeSet<PathBuf>) {
+        for old in self.watched.difference(&dirs) {
+            let _ = self.watcher.unwatch(old);
+        }
+        for new in dirs.difference(&self.watched) {
+            if let Err(e) = self.watcher.watch(new, RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %new.display(), error = %e, "Cannot watch a configuration directory; use SIGHUP (systemctl reload) to apply changes there.");
+            }
+        }
+        self.watched = dirs;
+    }
+}
+
+/// The main configuration file the daemon reads.
+fn main_file(state: &AppState) -> PathBuf {
+    state
+        .config_path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+/// Watches and reloads until `stop` is cancelled.
+pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
+    let (tx, mut rx) = mpsc::channel::<Event>(64);
+    let mut watcher = match DirWatcher::new(tx) {
+        Ok(watcher) => watcher,
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot watch the configuration; changes apply on SIGHUP (systemctl reload) only.");
+            return;
+        }
+    };
+    let main = main_file(&state);
+    watcher.set(watched_dirs(&main));
+    tracing::debug!(dirs = ?watcher.watched, "Watching the configuration.");
+    loop {
+        let event = tokio::select! {
+            event = rx.recv() => match event {
+                Some(event) => event,
+                None => return,
+            },
+            () = stop.cancelled() => return,
+        };
+        let log = state.config().log.anomaly_log_file.clone();
+        if !is_relevant(&event, &std::path::absolute(&log).unwrap_or(log)) {
+            continue;
+        }
+        // Coalesce the burst: wait until events stop for DEBOUNCE.
+        let deadline = tokio::time::Instant::now() + MAX_DELAY;
+        loop {
+            tokio::select! {
+                more = rx.recv() => if more.is_none() { return },
+                () = tokio::time::sleep(DEBOUNCE) => break,
+                () = tokio::time::sleep_until(deadline) => break,
+                () = stop.cancelled() => return,
+            }
+        }
+        reload::reload(&state, Trigger::Watch).await;
+        // A directory may have appeared (or a symlink moved): re-resolve.
+        watcher.set(watched_dirs(&main));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_directories_fall_back_to_an_existing_ancestor() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("etc/anomalyd/anomalyd.toml");
+        let dirs = watched_dirs(&main);
+        assert_eq!(dirs, BTreeSet::from([dir.path().to_path_buf()]));
+        std::fs::create_dir_all(dir.path().join("etc/anomalyd/conf.d")).unwrap();
+        let dirs = watched_dirs(&main);
+        assert_eq!(
+            dirs,
+            BTreeSet::from([
+                dir.path().join("etc/anomalyd"),
+                dir.path().join("etc/anomalyd/conf.d"),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_symlinked_file_adds_its_target_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("a.toml"), "").unwrap();
+        let main = dir.path().join("a.toml");
+        std::os::unix::fs::symlink(data.join("a.toml"), &main).unwrap();
+        let dirs = watched_dirs(&main);
+        let canonical = std::fs::canonicalize(&data).unwrap();
+        assert!(dirs.contains(&canonical), "{dirs:?}");
+        assert!(dirs.contains(dir.path()));
+    }
+
+    #[test]
+    fn reads_and_anomaly_log_writes_are_not_relevant() {
+        let log = Path::new("/var/log/anomalyd/anomalies.log");
+        let event = |kind, path: &str| Event::new(kind).add_path(PathBuf::from(path));
+        let open = EventKind::Access(AccessKind::Open(AccessMode::Any));
+        let close_write = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        let modify = EventKind::Modify(notify::event::ModifyKind::Any);
+        assert!(!is_relevant(&event(open, "/etc/a.toml"), log));
+        assert!(is_relevant(&event(close_write, "/etc/a.toml"), log));
+        assert!(is_relevant(&event(modify, "/etc/a.toml"), log));
+        assert!(!is_relevant(
+            &event(modify, "/var/log/anomalyd/anomalies.log"),
+            log
+        ));
+        assert!(!is_relevant(
+            &event(modify, "/var/log/anomalyd/anomalies.log.1"),
+            log
+        ));
+    }
+}
