@@ -19,3 +19,6 @@ mod limits;
 
 /// `anomalyd replay` agrees with the server; CLI exit codes.
 mod cli;
+
+/// Configuration reload: rename-over, symlink swap, conf.d, invalid files.
+mod reload;

@@ -112,8 +112,9 @@ impl DirWatcher {
         })
     }
 
-    /// Watches exactly `dirs` (non-recursively).
-    fn set(&mut self, dirs: BTreeSet<PathBuf>) {
+    /// Watches exactly `dirs` (non-recursively); returns whether a
+    /// directory was added.
+    fn set(&mut self, dirs: BTreeSet<PathBuf>) -> bool {
         for old in self.watched.difference(&dirs) {
             let _ = self.watcher.unwatch(old);
         }
@@ -122,7 +123,9 @@ impl DirWatcher {
                 tracing::warn!(dir = %new.display(), error = %e, "Cannot watch a configuration directory; use SIGHUP (systemctl reload) to apply changes there.");
             }
         }
+        let added = dirs.difference(&self.watched).next().is_some();
         self.watched = dirs;
+        added
     }
 }
 
@@ -145,8 +148,10 @@ pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
         }
     };
     let main = main_file(&state);
-    watcher.set(watched_dirs(&main));
+    let _ = watcher.set(watched_dirs(&main));
     tracing::debug!(dirs = ?watcher.watched, "Watching the configuration.");
+    // Catch a change made between the start-up load and the watch.
+    reload::reload(&state, Trigger::Watch).await;
     loop {
         let event = tokio::select! {
             event = rx.recv() => match event {
@@ -170,8 +175,12 @@ pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
             }
         }
         reload::reload(&state, Trigger::Watch).await;
-        // A directory may have appeared (or a symlink moved): re-resolve.
-        watcher.set(watched_dirs(&main));
+        // A directory may have appeared (or a symlink moved): re-resolve,
+        // and read again if a new directory is watched, since files may
+        // have landed in it before its watch was in place.
+        if watcher.set(watched_dirs(&main)) {
+            reload::reload(&state, Trigger::Watch).await;
+        }
     }
 }
 

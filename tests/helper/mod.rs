@@ -126,8 +126,15 @@ impl TestDaemon {
 
     /// Starts the binary with `args` in `dir` and waits for "listening on".
     pub fn spawn(dir: tempfile::TempDir, args: &[&str]) -> TestDaemon {
-        let mut child = Command::new(binary("anomalyd"))
-            .args(args)
+        let mut command = Command::new(binary("anomalyd"));
+        command.args(args);
+        Self::spawn_command(dir, command)
+    }
+
+    /// Runs `command` (which starts anomalyd) in `dir` and waits for
+    /// "listening on".
+    pub fn spawn_command(dir: tempfile::TempDir, mut command: Command) -> TestDaemon {
+        let mut child = command
             .current_dir(dir.path())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -250,6 +257,39 @@ impl TestDaemon {
     /// `GET path`.
     pub fn get(&self, path: &str) -> Reply {
         request(self.addr, "GET", path, &[], b"")
+    }
+
+    /// The value of one sample of `GET /metrics`, by its name and labels as
+    /// written (for example `anomalyd_anomalies_total{direction="upper"}`).
+    pub fn metric(&self, sample: &str) -> f64 {
+        let reply = self.get("/metrics");
+        assert_eq!(reply.status, 200);
+        let text = String::from_utf8(reply.body).unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no sample {sample} in /metrics:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    /// Waits until the metric `sample` satisfies `check`; returns its value.
+    pub fn wait_for_metric(&self, sample: &str, check: impl Fn(f64) -> bool) -> f64 {
+        wait_until(&format!("metric {sample}"), || {
+            let value = self.metric(sample);
+            check(value).then_some(value)
+        })
+    }
+
+    /// Successful reloads so far.
+    pub fn reloads_ok(&self) -> f64 {
+        self.metric("anomalyd_config_reloads_total{result=\"success\"}")
+    }
+
+    /// Waits until more than `before` reloads succeeded.
+    pub fn wait_for_reload(&self, before: f64) {
+        self.wait_for_metric("anomalyd_config_reloads_total{result=\"success\"}", |v| {
+            v > before
+        });
     }
 }
 
