@@ -22,3 +22,6 @@ mod cli;
 
 /// Configuration reload: rename-over, symlink swap, conf.d, invalid files.
 mod reload;
+
+/// SIGHUP rotation (storm under load, logrotate's way) and shutdown.
+mod signals;

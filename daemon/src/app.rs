@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::signal::unix::Signal;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -191,12 +192,15 @@ pub fn build_state(
 }
 
 /// Serves on `listener` until `shutdown` is cancelled, then drains and
-/// closes the anomaly log. Reloads on SIGHUP and on changes of the files
-/// under `config_path` (or the default path when `None`).
+/// closes the anomaly log. Reloads on each `hangup` signal (SIGHUP,
+/// installed by the caller before it announces the address, so an early
+/// SIGHUP cannot kill the process) and on changes of the files under
+/// `config_path` (or the default path when `None`).
 pub async fn run(
     listener: TcpListener,
     config: Arc<Config>,
     config_path: Option<PathBuf>,
+    hangup: Option<Signal>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let state = build_state(config, config_path)?;
@@ -204,7 +208,9 @@ pub async fn run(
     let stop_tasks = CancellationToken::new();
     tasks.spawn(housekeeping(state.clone(), stop_tasks.clone()));
     tasks.spawn(watch::run(state.clone(), stop_tasks.clone()));
-    tasks.spawn(reload_on_sighup(state.clone(), stop_tasks.clone()));
+    if let Some(hangup) = hangup {
+        tasks.spawn(reload_on_sighup(state.clone(), hangup, stop_tasks.clone()));
+    }
     if let Some(interval) = systemd::watchdog_interval() {
         tasks.spawn(systemd::watchdog(interval, stop_tasks.clone()));
     }
@@ -247,15 +253,7 @@ pub async fn run(
 }
 
 /// Reloads the configuration and rotates the anomaly log on each SIGHUP.
-async fn reload_on_sighup(state: Arc<AppState>, stop: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(hup) => hup,
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot install the SIGHUP handler; reloads will come from the file watcher only.");
-            return;
-        }
-    };
+async fn reload_on_sighup(state: Arc<AppState>, mut hup: Signal, stop: CancellationToken) {
     loop {
         tokio::select! {
             received = hup.recv() => if received.is_none() { return },

@@ -91,7 +91,9 @@ pub async fn serve(
                 async move {
                     let started = Instant::now();
                     let route_label = Route::of(req.uri().path());
+                    state.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
                     let response = route(req, &state).await;
+                    state.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
                     state.metrics.request(
                         route_label,
                         response.status().as_u16(),

@@ -12,6 +12,7 @@ use anomalyd::config::{Config, DEFAULT_CONFIG_PATH};
 use anomalyd::replay::{ReplayError, ReplayOptions};
 use anomalyd::{app, telemetry};
 use clap::Parser;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 /// sysexits.h EX_DATAERR: the input data was incorrect.
@@ -112,14 +113,24 @@ fn daemon(config: Arc<Config>, config_path: Option<std::path::PathBuf>) -> ExitC
                 return ExitCode::FAILURE;
             }
         };
+        // Install every handler before announcing the address: until then a
+        // signal would take its default action (SIGHUP kills).
+        let signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(e) => {
+                eprintln!("anomalyd: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let addr = listener.local_addr().map_or_else(|_| listen.to_string(), |a| a.to_string());
         // The first line on stdout: tests and scripts read the bound address here.
         println!("listening on {addr}");
         let _ = std::io::stdout().flush();
         tracing::info!(%addr, "Listening.");
         let shutdown = CancellationToken::new();
-        tokio::spawn(wait_for_signal(shutdown.clone()));
-        match app::run(listener, config, config_path, shutdown).await {
+        let Signals { term, int, hup } = signals;
+        tokio::spawn(wait_for_signal(term, int, shutdown.clone()));
+        match app::run(listener, config, config_path, Some(hup), shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("anomalyd: {e}");
@@ -129,17 +140,26 @@ fn daemon(config: Arc<Config>, config_path: Option<std::path::PathBuf>) -> ExitC
     })
 }
 
+/// The signals the daemon handles.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Cancels `shutdown` on SIGTERM or SIGINT; a second one during the drain
 /// exits at once with status 1.
-async fn wait_for_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("Cannot install signal handlers; stop the daemon with SIGKILL.");
-        return;
-    };
+async fn wait_for_signal(mut term: Signal, mut int: Signal, shutdown: CancellationToken) {
     let name = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",

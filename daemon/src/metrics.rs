@@ -226,6 +226,8 @@ pub struct Metrics {
     pub points: AtomicU64,
     /// Points skipped as duplicates (`seq` already applied).
     pub duplicates: AtomicU64,
+    /// Requests being handled right now.
+    pub in_flight: AtomicU64,
     anomalies: [AtomicU64; 2],
     bad_requests: [AtomicU64; BadRequest::ALL.len()],
     request_seconds: [Histogram; Route::ALL.len()],
@@ -243,6 +245,7 @@ impl Default for Metrics {
         Metrics {
             points: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             anomalies: Default::default(),
             bad_requests: Default::default(),
             request_seconds: Route::ALL.map(|_| Histogram::new(REQUEST_BUCKETS)),
@@ -471,6 +474,12 @@ impl Metrics {
             self.last_reload_success(),
         );
 
+        gauge(
+            &mut out,
+            "anomalyd_http_requests_in_flight",
+            "Requests being handled (this scrape included).",
+            load(&self.in_flight) as f64,
+        );
         header(
             &mut out,
             "anomalyd_http_request_duration_seconds",

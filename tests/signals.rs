@@ -1,0 +1,223 @@
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::helper::{TIMEOUT, TestDaemon, point, read_lines, read_reply, wait_until};
+
+/// The anomaly log and every rotated `.N` file beside it.
+fn log_files(log: &Path) -> Vec<PathBuf> {
+    let mut files = vec![log.to_path_buf()];
+    for n in 1.. {
+        let rotated = PathBuf::from(format!("{}.{n}", log.display()));
+        if !rotated.exists() {
+            break;
+        }
+        files.push(rotated);
+    }
+    files
+}
+
+#[test]
+fn a_sighup_storm_under_load_loses_duplicates_and_splits_nothing() {
+    let mut daemon = TestDaemon::start(
+        "[detector]\nwindow_size = 3\n[log]\nanomaly_log_file = \"anomalies.log\"\nkeep = 1000\nfsync = \"never\"\n",
+    );
+    let addr = daemon.addr;
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let loaders: Vec<_> = (0..4)
+        .map(|t| {
+            let acknowledged = acknowledged.clone();
+            std::thread::spawn(move || {
+                let mut seq = 0u64;
+                // Bounded in count and time.
+                for _ in 0..150 {
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                    // 1, 1, 1, 100 repeated: every 100 is an anomaly.
+                    let mut body = String::new();
+                    for i in 0..40 {
+                        let value = if i % 4 == 3 { 100 } else { 1 };
+                        seq += 1;
+                        body.push_str(&format!(
+                            "{{\"series\":\"t{t}\",\"value\":{value},\"seq\":{seq}}}\n"
+                        ));
+                    }
+                    let reply = crate::helper::request(
+                        addr,
+                        "POST",
+                        "/detect",
+                        &[("Content-Type", "application/x-ndjson")],
+                        body.as_bytes(),
+                    );
+                    assert_eq!(reply.status, 200);
+                    let json = reply.json();
+                    assert_eq!(json["logged"], true, "{json}");
+                    let found = json["anomalies"].as_array().unwrap().len() as u64;
+                    acknowledged.fetch_add(found, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let hups = {
+        let pid = daemon.child.id() as i32;
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0;
+            while sent < 60 && !done.load(Ordering::Relaxed) {
+                // SAFETY: kill(2) on our own child's pid.
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::kill(pid, libc::SIGHUP)
+                };
+                sent += 1;
+                // Pacing of the storm, not synchronisation.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            sent
+        })
+    };
+    for loader in loaders {
+        loader.join().unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    let sent = hups.join().unwrap();
+    assert!(sent > 0);
+    let rotations = daemon.metric("anomalyd_anomaly_log_rotations_total");
+    daemon.wait_for_stderr("Anomaly log rotated");
+    let log = daemon.dir.path().join("anomalies.log");
+    let dir = daemon.stop();
+    let _keep = dir;
+
+    let files = log_files(&log);
+    assert!(
+        rotations >= 2.0 && files.len() >= 3,
+        "{rotations} rotations, files {files:?}"
+    );
+    let mut seen = HashSet::new();
+    let mut lines = 0u64;
+    for file in &files {
+        for line in read_lines(file) {
+            let record: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("{}: bad line {line:?}: {e}", file.display()));
+            let key = (
+                record["series"].to_string(),
+                record["seq"].as_u64().unwrap(),
+            );
+            assert!(seen.insert(key), "duplicate line {line}");
+            lines += 1;
+        }
+    }
+    let acknowledged = acknowledged.load(Ordering::Relaxed);
+    assert!(
+        acknowledged > 100,
+        "the load found anomalies: {acknowledged}"
+    );
+    assert_eq!(lines, acknowledged, "lines across {} files", files.len());
+}
+
+/// Warms up `series` and sends a spike; returns the reply.
+fn spike(daemon: &TestDaemon, series: &str) -> serde_json::Value {
+    for (i, v) in [10.0, 12.0, 10.0, 12.0].into_iter().enumerate() {
+        daemon.detect(&point(series, v, i as f64));
+    }
+    daemon.detect(&point(series, 100.0, 4.0)).json()
+}
+
+#[test]
+fn logrotate_renames_then_sighup_opens_a_fresh_file() {
+    let daemon = TestDaemon::start("[detector]\nwindow_size = 4\n");
+    assert_eq!(spike(&daemon, "a")["logged"], true);
+    let log = daemon.log_path();
+    let moved = daemon.dir.path().join("anomalies.log-20261125");
+    std::fs::rename(&log, &moved).unwrap();
+    // Written after the rename, before the signal: lands in the moved file.
+    assert_eq!(spike(&daemon, "b")["logged"], true);
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_metric("anomalyd_anomaly_log_rotations_total", |v| v >= 1.0);
+    assert_eq!(spike(&daemon, "c")["logged"], true);
+    let old = read_lines(&moved);
+    assert_eq!(old.len(), 2, "{old:?}");
+    let new = read_lines(&log);
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert!(new[0].contains("\"series\":\"c\""));
+    assert!(
+        !PathBuf::from(format!("{}.1", log.display())).exists(),
+        "a file moved away is not renamed again"
+    );
+}
+
+/// Opens a `/detect` request and sends all but the last byte of its body.
+fn half_sent_request(daemon: &TestDaemon, body: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(daemon.addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let head = format!(
+        "POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+        .write_all(&body.as_bytes()[..body.len() - 1])
+        .unwrap();
+    // Wait until its handler runs (the scrape itself is the other one), so
+    // the signal cannot overtake the accept.
+    daemon.wait_for_metric("anomalyd_http_requests_in_flight", |v| v >= 2.0);
+    stream
+}
+
+#[test]
+fn sigterm_answers_requests_in_flight_then_exits_0() {
+    let mut daemon = TestDaemon::start(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"30s\"\n[detector]\nwindow_size = 4\n",
+    );
+    for (i, v) in [10.0, 12.0, 10.0, 12.0].into_iter().enumerate() {
+        daemon.detect(&point("s", v, i as f64));
+    }
+    let body = point("s", 100.0, 4.0);
+    let mut in_flight = half_sent_request(&daemon, &body);
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_for_stderr("Shutting down");
+    // No new connections once shutdown began.
+    wait_until("the listener to close", || {
+        TcpStream::connect(daemon.addr).is_err().then_some(())
+    });
+    in_flight
+        .write_all(&body.as_bytes()[body.len() - 1..])
+        .unwrap();
+    let reply = read_reply(&mut in_flight);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["anomaly"], true);
+    assert_eq!(reply.json()["logged"], true);
+    let status = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0));
+    let lines = read_lines(&daemon.log_path());
+    assert_eq!(lines.len(), 1, "the in-flight anomaly is in the log");
+}
+
+#[test]
+fn a_second_signal_during_the_drain_exits_1_at_once() {
+    let mut daemon =
+        TestDaemon::start("[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"60s\"\n");
+    let _in_flight = half_sent_request(&daemon, &point("s", 1.0, 1.0));
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_for_stderr("Shutting down");
+    daemon.signal(libc::SIGINT);
+    let status = daemon.wait_exit();
+    assert_eq!(status.code(), Some(1));
+}
+
+#[test]
+fn the_grace_period_bounds_the_drain() {
+    let mut daemon =
+        TestDaemon::start("[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"500ms\"\n");
+    let _in_flight = half_sent_request(&daemon, &point("s", 1.0, 1.0));
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_for_stderr("after [server] shutdown_grace");
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+}
