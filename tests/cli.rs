@@ -66,30 +66,75 @@ fn port_in_use_exits_1() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(&daemon.addr.to_string()));
 }
 
-#[test]
-fn runs_on_built_in_defaults_without_a_config_file() {
-    if std::path::Path::new("/etc/anomalyd/anomalyd.toml").exists() {
-        // The default path is taken on this machine; the fallback cannot be
-        // observed. Fail loudly rather than pass vacuously.
-        panic!("/etc/anomalyd/anomalyd.toml exists: remove it to run this test");
+/// A directory created for a mount and removed (if we created it and it
+/// is empty) when dropped; removing it earlier would detach the mount in
+/// the daemon's namespace.
+struct MountPoint(Option<&'static str>);
+
+impl MountPoint {
+    fn create(path: &'static str) -> MountPoint {
+        let created = !std::path::Path::new(path).exists();
+        std::fs::create_dir_all(path).expect("create the mount point");
+        MountPoint(created.then_some(path))
     }
+}
+
+impl Drop for MountPoint {
+    fn drop(&mut self) {
+        if let Some(path) = self.0 {
+            let _ = std::fs::remove_dir(path);
+        }
+    }
+}
+
+#[test]
+fn runs_on_built_in_defaults_and_picks_up_a_config_file_that_appears_later() {
+    // In a private mount namespace an empty temporary directory stands at
+    // /etc/anomalyd: the test neither depends on nor touches the machine's
+    // configuration. Only the mount point itself must exist.
+    let _mount_point = MountPoint::create("/etc/anomalyd");
+    let etc = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new("unshare");
+    command.args(["--mount", "--propagation", "private", "sh", "-c"]);
+    command.arg(r#"mount --bind "$1" /etc/anomalyd && exec "$2""#);
+    command
+        .arg("sh")
+        .arg(etc.path())
+        .arg(crate::helper::binary("anomalyd"));
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = TestDaemon::spawn(dir, &[]);
+    let mut daemon = TestDaemon::spawn_command(dir, command);
     assert_eq!(daemon.addr.to_string(), "127.0.0.1:8001");
     daemon.wait_for_stderr("built-in defaults");
     for i in 0..30 {
         daemon.detect(&point("d", if i % 2 == 0 { 1.0 } else { 2.0 }, i as f64));
     }
-    assert_eq!(
-        daemon.detect(&point("d", 99.0, 30.0)).json()["anomaly"],
-        true
-    );
+    let reply = daemon.detect(&point("d", 99.0, 30.0)).json();
+    assert_eq!(reply["anomaly"], true);
+    let k = |r: &Value| {
+        (r["threshold"].as_f64().unwrap() - r["mean"].as_f64().unwrap())
+            / r["std_dev"].as_f64().unwrap()
+    };
+    assert!((k(&reply) - 3.0).abs() < 1e-9, "{reply}");
     let log = daemon.dir.path().join("anomalies.log");
     assert_eq!(
         crate::helper::read_lines(&log).len(),
         1,
         "the log lands in the working directory"
     );
+
+    // The operator creates the file at the default path: it is applied
+    // without a restart, windows kept.
+    let before = daemon.reloads_ok();
+    std::fs::write(
+        etc.path().join("anomalyd.toml"),
+        "[detector]\nthreshold_multiplier = 5.0\n",
+    )
+    .unwrap();
+    daemon.wait_for_reload(before);
+    daemon.wait_for_stderr("/etc/anomalyd/anomalyd.toml");
+    let reply = daemon.detect(&point("d", 1.5, 31.0)).json();
+    assert_eq!(reply["warming_up"], false, "{reply}");
+    assert!((k(&reply) - 5.0).abs() < 1e-9, "{reply}");
 }
 
 #[test]

@@ -160,9 +160,21 @@ fn a_full_disk_backlogs_anomalies_and_writes_them_out_in_order_once_freed() {
         }
     }
     assert_eq!(unlogged, 20, "the full disk was never noticed");
-    // Still served while the disk is full.
+    // Still served while the disk is full, and not ready, saying why.
     let served = daemon.get("/anomalies?series=d").json();
     assert_eq!(served.as_array().unwrap().len(), expected.len());
+    let ready = daemon.get("/ready");
+    assert_eq!(ready.status, 503);
+    assert!(
+        ready.json()["reasons"]
+            .to_string()
+            .contains("cannot be written"),
+        "{}",
+        ready.json()
+    );
+    assert_eq!(daemon.get("/healthz").status, 200);
+    assert!(daemon.metric("anomalyd_anomaly_log_write_errors_total") >= 1.0);
+    assert_eq!(daemon.metric("anomalyd_anomaly_log_backlog_lines"), 20.0);
     // Every line in the file so far is whole.
     for line in read_lines(&log) {
         serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("split line {line:?}: {e}"));
@@ -181,6 +193,10 @@ fn a_full_disk_backlogs_anomalies_and_writes_them_out_in_order_once_freed() {
         })
         .collect();
     assert_eq!(values, expected, "in order, none lost, none duplicated");
+    wait_until("/ready to recover", || {
+        (daemon.get("/ready").status == 200).then_some(())
+    });
+    assert_eq!(daemon.metric("anomalyd_anomaly_log_backlog_lines"), 0.0);
     // New anomalies are logged directly again.
     let body = daemon.detect(&point("d", 2000.0, 200.0)).json();
     assert_eq!(body["logged"], true);

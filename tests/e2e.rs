@@ -25,3 +25,9 @@ mod reload;
 
 /// SIGHUP rotation (storm under load, logrotate's way) and shutdown.
 mod signals;
+
+/// sd_notify messages on a notify socket, watchdog pings.
+mod systemd;
+
+/// `/metrics` moving with traffic and reloads, promtool, health endpoints.
+mod metrics;
