@@ -1,7 +1,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::helper::{TestDaemon, point, read_lines, wait_until};
+use crate::helper::{TestDaemon, binary, point, read_lines, wait_until, write_config};
 
 /// The multiplier `k` a reply was judged with: `(threshold - mean) / σ`.
 fn multiplier(reply: &serde_json::Value) -> f64 {
@@ -215,4 +215,31 @@ fn a_new_anomaly_log_path_takes_later_anomalies() {
     let lines = read_lines(&new);
     assert_eq!(lines.len(), 1);
     assert!(lines[0].contains("\"series\":\"t\""), "{lines:?}");
+}
+
+#[test]
+fn the_log_level_follows_the_config_when_rust_log_is_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        0,
+        "[log]\nlevel = \"warn\"\nanomaly_log_file = \"a.log\"\n",
+    );
+    let mut command = std::process::Command::new(binary("anomalyd"));
+    command.args(["--config", path.to_str().unwrap()]);
+    command.env_remove("RUST_LOG");
+    let mut daemon = TestDaemon::spawn_command(dir, command);
+    let before = daemon.reloads_ok();
+    let text = fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"warn\"", "\"info\"");
+    rename_over(&path, &text);
+    daemon.wait_for_reload(before);
+    let line = daemon.wait_for_stderr("Configuration reloaded.");
+    assert!(line.contains("log.level: \"warn\" -> \"info\""), "{line}");
+    assert!(
+        !daemon.stderr().iter().any(|l| l.contains("Listening.")),
+        "info lines were hidden at level warn: {:?}",
+        daemon.stderr()
+    );
 }

@@ -221,3 +221,23 @@ fn the_grace_period_bounds_the_drain() {
     daemon.wait_for_stderr("after [server] shutdown_grace");
     assert_eq!(daemon.wait_exit().code(), Some(0));
 }
+
+#[test]
+fn sighup_rotates_even_while_the_config_is_invalid() {
+    let daemon = TestDaemon::start("[detector]\nwindow_size = 4\n");
+    assert_eq!(spike(&daemon, "a")["logged"], true);
+    let path = daemon.dir.path().join("anomalyd.toml");
+    std::fs::write(&path, "[detector\n").unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_metric("anomalyd_anomaly_log_rotations_total", |v| v >= 1.0);
+    assert_eq!(daemon.metric("anomalyd_config_last_reload_successful"), 0.0);
+    assert_eq!(spike(&daemon, "b")["logged"], true);
+    let log = daemon.log_path();
+    assert_eq!(
+        read_lines(&PathBuf::from(format!("{}.1", log.display()))).len(),
+        1
+    );
+    let lines = read_lines(&log);
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].contains("\"series\":\"b\""), "{lines:?}");
+}

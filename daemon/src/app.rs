@@ -7,7 +7,7 @@
 //! a grace period), then write out and sync the anomaly log.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -49,6 +49,8 @@ pub struct AppState {
     /// Serialises reloads (SIGHUP and the watcher).
     pub reload_lock: tokio::sync::Mutex<()>,
     last_reload_error: Mutex<Option<String>>,
+    /// Points per second over the last status interval, as `f64` bits.
+    points_rate: AtomicU64,
 }
 
 impl AppState {
@@ -134,14 +136,16 @@ impl AppState {
 
     /// The one-line summary for systemd's `STATUS=`.
     pub fn status_line(&self) -> String {
+        let age = (unix_now() - self.metrics.last_reload_success()).max(0.0);
+        let age = crate::config::toml_walk::format_duration(Duration::from_secs(age as u64));
         let reload = if self.last_reload_error().is_some() {
-            "last reload FAILED"
+            format!("last reload FAILED (config in force loaded {age} ago)")
         } else {
-            "config ok"
+            format!("config loaded {age} ago")
         };
+        let rate = f64::from_bits(self.points_rate.load(Ordering::Relaxed));
         format!(
-            "{} points, {} anomalies, {} series; {reload}",
-            self.metrics.points.load(Ordering::Relaxed),
+            "{rate:.0} points/s, {} anomalies, {} series; {reload}",
             self.metrics.anomalies_total(),
             self.table.len(),
         )
@@ -188,6 +192,7 @@ pub fn build_state(
         metrics,
         reload_lock: tokio::sync::Mutex::new(()),
         last_reload_error: Mutex::new(None),
+        points_rate: AtomicU64::new(0f64.to_bits()),
     }))
 }
 
@@ -273,6 +278,7 @@ async fn housekeeping(state: Arc<AppState>, stop: CancellationToken) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_sweep = tokio::time::Instant::now();
     let mut last_status = tokio::time::Instant::now();
+    let mut last_points = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -280,8 +286,13 @@ async fn housekeeping(state: Arc<AppState>, stop: CancellationToken) {
         }
         state.log.tick().await;
         state.journal.flush();
-        if last_status.elapsed() >= STATUS_INTERVAL {
+        let since_status = last_status.elapsed();
+        if since_status >= STATUS_INTERVAL {
             last_status = tokio::time::Instant::now();
+            let points = state.metrics.points.load(Ordering::Relaxed);
+            let rate = (points - last_points) as f64 / since_status.as_secs_f64();
+            last_points = points;
+            state.points_rate.store(rate.to_bits(), Ordering::Relaxed);
             systemd::status(&state.status_line());
         }
         if last_sweep.elapsed() >= sweep_interval(&state.config()) {

@@ -92,6 +92,7 @@ pub async fn reload(state: &AppState, trigger: Trigger) -> Outcome {
                 systemd::reloading();
             }
             let restart_needed = keep_start_up_settings(&mut new, &current);
+            let changes = changed_keys(&current, &new);
             for key in &restart_needed {
                 tracing::warn!(
                     key = %key,
@@ -101,7 +102,11 @@ pub async fn reload(state: &AppState, trigger: Trigger) -> Outcome {
             apply(state, Arc::new(new)).await;
             state.metrics.reload(true, unix_now());
             state.set_last_reload_error(None);
-            tracing::info!(files = %describe_files(&state.config()), "Configuration reloaded.");
+            tracing::info!(
+                files = %describe_files(&state.config()),
+                changed = %changes.join(", "),
+                "Configuration reloaded."
+            );
             if trigger == Trigger::Watch {
                 systemd::ready(&state.status_line());
             }
@@ -159,6 +164,46 @@ fn keep_start_up_settings(new: &mut Config, current: &Config) -> Vec<&'static st
     changed
 }
 
+/// The keys whose effective value differs, as `key: old -> new` (rules as
+/// `rule[N].key`, in precedence order).
+pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let (old, new) = (flatten(&old.to_toml()), flatten(&new.to_toml()));
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|key| match (old.get(key), new.get(key)) {
+            (a, b) if a == b => None,
+            (a, b) => Some(format!(
+                "{key}: {} -> {}",
+                a.map_or("(unset)", String::as_str),
+                b.map_or("(unset)", String::as_str)
+            )),
+        })
+        .collect()
+}
+
+/// `section.key` → value of every key line of [`Config::to_toml`] output.
+fn flatten(toml: &str) -> std::collections::BTreeMap<String, String> {
+    let mut keys = std::collections::BTreeMap::new();
+    let mut section = String::new();
+    let mut rules = 0;
+    for line in toml.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line == "[[rule]]" {
+            rules += 1;
+            section = format!("rule[{rules}]");
+        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+        } else if let Some((key, value)) = line.split_once(" = ") {
+            keys.insert(format!("{section}.{key}"), value.to_owned());
+        }
+    }
+    keys
+}
+
 fn describe_files(config: &Config) -> String {
     if config.files.is_empty() {
         "built-in defaults".into()
@@ -190,6 +235,24 @@ mod tests {
         assert!(!same_settings(&a, &c));
         let d = config("[log]\nkeep = 2\n", "x.toml");
         assert!(!same_settings(&Config::default(), &d));
+    }
+
+    #[test]
+    fn changed_keys_name_old_and_new_values() {
+        let old = config("[detector]\nwindow_size = 5\n", "x.toml");
+        let new = config(
+            "[detector]\nwindow_size = 6\n[[rule]]\nseries = \"a\"\ndirection = \"both\"\n",
+            "x.toml",
+        );
+        assert_eq!(
+            changed_keys(&old, &new),
+            [
+                "detector.window_size: 5 -> 6",
+                "rule[1].direction: (unset) -> \"both\"",
+                "rule[1].series: (unset) -> \"a\"",
+            ]
+        );
+        assert!(changed_keys(&old, &old).is_empty());
     }
 
     #[test]

@@ -133,10 +133,13 @@ impl TestDaemon {
 
     /// Runs `command` (which starts anomalyd) in `dir` and waits for
     /// "listening on".
+    /// `RUST_LOG` is `info` unless the command sets or removes it.
     pub fn spawn_command(dir: tempfile::TempDir, mut command: Command) -> TestDaemon {
+        if !command.get_envs().any(|(name, _)| name == "RUST_LOG") {
+            command.env("RUST_LOG", "info");
+        }
         let mut child = command
             .current_dir(dir.path())
-            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
