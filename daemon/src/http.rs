@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -242,8 +242,7 @@ async fn detect(req: Request<Incoming>, state: &AppState) -> Response<ResponseBo
     {
         return too_large(max_body);
     }
-    let read = Limited::new(req.into_body(), max_body).collect();
-    let body = match tokio::time::timeout(config.server.idle_timeout, read).await {
+    let body = match read_body(req.into_body(), max_body, config.server.idle_timeout).await {
         Err(_) => {
             return error(
                 StatusCode::REQUEST_TIMEOUT,
@@ -262,7 +261,7 @@ async fn detect(req: Request<Incoming>, state: &AppState) -> Response<ResponseBo
                 format!("cannot read the request body: {e}"),
             );
         }
-        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Ok(body)) => body,
     };
     let parsed = match format {
         BodyFormat::Json => api::parse_json_body(&body),
@@ -306,10 +305,8 @@ async fn detect(req: Request<Incoming>, state: &AppState) -> Response<ResponseBo
         .collect();
     let logged = state.record_anomalies(&records).await;
     if single {
-        json(
-            StatusCode::OK,
-            &point_reply(&points[0], &observations[0], logged),
-        )
+        let reply = point_reply(&points[0], &observations[0], logged).to_json();
+        json_bytes(StatusCode::OK, reply)
     } else {
         let duplicates = observations.iter().filter(|o| o.duplicate).count();
         state
@@ -494,18 +491,73 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, String> {
         return Ok(BodyFormat::Json);
     };
     let text = value.to_str().unwrap_or("");
-    let mime = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match mime.as_str() {
-        "application/json" => Ok(BodyFormat::Json),
-        "application/x-ndjson" | "application/ndjson" => Ok(BodyFormat::Ndjson),
-        _ => Err(text.to_owned()),
+    let mime = text.split(';').next().unwrap_or("").trim();
+    let is = |name: &str| mime.eq_ignore_ascii_case(name);
+    if is("application/json") {
+        Ok(BodyFormat::Json)
+    } else if is("application/x-ndjson") || is("application/ndjson") {
+        Ok(BodyFormat::Ndjson)
+    } else {
+        Err(text.to_owned())
     }
 }
+
+/// Reads a whole body of at most `max` bytes, within `timeout`. A body
+/// that has already arrived (the usual small request) is taken without
+/// arming a timer.
+async fn read_body(
+    body: Incoming,
+    max: usize,
+    timeout: Duration,
+) -> Result<Result<Bytes, BoxError>, tokio::time::error::Elapsed> {
+    let mut body = Limited::new(body, max);
+    let mut first: Option<Bytes> = None;
+    loop {
+        // Poll once without waiting: Ready(frame) or Pending.
+        let polled = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::pin::Pin::new(&mut body).poll_frame(cx))
+        })
+        .await;
+        match polled {
+            std::task::Poll::Ready(None) => return Ok(Ok(first.unwrap_or_default())),
+            std::task::Poll::Ready(Some(Err(e))) => return Ok(Err(e)),
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers: nothing to keep
+                };
+                if first.is_none() {
+                    first = Some(data);
+                    continue;
+                }
+                // More than one frame: gather the rest the ordinary way.
+                let mut buf = first.take().map(Vec::from).unwrap_or_default();
+                buf.extend_from_slice(&data);
+                return rest_of_body(body, buf, timeout).await;
+            }
+            std::task::Poll::Pending => {
+                let buf = first.take().map(Vec::from).unwrap_or_default();
+                return rest_of_body(body, buf, timeout).await;
+            }
+        }
+    }
+}
+
+/// The rest of a body after `buf`, within `timeout`.
+async fn rest_of_body(
+    body: Limited<Incoming>,
+    mut buf: Vec<u8>,
+    timeout: Duration,
+) -> Result<Result<Bytes, BoxError>, tokio::time::error::Elapsed> {
+    tokio::time::timeout(timeout, async move {
+        let rest = body.collect().await?.to_bytes();
+        buf.extend_from_slice(&rest);
+        Ok(Bytes::from(buf))
+    })
+    .await
+}
+
+/// The error type of a size-limited body.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
@@ -544,7 +596,14 @@ pub fn error(status: StatusCode, message: String) -> Response<ResponseBody> {
 
 /// A JSON reply.
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBody> {
-    let body = serde_json::to_vec(value).expect("replies serialise");
+    json_bytes(
+        status,
+        serde_json::to_vec(value).expect("replies serialise"),
+    )
+}
+
+/// A reply with a JSON body already written.
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response<ResponseBody> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
