@@ -243,3 +243,25 @@ fn the_log_level_follows_the_config_when_rust_log_is_unset() {
         daemon.stderr()
     );
 }
+
+#[test]
+fn an_unchanged_save_reloads_nothing() {
+    let mut daemon = TestDaemon::start("[detector]\nwindow_size = 4\n");
+    let path = daemon.dir.path().join("anomalyd.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    let before = daemon.reloads_ok();
+    // Saved unchanged, then rewritten with only a comment: nothing to apply.
+    rename_over(&path, &text);
+    rename_over(&path, &format!("# edited\n{text}"));
+    // A real change afterwards is the only reload.
+    rename_over(&path, &text.replace("window_size = 4", "window_size = 5"));
+    daemon.wait_for_reload(before);
+    daemon.wait_for_stderr("Configuration reloaded.");
+    let reloads = daemon
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("Configuration reloaded."))
+        .count();
+    assert_eq!(reloads, 1, "{:?}", daemon.stderr());
+    assert_eq!(daemon.reloads_ok(), before + 1.0);
+}

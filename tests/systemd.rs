@@ -108,3 +108,31 @@ fn without_notify_socket_nothing_is_sent_and_all_works() {
         daemon.stderr()
     );
 }
+
+#[test]
+fn journal_stream_is_used_only_when_it_names_our_stderr() {
+    if std::path::Path::new("/run/systemd/journal/socket").exists() {
+        eprintln!("SKIPPED: journald runs here; its output cannot be checked on stderr");
+        return;
+    }
+    // An inherited JOURNAL_STREAM that names another stream: plain stderr.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 0, "");
+    let mut command = Command::new(binary("anomalyd"));
+    command
+        .args(["--config", config.to_str().unwrap()])
+        .env("JOURNAL_STREAM", "1:1");
+    let mut daemon = TestDaemon::spawn_command(dir, command);
+    daemon.wait_for_stderr("Listening.");
+    assert!(
+        !daemon.stderr().iter().any(|l| l.contains("journald")),
+        "{:?}",
+        daemon.stderr()
+    );
+
+    // `[log] journal = true` without a journald socket: says so, and falls
+    // back to stderr.
+    let mut daemon = TestDaemon::start("[log]\njournal = true\nanomaly_log_file = \"a.log\"\n");
+    daemon.wait_for_stderr("Cannot connect to journald; logging to stderr instead.");
+    daemon.wait_for_stderr("Listening.");
+}
