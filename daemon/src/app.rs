@@ -212,7 +212,7 @@ pub async fn run(
     let tasks = TaskTracker::new();
     let stop_tasks = CancellationToken::new();
     tasks.spawn(housekeeping(state.clone(), stop_tasks.clone()));
-    tasks.spawn(watch::run(state.clone(), stop_tasks.clone()));
+    tasks.spawn(watch_config(state.clone(), stop_tasks.clone()));
     if let Some(hangup) = hangup {
         tasks.spawn(reload_on_sighup(state.clone(), hangup, stop_tasks.clone()));
     }
@@ -255,6 +255,28 @@ pub async fn run(
         "Anomaly log closed; shutdown complete."
     );
     Ok(())
+}
+
+/// Reloads the configuration when its files change.
+async fn watch_config(state: Arc<AppState>, stop: CancellationToken) {
+    let main = state
+        .config_path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG_PATH));
+    let ignored = {
+        let state = state.clone();
+        // Our own writes to the anomaly log are not configuration changes.
+        move |path: &std::path::Path| {
+            watch::is_file_or_rotation(path, &state.config().log.anomaly_log_file)
+        }
+    };
+    watch::run(main, ignored, stop, move || {
+        let state = state.clone();
+        async move {
+            reload::reload(&state, Trigger::Watch).await;
+        }
+    })
+    .await;
 }
 
 /// Reloads the configuration and rotates the anomaly log on each SIGHUP.

@@ -1,4 +1,5 @@
-//! Watches the configuration files and reloads when they change.
+//! Watches configuration files and calls back when they may have changed;
+//! used by `anomalyd` and `anomaly-generator` alike.
 //!
 //! It watches directories, never the files themselves: the main file's
 //! directory, its `conf.d/`, and the directory a symlinked main file points
@@ -8,24 +9,21 @@
 //! exist yet is replaced by its nearest existing ancestor, so a daemon
 //! started on built-in defaults sees `/etc/anomalyd/anomalyd.toml` appear.
 //!
-//! Events are coalesced (a quiet period of [`DEBOUNCE`]) into one reload
-//! attempt, and the reload applies nothing unless the settings changed.
+//! Events are coalesced (a quiet period of [`DEBOUNCE`]) into one call of
+//! the reload callback, which is expected to apply nothing unless the
+//! settings changed.
 //! Without inotify (watch limit reached, unsupported file system) it falls
 //! back to polling every [`POLL_INTERVAL`].
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-use crate::app::AppState;
-use crate::config::DEFAULT_CONFIG_PATH;
-use crate::reload::{self, Trigger};
 
 /// Quiet time after the last event before reloading.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -67,18 +65,24 @@ fn nearest_existing(dir: &Path) -> PathBuf {
 }
 
 /// Whether an event may concern the configuration: reads and opens do not
-/// (our own reload reads the files), nor do writes to the anomaly log.
-fn is_relevant(event: &Event, anomaly_log: &Path) -> bool {
+/// (the reload itself reads the files), nor do events on paths only that
+/// `ignored` rejects (a daemon's own output files).
+fn is_relevant(event: &Event, ignored: &impl Fn(&Path) -> bool) -> bool {
     match event.kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
         EventKind::Access(_) => return false,
         _ => {}
     }
-    let log = anomaly_log.as_os_str().as_encoded_bytes();
-    !event
-        .paths
-        .iter()
-        .all(|p| p.as_os_str().as_encoded_bytes().starts_with(log))
+    !event.paths.iter().all(|p| ignored(p))
+}
+
+/// Whether `path` is the file `file` or one of its rotated siblings
+/// (`file.1`, ...); `file` may be relative to the working directory.
+pub fn is_file_or_rotation(path: &Path, file: &Path) -> bool {
+    let file = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    path.as_os_str()
+        .as_encoded_bytes()
+        .starts_with(file.as_os_str().as_encoded_bytes())
 }
 
 /// A watcher: inotify when possible, else polling.
@@ -129,29 +133,30 @@ impl DirWatcher {
     }
 }
 
-/// The main configuration file the daemon reads.
-fn main_file(state: &AppState) -> PathBuf {
-    state
-        .config_path
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
-}
-
-/// Watches and reloads until `stop` is cancelled.
-pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
+/// Watches the configuration whose main file is `main` until `stop` is
+/// cancelled, calling `changed` once at start (to catch a change made
+/// between the start-up load and the watch) and after each burst of
+/// relevant events. Events on paths that `ignored` accepts are skipped.
+pub async fn run<C, F>(
+    main: PathBuf,
+    ignored: impl Fn(&Path) -> bool,
+    stop: CancellationToken,
+    mut changed: C,
+) where
+    C: FnMut() -> F,
+    F: Future<Output = ()>,
+{
     let (tx, mut rx) = mpsc::channel::<Event>(64);
     let mut watcher = match DirWatcher::new(tx) {
         Ok(watcher) => watcher,
         Err(e) => {
-            tracing::warn!(error = %e, "Cannot watch the configuration; changes apply on SIGHUP (systemctl reload) only.");
+            tracing::warn!(error = %e, "Cannot watch the configuration; changes apply on SIGHUP only.");
             return;
         }
     };
-    let main = main_file(&state);
     let _ = watcher.set(watched_dirs(&main));
     tracing::debug!(dirs = ?watcher.watched, "Watching the configuration.");
-    // Catch a change made between the start-up load and the watch.
-    reload::reload(&state, Trigger::Watch).await;
+    changed().await;
     loop {
         let event = tokio::select! {
             event = rx.recv() => match event {
@@ -160,8 +165,7 @@ pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
             },
             () = stop.cancelled() => return,
         };
-        let log = state.config().log.anomaly_log_file.clone();
-        if !is_relevant(&event, &std::path::absolute(&log).unwrap_or(log)) {
+        if !is_relevant(&event, &ignored) {
             continue;
         }
         // Coalesce the burst: wait until events stop for DEBOUNCE.
@@ -174,12 +178,12 @@ pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
                 () = stop.cancelled() => return,
             }
         }
-        reload::reload(&state, Trigger::Watch).await;
+        changed().await;
         // A directory may have appeared (or a symlink moved): re-resolve,
         // and read again if a new directory is watched, since files may
         // have landed in it before its watch was in place.
         if watcher.set(watched_dirs(&main)) {
-            reload::reload(&state, Trigger::Watch).await;
+            changed().await;
         }
     }
 }
@@ -221,7 +225,9 @@ mod tests {
 
     #[test]
     fn reads_and_anomaly_log_writes_are_not_relevant() {
-        let log = Path::new("/var/log/anomalyd/anomalies.log");
+        let ignored =
+            |p: &Path| is_file_or_rotation(p, Path::new("/var/log/anomalyd/anomalies.log"));
+        let log = &ignored;
         let event = |kind, path: &str| Event::new(kind).add_path(PathBuf::from(path));
         let open = EventKind::Access(AccessKind::Open(AccessMode::Any));
         let close_write = EventKind::Access(AccessKind::Close(AccessMode::Write));
