@@ -37,6 +37,28 @@ pub struct DataPoint<'a> {
     pub seq: Option<u64>,
 }
 
+impl DataPoint<'_> {
+    /// Appends the point as one JSON object (no newline), as `/detect`
+    /// accepts it: `{"series":…,"value":…,"timestamp":…,"seq":…}`, leaving
+    /// out an absent timestamp or seq.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        fn value<T: Serialize + ?Sized>(out: &mut Vec<u8>, key: &[u8], value: &T) {
+            out.extend_from_slice(key);
+            // Strings, integers and finite floats into a Vec cannot fail.
+            serde_json::to_writer(&mut *out, value).expect("point values serialise");
+        }
+        value(out, b"{\"series\":", self.series.as_ref());
+        value(out, b",\"value\":", &self.value);
+        if let Some(timestamp) = &self.timestamp {
+            value(out, b",\"timestamp\":", timestamp);
+        }
+        if let Some(seq) = &self.seq {
+            value(out, b",\"seq\":", seq);
+        }
+        out.push(b'}');
+    }
+}
+
 /// Whether a body was malformed (HTTP 400) or well-formed but invalid (422).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PointErrorKind {
@@ -742,6 +764,28 @@ impl<'de> Visitor<'de> for SeqField<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_written_point_parses_back() {
+        let point = DataPoint {
+            value: -0.1,
+            timestamp: Some(1.7e9),
+            series: Cow::Borrowed("a \"b\""),
+            seq: Some(u64::MAX),
+        };
+        let mut out = Vec::new();
+        point.write_json(&mut out);
+        assert_eq!(parse_json_body(&out).unwrap(), vec![point]);
+        let bare = DataPoint {
+            value: 1.0,
+            timestamp: None,
+            series: Cow::Borrowed("x"),
+            seq: None,
+        };
+        let mut out = Vec::new();
+        bare.write_json(&mut out);
+        assert_eq!(out, br#"{"series":"x","value":1.0}"#);
+    }
 
     #[test]
     fn the_hand_written_point_reply_matches_serde() {

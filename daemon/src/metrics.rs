@@ -497,16 +497,19 @@ impl Metrics {
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+/// Writes the `# HELP` and `# TYPE` lines of a metric family.
+pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+/// Writes a whole counter family with one unlabelled sample.
+pub fn counter(out: &mut String, name: &str, help: &str, value: u64) {
     header(out, name, "counter", help);
     let _ = writeln!(out, "{name} {value}");
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+/// Writes a whole gauge family with one unlabelled sample.
+pub fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
     header(out, name, "gauge", help);
     let _ = writeln!(out, "{name} {value}");
 }

@@ -1,0 +1,163 @@
+//! A kept-alive HTTP/1.1 client for anomalyd's `/detect`: one connection,
+//! re-established after any failure, one request at a time (so points of a
+//! series arrive in order).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::config::Target;
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one request may take, reply included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a post did not get a reply.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    /// No connection could be made.
+    #[error("cannot connect to {authority}: {source}")]
+    Connect {
+        /// `host:port`.
+        authority: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The connection failed during the request (including a reply that
+    /// never came because the peer closed the connection).
+    #[error("request to {authority} failed: {source}")]
+    Http {
+        /// `host:port`.
+        authority: String,
+        /// The cause.
+        source: hyper::Error,
+    },
+    /// No reply within the request timeout.
+    #[error("no reply from {authority} within {}s", REQUEST_TIMEOUT.as_secs())]
+    Timeout {
+        /// `host:port`.
+        authority: String,
+    },
+}
+
+/// A reply from anomalyd.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    /// The body (a JSON document).
+    pub body: Bytes,
+}
+
+/// The client: the target and the current connection, if any.
+pub struct Client {
+    target: Target,
+    connection: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Client {
+    /// A client for `target`; connects on the first post.
+    pub fn new(target: Target) -> Client {
+        Client {
+            target,
+            connection: None,
+        }
+    }
+
+    /// Switches to another target (a reload), dropping the connection if
+    /// the address changed.
+    pub fn set_target(&mut self, target: Target) {
+        if target.authority != self.target.authority {
+            self.connection = None;
+        }
+        self.target = target;
+    }
+
+    /// Posts `body` (one JSON object, or NDJSON lines when `ndjson`) and
+    /// reads the reply. Any failure drops the connection, so the next post
+    /// starts afresh.
+    pub async fn post(&mut self, body: Bytes, ndjson: bool) -> Result<Reply, PostError> {
+        let result = tokio::time::timeout(REQUEST_TIMEOUT, self.post_inner(body, ndjson)).await;
+        let result = result.unwrap_or_else(|_| {
+            Err(PostError::Timeout {
+                authority: self.target.authority.clone(),
+            })
+        });
+        if result.is_err() {
+            self.connection = None;
+        }
+        result
+    }
+
+    async fn post_inner(&mut self, body: Bytes, ndjson: bool) -> Result<Reply, PostError> {
+        let authority = self.target.authority.clone();
+        let http = |source| PostError::Http {
+            authority: authority.clone(),
+            source,
+        };
+        let reusable = match &mut self.connection {
+            Some(sender) => sender.ready().await.is_ok(),
+            None => false,
+        };
+        if !reusable {
+            self.connection = Some(self.connect().await?);
+        }
+        let sender = self.connection.as_mut().expect("connected just above");
+        let content_type = if ndjson {
+            "application/x-ndjson"
+        } else {
+            "application/json"
+        };
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(self.target.path.as_str())
+            .header(HOST, self.target.authority.as_str())
+            .header(CONTENT_TYPE, content_type)
+            .body(Full::new(body))
+            .expect("a request from valid parts");
+        let response = sender.send_request(request).await.map_err(http)?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.map_err(http)?;
+        Ok(Reply {
+            status,
+            body: body.to_bytes(),
+        })
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, PostError> {
+        let authority = &self.target.authority;
+        let connect_error = |source| PostError::Connect {
+            authority: authority.clone(),
+            source,
+        };
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority))
+            .await
+            .map_err(|_| {
+                connect_error(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                ))
+            })?
+            .map_err(connect_error)?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| PostError::Http {
+                authority: authority.clone(),
+                source,
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "Connection to anomalyd ended.");
+            }
+        });
+        Ok(sender)
+    }
+}

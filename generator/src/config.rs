@@ -1,0 +1,649 @@
+//! The generator's TOML configuration: where to post, how fast, and the
+//! signal model of each series.
+//!
+//! The design's names are top-level keys (`data_frequency`, `value_range`,
+//! `anomaly_probability`, `anomaly_detection_url`), next to `seed`, the
+//! pattern keys, delivery keys and `[log]`; each `[[series]]` table has a
+//! `name` and may override any pattern key. Problems are reported with
+//! file, key, line and column, through `anomalyd`'s TOML toolkit.
+
+use std::net::SocketAddr;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anomalyd::config::toml_walk::{Document, entries, join_key};
+use anomalyd::config::{ConfigErrors, ConfigProblem, LogConfig, LogLevel};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// Where the generator looks for its configuration by default.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/anomalyd/generator.toml";
+
+/// Which way outliers push a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutlierDirection {
+    /// Above the normal value.
+    Up,
+    /// Below it.
+    Down,
+    /// Either, at random.
+    Both,
+}
+
+const OUTLIER_DIRECTIONS: &[(&str, OutlierDirection)] = &[
+    ("up", OutlierDirection::Up),
+    ("down", OutlierDirection::Down),
+    ("both", OutlierDirection::Both),
+];
+
+const LOG_LEVELS: &[(&str, LogLevel)] = &[
+    ("error", LogLevel::Error),
+    ("warn", LogLevel::Warn),
+    ("info", LogLevel::Info),
+    ("debug", LogLevel::Debug),
+    ("trace", LogLevel::Trace),
+];
+
+/// The signal model and rate of one series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pattern {
+    /// Seconds between two points; 0 means as fast as delivery allows.
+    pub data_frequency: f64,
+    /// Range of normal values: the base level is its middle.
+    pub value_range: (f64, f64),
+    /// Probability that a point is an outlier (a spike, or the start of a
+    /// burst).
+    pub anomaly_probability: f64,
+    /// Standard deviation of the Gaussian noise; `None`: a tenth of the
+    /// range.
+    pub noise: Option<f64>,
+    /// Period of the sinusoidal season.
+    pub season_period: Duration,
+    /// Amplitude of the season; `None`: a quarter of the range.
+    pub season_amplitude: Option<f64>,
+    /// Linear trend, in value units per hour.
+    pub trend: f64,
+    /// Outlier size, drawn uniformly in this range, in units of the noise's
+    /// standard deviation.
+    pub anomaly_magnitude: (f64, f64),
+    /// Which way outliers go.
+    pub anomaly_direction: OutlierDirection,
+    /// Probability that an outlier starts a burst instead of a lone spike.
+    pub burst_probability: f64,
+    /// Points in a burst, drawn uniformly in this range.
+    pub burst_length: (u32, u32),
+    /// Probability per point that the level shifts for good.
+    pub level_shift_probability: f64,
+    /// Size of a level shift, in units of the noise's standard deviation.
+    pub level_shift_magnitude: (f64, f64),
+}
+
+impl Default for Pattern {
+    fn default() -> Self {
+        Pattern {
+            data_frequency: 1.0,
+            value_range: (40.0, 50.0),
+            anomaly_probability: 0.1,
+            noise: None,
+            season_period: Duration::from_secs(3600),
+            season_amplitude: None,
+            trend: 0.0,
+            anomaly_magnitude: (6.0, 10.0),
+            anomaly_direction: OutlierDirection::Up,
+            burst_probability: 0.0,
+            burst_length: (3, 5),
+            level_shift_probability: 0.0,
+            level_shift_magnitude: (5.0, 10.0),
+        }
+    }
+}
+
+impl Pattern {
+    /// The noise's standard deviation.
+    pub fn noise_std_dev(&self) -> f64 {
+        self.noise
+            .unwrap_or((self.value_range.1 - self.value_range.0) / 10.0)
+    }
+
+    /// The season's amplitude.
+    pub fn amplitude(&self) -> f64 {
+        self.season_amplitude
+            .unwrap_or((self.value_range.1 - self.value_range.0) / 4.0)
+    }
+
+    /// The unit of outlier and level-shift magnitudes: the noise's standard
+    /// deviation, or a tenth of the range for a noiseless series.
+    pub fn magnitude_unit(&self) -> f64 {
+        let noise = self.noise_std_dev();
+        if noise > 0.0 {
+            noise
+        } else {
+            (self.value_range.1 - self.value_range.0) / 10.0
+        }
+    }
+}
+
+/// One `[[series]]`: a name and its resolved pattern.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesConfig {
+    /// The series name posted to anomalyd.
+    pub name: String,
+    /// The pattern: the top-level keys with this table's overrides.
+    pub pattern: Pattern,
+}
+
+/// Where points are posted: an `http://` URL split for the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The URL as written.
+    pub url: String,
+    /// `host:port` to connect to (and the `Host` header).
+    pub authority: String,
+    /// Path and query of the request.
+    pub path: String,
+}
+
+impl Target {
+    /// Parses an `http://host[:port]/path` URL.
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e| format!("not a valid URL ({e}); expected http://HOST:PORT/detect"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(format!(
+                "only http:// URLs are supported, got {url:?}; put a TLS proxy in front if needed"
+            ));
+        }
+        let host = uri.host().ok_or("the URL has no host")?;
+        let port = uri.port_u16().unwrap_or(80);
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        Ok(Target {
+            url: url.to_owned(),
+            authority: format!("{host}:{port}"),
+            path,
+        })
+    }
+}
+
+/// The generator's whole configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GeneratorConfig {
+    /// `anomaly_detection_url`.
+    pub target: Target,
+    /// Seed of every series' random numbers; `None`: chosen at start.
+    pub seed: Option<u64>,
+    /// Points per request: 1 posts JSON objects, more posts NDJSON.
+    pub batch_size: usize,
+    /// Points kept while the detector cannot take them; the oldest are
+    /// dropped beyond this.
+    pub queue_size: usize,
+    /// Address of the `GET /metrics` endpoint, if any.
+    pub listen: Option<SocketAddr>,
+    /// Time SIGTERM gives queued points to be delivered.
+    pub shutdown_grace: Duration,
+    /// `[log] level` and `journal` (the other fields are unused).
+    pub log: LogConfig,
+    /// The series, in file order.
+    pub series: Vec<SeriesConfig>,
+    /// The file read, if any.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        GeneratorConfig {
+            target: Target::parse("http://127.0.0.1:8001/detect").expect("default URL"),
+            seed: None,
+            batch_size: 1,
+            queue_size: 100_000,
+            listen: None,
+            shutdown_grace: Duration::from_secs(10),
+            log: LogConfig::default(),
+            series: vec![SeriesConfig {
+                name: "default".into(),
+                pattern: Pattern::default(),
+            }],
+            file: None,
+        }
+    }
+}
+
+/// Pattern keys one table sets.
+#[derive(Clone, Debug, Default)]
+struct PatternKeys {
+    data_frequency: Option<f64>,
+    value_range: Option<(f64, f64)>,
+    anomaly_probability: Option<f64>,
+    noise: Option<f64>,
+    season_period: Option<Duration>,
+    season_amplitude: Option<f64>,
+    trend: Option<f64>,
+    anomaly_magnitude: Option<(f64, f64)>,
+    anomaly_direction: Option<OutlierDirection>,
+    burst_probability: Option<f64>,
+    burst_length: Option<(u32, u32)>,
+    level_shift_probability: Option<f64>,
+    level_shift_magnitude: Option<(f64, f64)>,
+}
+
+const PATTERN_KEYS: &[&str] = &[
+    "data_frequency",
+    "value_range",
+    "anomaly_probability",
+    "noise",
+    "season_period",
+    "season_amplitude",
+    "trend",
+    "anomaly_magnitude",
+    "anomaly_direction",
+    "burst_probability",
+    "burst_length",
+    "level_shift_probability",
+    "level_shift_magnitude",
+];
+
+const TOP_KEYS: &[&str] = &[
+    "anomaly_detection_url",
+    "seed",
+    "batch_size",
+    "queue_size",
+    "listen",
+    "shutdown_grace",
+    "log",
+    "series",
+];
+
+const PROBABILITY: std::ops::RangeInclusive<f64> = 0.0..=1.0;
+const NON_NEGATIVE: std::ops::RangeFrom<f64> = 0.0..;
+
+impl PatternKeys {
+    /// Reads `name` if it is a pattern key; `false` when it is not one.
+    fn read(
+        &mut self,
+        doc: &mut Document<'_>,
+        name: &str,
+        dotted: &str,
+        value: &Spanned<DeValue<'_>>,
+    ) -> bool {
+        match name {
+            "data_frequency" => self.data_frequency = doc.float(dotted, value, NON_NEGATIVE),
+            "value_range" => {
+                self.value_range = pair(doc, dotted, value, |doc, key, v| {
+                    doc.float(key, v, f64::MIN..=f64::MAX)
+                })
+                .and_then(|(lo, hi)| ordered(doc, dotted, value, lo, hi, true))
+            }
+            "anomaly_probability" => {
+                self.anomaly_probability = doc.float(dotted, value, PROBABILITY)
+            }
+            "noise" => self.noise = doc.float(dotted, value, NON_NEGATIVE),
+            "season_period" => {
+                self.season_period = doc.duration(
+                    dotted,
+                    value,
+                    (Bound::Excluded(Duration::ZERO), Bound::Unbounded),
+                )
+            }
+            "season_amplitude" => self.season_amplitude = doc.float(dotted, value, NON_NEGATIVE),
+            "trend" => self.trend = doc.float(dotted, value, f64::MIN..=f64::MAX),
+            "anomaly_magnitude" => {
+                self.anomaly_magnitude = pair(doc, dotted, value, |doc, key, v| {
+                    doc.float(key, v, NON_NEGATIVE)
+                })
+                .and_then(|(lo, hi)| ordered(doc, dotted, value, lo, hi, false))
+            }
+            "anomaly_direction" => {
+                self.anomaly_direction = doc.choice(dotted, value, OUTLIER_DIRECTIONS)
+            }
+            "burst_probability" => self.burst_probability = doc.float(dotted, value, PROBABILITY),
+            "burst_length" => {
+                self.burst_length = pair(doc, dotted, value, |doc, key, v| {
+                    doc.integer(key, v, 1..=10_000u32)
+                })
+                .and_then(|(lo, hi)| {
+                    ordered(doc, dotted, value, f64::from(lo), f64::from(hi), false)
+                        .map(|_| (lo, hi))
+                })
+            }
+            "level_shift_probability" => {
+                self.level_shift_probability = doc.float(dotted, value, PROBABILITY)
+            }
+            "level_shift_magnitude" => {
+                self.level_shift_magnitude = pair(doc, dotted, value, |doc, key, v| {
+                    doc.float(key, v, NON_NEGATIVE)
+                })
+                .and_then(|(lo, hi)| ordered(doc, dotted, value, lo, hi, false))
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Every key set here replaces the one in `pattern`.
+    fn apply_to(&self, pattern: &mut Pattern) {
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { pattern.$field = v; } )* };
+        }
+        set!(
+            data_frequency,
+            value_range,
+            anomaly_probability,
+            season_period,
+            trend,
+            anomaly_magnitude,
+            anomaly_direction,
+            burst_probability,
+            burst_length,
+            level_shift_probability,
+            level_shift_magnitude
+        );
+        if self.noise.is_some() {
+            pattern.noise = self.noise;
+        }
+        if self.season_amplitude.is_some() {
+            pattern.season_amplitude = self.season_amplitude;
+        }
+    }
+}
+
+/// A two-element array `[a, b]`, each element read by `element`.
+fn pair<T>(
+    doc: &mut Document<'_>,
+    key: &str,
+    value: &Spanned<DeValue<'_>>,
+    element: impl Fn(&mut Document<'_>, &str, &Spanned<DeValue<'_>>) -> Option<T>,
+) -> Option<(T, T)> {
+    match value.get_ref() {
+        DeValue::Array(items) if items.len() == 2 => {
+            let a = element(doc, &format!("{key}[0]"), &items[0]);
+            let b = element(doc, &format!("{key}[1]"), &items[1]);
+            Some((a?, b?))
+        }
+        _ => {
+            doc.wrong_type(key, value, "a two-element array such as [40.0, 50.0]");
+            None
+        }
+    }
+}
+
+/// Checks `lo < hi` (or `lo <= hi` unless `strict`).
+fn ordered(
+    doc: &mut Document<'_>,
+    key: &str,
+    value: &Spanned<DeValue<'_>>,
+    lo: f64,
+    hi: f64,
+    strict: bool,
+) -> Option<(f64, f64)> {
+    if lo < hi || (!strict && lo == hi) {
+        Some((lo, hi))
+    } else {
+        let relation = if strict { "below" } else { "at most" };
+        doc.report(
+            Some(key),
+            Some(value.span()),
+            format!("the first value must be {relation} the second, got [{lo}, {hi}]"),
+        );
+        None
+    }
+}
+
+impl GeneratorConfig {
+    /// Loads `path`.
+    pub fn load(path: &Path) -> Result<GeneratorConfig, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let message = if e.kind() == std::io::ErrorKind::NotFound {
+                "configuration file not found; create it or pass another file with --config"
+                    .to_owned()
+            } else {
+                format!("cannot read the configuration file: {e}")
+            };
+            ConfigErrors(vec![ConfigProblem {
+                file: path.to_owned(),
+                key: None,
+                position: None,
+                message,
+            }])
+        })?;
+        let mut config = Self::from_toml_str(&text, path)?;
+        config.file = Some(path.to_owned());
+        Ok(config)
+    }
+
+    /// Parses a configuration text read from `path` (used in problems).
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<GeneratorConfig, ConfigErrors> {
+        let mut doc = Document::new(path, text);
+        let Some(root) = doc.parse() else {
+            return Err(ConfigErrors(doc.into_problems()));
+        };
+        let config = read_root(&mut doc, &root);
+        if doc.has_problems() {
+            Err(ConfigErrors(doc.into_problems()))
+        } else {
+            Ok(config)
+        }
+    }
+}
+
+fn read_root(doc: &mut Document<'_>, root: &DeTable<'_>) -> GeneratorConfig {
+    let mut config = GeneratorConfig::default();
+    let mut top = PatternKeys::default();
+    let mut series_tables = Vec::new();
+    for (key, value) in entries(root) {
+        let name = key.get_ref().as_ref();
+        if top.read(doc, name, name, value) {
+            continue;
+        }
+        match name {
+            "anomaly_detection_url" => {
+                if let Some(url) = doc.string(name, value) {
+                    match Target::parse(url) {
+                        Ok(target) => config.target = target,
+                        Err(message) => doc.report(Some(name), Some(value.span()), message),
+                    }
+                }
+            }
+            "seed" => config.seed = doc.integer(name, value, 0..=u64::MAX).or(config.seed),
+            "batch_size" => {
+                if let Some(n) = doc.integer(name, value, 1..=100_000usize) {
+                    config.batch_size = n;
+                }
+            }
+            "queue_size" => {
+                if let Some(n) = doc.integer(name, value, 1..=100_000_000usize) {
+                    config.queue_size = n;
+                }
+            }
+            "listen" => {
+                config.listen =
+                    doc.parse_str(name, value, "a socket address such as \"127.0.0.1:8002\"")
+            }
+            "shutdown_grace" => {
+                if let Some(d) = doc.duration(name, value, ..) {
+                    config.shutdown_grace = d;
+                }
+            }
+            "log" => {
+                if let Some(table) = doc.table(name, value) {
+                    read_log(doc, table, &mut config.log);
+                }
+            }
+            "series" => series_tables = doc.array_of_tables(name, value),
+            _ => {
+                let known: Vec<&str> = PATTERN_KEYS.iter().chain(TOP_KEYS).copied().collect();
+                doc.unknown_key(key, name, "the top level", &known);
+            }
+        }
+    }
+    let mut defaults = Pattern::default();
+    top.apply_to(&mut defaults);
+    if series_tables.is_empty() {
+        config.series[0].pattern = defaults;
+        return config;
+    }
+    config.series.clear();
+    for (index, span, table) in series_tables {
+        let prefix = format!("series[{index}]");
+        let mut keys = PatternKeys::default();
+        let mut name = None;
+        for (key, value) in entries(table) {
+            let key_name = key.get_ref().as_ref();
+            let dotted = join_key(&prefix, key_name);
+            if keys.read(doc, key_name, &dotted, value) {
+                continue;
+            }
+            if key_name == "name" {
+                name = doc
+                    .string(&dotted, value)
+                    .and_then(|n| valid_series_name(doc, &dotted, value, n));
+            } else {
+                let mut known = vec!["name"];
+                known.extend(PATTERN_KEYS);
+                doc.unknown_key(key, &dotted, &format!("[[series]] {index}"), &known);
+            }
+        }
+        let Some(name) = name else {
+            if !doc.has_problems() {
+                doc.report(Some(&prefix), Some(span), "every [[series]] needs a `name`");
+            }
+            continue;
+        };
+        if config.series.iter().any(|s| s.name == name) {
+            doc.report(
+                Some(&format!("{prefix}.name")),
+                Some(span),
+                format!("series {name:?} is defined twice; names must be unique"),
+            );
+            continue;
+        }
+        let mut pattern = defaults.clone();
+        keys.apply_to(&mut pattern);
+        config.series.push(SeriesConfig { name, pattern });
+    }
+    config
+}
+
+fn valid_series_name(
+    doc: &mut Document<'_>,
+    key: &str,
+    value: &Spanned<DeValue<'_>>,
+    name: &str,
+) -> Option<String> {
+    let point = anomalyd::api::DataPoint {
+        value: 0.0,
+        timestamp: None,
+        series: std::borrow::Cow::Borrowed(name),
+        seq: None,
+    };
+    match anomalyd::api::validate_point(&point) {
+        Ok(()) => Some(name.to_owned()),
+        Err(message) => {
+            let message = message.replace("field `series`: ", "not a valid series name: ");
+            doc.report(Some(key), Some(value.span()), message);
+            None
+        }
+    }
+}
+
+fn read_log(doc: &mut Document<'_>, table: &DeTable<'_>, log: &mut LogConfig) {
+    for (key, value) in entries(table) {
+        let name = key.get_ref().as_ref();
+        let dotted = join_key("log", name);
+        match name {
+            "level" => {
+                if let Some(level) = doc.choice(&dotted, value, LOG_LEVELS) {
+                    log.level = level;
+                }
+            }
+            "journal" => {
+                if let Some(journal) = doc.boolean(&dotted, value) {
+                    log.journal = journal;
+                }
+            }
+            _ => doc.unknown_key(key, &dotted, "[log]", &["level", "journal"]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<GeneratorConfig, ConfigErrors> {
+        GeneratorConfig::from_toml_str(text, Path::new("gen.toml"))
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        parse(text)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_design_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config, GeneratorConfig::default());
+        let pattern = &config.series[0].pattern;
+        assert_eq!(config.series[0].name, "default");
+        assert_eq!(pattern.data_frequency, 1.0);
+        assert_eq!(pattern.value_range, (40.0, 50.0));
+        assert_eq!(pattern.anomaly_probability, 0.1);
+        assert_eq!(config.target.authority, "127.0.0.1:8001");
+        assert_eq!(config.target.path, "/detect");
+        assert_eq!(pattern.noise_std_dev(), 1.0);
+        assert_eq!(pattern.amplitude(), 2.5);
+    }
+
+    #[test]
+    fn series_override_the_top_level_keys() {
+        let config = parse(
+            "data_frequency = 0.5\nnoise = 2.0\nseed = 7\n\
+             [[series]]\nname = \"cpu\"\n\
+             [[series]]\nname = \"mem\"\nnoise = 0.0\nanomaly_direction = \"both\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.seed, Some(7));
+        let [cpu, mem] = &config.series[..] else {
+            panic!("{config:?}")
+        };
+        assert_eq!((cpu.name.as_str(), mem.name.as_str()), ("cpu", "mem"));
+        assert_eq!(cpu.pattern.data_frequency, 0.5);
+        assert_eq!(cpu.pattern.noise_std_dev(), 2.0);
+        assert_eq!(mem.pattern.noise_std_dev(), 0.0);
+        assert_eq!(mem.pattern.magnitude_unit(), 1.0);
+        assert_eq!(mem.pattern.anomaly_direction, OutlierDirection::Both);
+        assert_eq!(mem.pattern.data_frequency, 0.5);
+    }
+
+    #[test]
+    fn problems_name_file_key_line_and_column() {
+        assert_eq!(
+            problems("value_range = [50, 40]\n"),
+            ["gen.toml:1:15: value_range: the first value must be below the second, got [50, 40]"]
+        );
+        assert_eq!(
+            problems("anomaly_probability = 1.5\n"),
+            ["gen.toml:1:23: anomaly_probability: must be between 0 and 1, got 1.5"]
+        );
+        let unknown = problems("[[series]]\nname = \"a\"\nnoize = 1\n");
+        assert!(
+            unknown[0].starts_with("gen.toml:3:1: series[1].noize: unknown key \"noize\""),
+            "{unknown:?}"
+        );
+        assert_eq!(
+            problems("anomaly_detection_url = \"https://x/detect\"\n"),
+            [
+                "gen.toml:1:25: anomaly_detection_url: only http:// URLs are supported, got \"https://x/detect\"; put a TLS proxy in front if needed"
+            ]
+        );
+        let twice = problems("[[series]]\nname = \"a\"\n[[series]]\nname = \"a\"\n");
+        assert!(twice[0].contains("defined twice"), "{twice:?}");
+        let unnamed = problems("[[series]]\nnoise = 1\n");
+        assert!(unnamed[0].contains("needs a `name`"), "{unnamed:?}");
+        assert!(problems("data_frequency = -1\n")[0].contains("data_frequency"));
+    }
+}
