@@ -31,3 +31,7 @@ mod systemd;
 
 /// `/metrics` moving with traffic and reloads, promtool, health endpoints.
 mod metrics;
+
+/// anomaly-generator: reproducibility, detection quality against labels,
+/// delivery through restarts and lost replies, refusals, reload.
+mod generator;

@@ -1,32 +1,4 @@
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-use crate::helper::{TestDaemon, point, request};
-
-/// Runs `promtool check metrics` on `text`; `None` when promtool is not
-/// installed and the environment does not require it.
-fn promtool_check(text: &[u8]) -> Option<std::process::Output> {
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) if std::env::var_os("ANOMALYD_REQUIRE_PROMTOOL").is_some() => {
-            panic!("promtool is required (ANOMALYD_REQUIRE_PROMTOOL is set): {e}")
-        }
-        Err(e) => {
-            eprintln!(
-                "SKIPPED promtool check: cannot run promtool ({e}); install Debian's `prometheus` package"
-            );
-            return None;
-        }
-    };
-    child.stdin.take().unwrap().write_all(text).unwrap();
-    Some(child.wait_with_output().unwrap())
-}
+use crate::helper::{TestDaemon, point, promtool_check, request};
 
 #[test]
 fn metrics_move_with_points_anomalies_bad_requests_and_reloads() {

@@ -305,6 +305,9 @@ async fn detect(req: Request<Incoming>, state: &AppState) -> Response<ResponseBo
         .collect();
     let logged = state.record_anomalies(&records).await;
     if single {
+        if observations[0].duplicate {
+            state.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
         let reply = point_reply(&points[0], &observations[0], logged).to_json();
         json_bytes(StatusCode::OK, reply)
     } else {

@@ -29,7 +29,18 @@ pub fn binary(name: &str) -> PathBuf {
             .to_path_buf();
         let cargo = option_env!("CARGO").unwrap_or("cargo");
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "anomalyd", "--bin", "anomalyd"]);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "anomalyd",
+            "--bin",
+            "anomalyd",
+            "-p",
+            "anomaly-generator",
+            "--bin",
+            "anomaly-generator",
+        ]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
@@ -414,4 +425,29 @@ pub fn read_lines(path: &Path) -> Vec<String> {
         Ok(text) => text.lines().map(str::to_owned).collect(),
         Err(_) => Vec::new(),
     }
+}
+
+/// Runs `promtool check metrics` on `text`; `None` when promtool is not
+/// installed and the environment does not require it.
+pub fn promtool_check(text: &[u8]) -> Option<std::process::Output> {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) if std::env::var_os("ANOMALYD_REQUIRE_PROMTOOL").is_some() => {
+            panic!("promtool is required (ANOMALYD_REQUIRE_PROMTOOL is set): {e}")
+        }
+        Err(e) => {
+            eprintln!(
+                "SKIPPED promtool check: cannot run promtool ({e}); install Debian's `prometheus` package"
+            );
+            return None;
+        }
+    };
+    child.stdin.take().unwrap().write_all(text).unwrap();
+    Some(child.wait_with_output().unwrap())
 }
