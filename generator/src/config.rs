@@ -124,6 +124,43 @@ impl Pattern {
     }
 }
 
+impl std::fmt::Display for Pattern {
+    /// A one-line summary, as `--check-config` prints it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let every = if self.data_frequency > 0.0 {
+            format!("every {}s", self.data_frequency)
+        } else {
+            "as fast as possible".to_owned()
+        };
+        let direction = match self.anomaly_direction {
+            OutlierDirection::Up => "up",
+            OutlierDirection::Down => "down",
+            OutlierDirection::Both => "up or down",
+        };
+        write!(
+            f,
+            "{every}; values {}..{}, noise σ {}, season {} over {}, trend {}/h; \
+             outliers {}% of {}..{}σ {direction}, {}% of them bursts of {}..{}; \
+             level shifts {}% per point of {}..{}σ",
+            self.value_range.0,
+            self.value_range.1,
+            self.noise_std_dev(),
+            self.amplitude(),
+            anomalyd::config::toml_walk::format_duration(self.season_period),
+            self.trend,
+            self.anomaly_probability * 100.0,
+            self.anomaly_magnitude.0,
+            self.anomaly_magnitude.1,
+            self.burst_probability * 100.0,
+            self.burst_length.0,
+            self.burst_length.1,
+            self.level_shift_probability * 100.0,
+            self.level_shift_magnitude.0,
+            self.level_shift_magnitude.1,
+        )
+    }
+}
+
 /// One `[[series]]`: a name and its resolved pattern.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SeriesConfig {

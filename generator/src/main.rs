@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         );
         println!("posting to {}", config.target.url);
         for series in &config.series {
-            println!("series {:?}: {:?}", series.name, series.pattern);
+            println!("series {:?}: {}", series.name, series.pattern);
         }
         eprintln!("anomaly-generator: configuration is valid ({source}).");
         return ExitCode::SUCCESS;
