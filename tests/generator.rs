@@ -28,7 +28,15 @@ struct Generator {
 
 impl Generator {
     fn spawn(dir: &Path, args: &[&str]) -> Generator {
-        let mut child = Command::new(binary("anomaly-generator"))
+        Self::spawn_with_env(dir, args, &[])
+    }
+
+    fn spawn_with_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Generator {
+        let mut command = Command::new(binary("anomaly-generator"));
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
             .args(args)
             .current_dir(dir)
             .env("RUST_LOG", "info")
@@ -544,4 +552,45 @@ fn reloads_change_the_series_and_sigterm_exits_0() {
     generator.signal(libc::SIGTERM);
     let status = generator.wait();
     assert_eq!(status.code(), Some(0), "{:?}", generator.stderr());
+}
+
+#[test]
+fn sigterm_delivers_the_queue_within_the_grace_and_notifies_systemd() {
+    // Nothing listens yet: points pile up in the queue.
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = crate::systemd::NotifySocket::bind(dir.path());
+    let config = dir.path().join("gen.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "anomaly_detection_url = \"http://127.0.0.1:{port}/detect\"\ndata_frequency = 0.01\nshutdown_grace = \"60s\"\n"
+        ),
+    )
+    .unwrap();
+    let mut generator = Generator::spawn_with_env(
+        dir.path(),
+        &["--config", config.to_str().unwrap()],
+        &[("NOTIFY_SOCKET", &socket.path)],
+    );
+    let ready = socket.wait_for("READY=1", 0);
+    generator.wait_for_stderr("Cannot deliver points to anomalyd");
+    generator.signal(libc::SIGTERM);
+    socket.wait_for("STOPPING=1", ready + 1);
+    generator.wait_for_stderr("Shutting down: delivering queued points");
+    // anomalyd comes up during the grace period: the queue goes out.
+    let daemon = TestDaemon::start_in(tempfile::tempdir().unwrap(), port, "");
+    let status = generator.wait();
+    assert_eq!(status.code(), Some(0), "{:?}", generator.stderr());
+    let stopped = generator.wait_for_stderr("Stopped.");
+    let generated: f64 = stopped
+        .split("generated=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(generated > 0.0);
+    assert!(stopped.contains("unsent=0"), "{stopped}");
+    assert_eq!(daemon.metric("anomalyd_points_received_total"), generated);
 }

@@ -5,13 +5,13 @@ use std::sync::{Arc, Mutex};
 use crate::helper::{TestDaemon, binary, wait_until, write_config};
 
 /// A notify socket read continuously, as systemd does.
-struct NotifySocket {
+pub(crate) struct NotifySocket {
     messages: Arc<Mutex<Vec<String>>>,
-    path: std::path::PathBuf,
+    pub(crate) path: std::path::PathBuf,
 }
 
 impl NotifySocket {
-    fn bind(dir: &std::path::Path) -> NotifySocket {
+    pub(crate) fn bind(dir: &std::path::Path) -> NotifySocket {
         let path = dir.join("notify.sock");
         let socket = UnixDatagram::bind(&path).unwrap();
         let messages = Arc::new(Mutex::new(Vec::new()));
@@ -26,13 +26,13 @@ impl NotifySocket {
         NotifySocket { messages, path }
     }
 
-    fn messages(&self) -> Vec<String> {
+    pub(crate) fn messages(&self) -> Vec<String> {
         self.messages.lock().unwrap().clone()
     }
 
     /// Waits for a message containing `needle` after index `from`; returns
     /// its index.
-    fn wait_for(&self, needle: &str, from: usize) -> usize {
+    pub(crate) fn wait_for(&self, needle: &str, from: usize) -> usize {
         wait_until(&format!("a notify message with {needle:?}"), || {
             self.messages()
                 .iter()
