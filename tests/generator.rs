@@ -594,3 +594,40 @@ fn sigterm_delivers_the_queue_within_the_grace_and_notifies_systemd() {
     assert!(stopped.contains("unsent=0"), "{stopped}");
     assert_eq!(daemon.metric("anomalyd_points_received_total"), generated);
 }
+
+#[test]
+fn each_series_may_post_to_its_own_detector() {
+    let first = TestDaemon::start("");
+    let second = TestDaemon::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gen.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}data_frequency = 0\n[[series]]\nname = \"a\"\n[[series]]\nname = \"b\"\nanomaly_detection_url = \"http://{}/detect\"\n",
+            url(first.addr),
+            second.addr
+        ),
+    )
+    .unwrap();
+    let out = run_generator(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--count",
+            "30",
+            "--start-time",
+            "1700000000",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for daemon in [&first, &second] {
+        assert_eq!(daemon.metric("anomalyd_points_received_total"), 30.0);
+        assert_eq!(daemon.metric("anomalyd_series_active"), 1.0);
+    }
+}

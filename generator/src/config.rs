@@ -161,13 +161,18 @@ impl std::fmt::Display for Pattern {
     }
 }
 
-/// One `[[series]]`: a name and its resolved pattern.
+/// One `[[series]]`: a name, its resolved pattern, seed and target.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SeriesConfig {
     /// The series name posted to anomalyd.
     pub name: String,
     /// The pattern: the top-level keys with this table's overrides.
     pub pattern: Pattern,
+    /// The seed of this series (`seed` in its table); `None`: the run's
+    /// seed (`--seed`, else the top-level `seed`, else from the clock).
+    pub seed: Option<u64>,
+    /// Where this series is posted.
+    pub target: Target,
 }
 
 /// Where points are posted: an `http://` URL split for the client.
@@ -240,6 +245,8 @@ impl Default for GeneratorConfig {
             series: vec![SeriesConfig {
                 name: "default".into(),
                 pattern: Pattern::default(),
+                seed: None,
+                target: Target::parse("http://127.0.0.1:8001/detect").expect("default URL"),
             }],
             file: None,
         }
@@ -474,11 +481,8 @@ fn read_root(doc: &mut Document<'_>, root: &DeTable<'_>) -> GeneratorConfig {
         }
         match name {
             "anomaly_detection_url" => {
-                if let Some(url) = doc.string(name, value) {
-                    match Target::parse(url) {
-                        Ok(target) => config.target = target,
-                        Err(message) => doc.report(Some(name), Some(value.span()), message),
-                    }
+                if let Some(target) = read_target(doc, name, value) {
+                    config.target = target;
                 }
             }
             "seed" => config.seed = doc.integer(name, value, 0..=u64::MAX).or(config.seed),
@@ -517,6 +521,7 @@ fn read_root(doc: &mut Document<'_>, root: &DeTable<'_>) -> GeneratorConfig {
     top.apply_to(&mut defaults);
     if series_tables.is_empty() {
         config.series[0].pattern = defaults;
+        config.series[0].target = config.target.clone();
         return config;
     }
     config.series.clear();
@@ -524,20 +529,31 @@ fn read_root(doc: &mut Document<'_>, root: &DeTable<'_>) -> GeneratorConfig {
         let prefix = format!("series[{index}]");
         let mut keys = PatternKeys::default();
         let mut name = None;
+        let mut seed = None;
+        let mut target = config.target.clone();
         for (key, value) in entries(table) {
             let key_name = key.get_ref().as_ref();
             let dotted = join_key(&prefix, key_name);
             if keys.read(doc, key_name, &dotted, value) {
                 continue;
             }
-            if key_name == "name" {
-                name = doc
-                    .string(&dotted, value)
-                    .and_then(|n| valid_series_name(doc, &dotted, value, n));
-            } else {
-                let mut known = vec!["name"];
-                known.extend(PATTERN_KEYS);
-                doc.unknown_key(key, &dotted, &format!("[[series]] {index}"), &known);
+            match key_name {
+                "name" => {
+                    name = doc
+                        .string(&dotted, value)
+                        .and_then(|n| valid_series_name(doc, &dotted, value, n));
+                }
+                "seed" => seed = doc.integer(&dotted, value, 0..=u64::MAX).or(seed),
+                "anomaly_detection_url" => {
+                    if let Some(parsed) = read_target(doc, &dotted, value) {
+                        target = parsed;
+                    }
+                }
+                _ => {
+                    let mut known = vec!["name", "seed", "anomaly_detection_url"];
+                    known.extend(PATTERN_KEYS);
+                    doc.unknown_key(key, &dotted, &format!("[[series]] {index}"), &known);
+                }
             }
         }
         let Some(name) = name else {
@@ -556,9 +572,25 @@ fn read_root(doc: &mut Document<'_>, root: &DeTable<'_>) -> GeneratorConfig {
         }
         let mut pattern = defaults.clone();
         keys.apply_to(&mut pattern);
-        config.series.push(SeriesConfig { name, pattern });
+        config.series.push(SeriesConfig {
+            name,
+            pattern,
+            seed,
+            target,
+        });
     }
     config
+}
+
+fn read_target(doc: &mut Document<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Option<Target> {
+    let url = doc.string(key, value)?;
+    match Target::parse(url) {
+        Ok(target) => Some(target),
+        Err(message) => {
+            doc.report(Some(key), Some(value.span()), message);
+            None
+        }
+    }
 }
 
 fn valid_series_name(
@@ -654,6 +686,23 @@ mod tests {
         assert_eq!(mem.pattern.magnitude_unit(), 1.0);
         assert_eq!(mem.pattern.anomaly_direction, OutlierDirection::Both);
         assert_eq!(mem.pattern.data_frequency, 0.5);
+        assert_eq!((cpu.seed, mem.seed), (None, None), "the run's seed applies");
+    }
+
+    #[test]
+    fn a_series_may_have_its_own_seed_and_detector() {
+        let config = parse(
+            "[[series]]\nname = \"a\"\n\
+             [[series]]\nname = \"b\"\nseed = 9\nanomaly_detection_url = \"http://10.0.0.1:9000/detect\"\n",
+        )
+        .unwrap();
+        let [a, b] = &config.series[..] else {
+            panic!("{config:?}")
+        };
+        assert_eq!(a.seed, None);
+        assert_eq!(a.target.authority, "127.0.0.1:8001");
+        assert_eq!(b.seed, Some(9));
+        assert_eq!(b.target.authority, "10.0.0.1:9000");
     }
 
     #[test]

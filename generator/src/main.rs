@@ -94,10 +94,8 @@ async fn daemon(
         }
     };
     let count_mode = options.count.is_some();
-    let stdout_mode = options.stdout;
     let generator = Generator::new(config.clone(), options);
     let stop_producing = CancellationToken::new();
-    let hard_stop = CancellationToken::new();
     let stop_tasks = CancellationToken::new();
 
     if let Some(listen) = config.listen {
@@ -126,7 +124,6 @@ async fn daemon(
         int,
         generator.clone(),
         stop_producing.clone(),
-        hard_stop.clone(),
     ));
     tokio::spawn(reload_on_sighup(
         hup,
@@ -172,8 +169,6 @@ async fn daemon(
         });
     }
 
-    let sender =
-        (!stdout_mode).then(|| tokio::spawn(run::deliver(generator.clone(), hard_stop.clone())));
     systemd::ready(&generator.status_line());
     tracing::info!(
         seed = generator.seed(),
@@ -182,9 +177,7 @@ async fn daemon(
         "Generating."
     );
     let produced = run::produce(generator.clone(), stop_producing.clone()).await;
-    if let Some(sender) = sender {
-        let _ = sender.await;
-    }
+    generator.senders_done().await;
     stop_tasks.cancel();
     let summary = generator.summary();
     match produced {
@@ -234,7 +227,6 @@ async fn on_signals(
     mut int: Signal,
     generator: Arc<Generator>,
     stop_producing: CancellationToken,
-    hard_stop: CancellationToken,
 ) {
     tokio::select! {
         _ = term.recv() => {}
@@ -243,15 +235,15 @@ async fn on_signals(
     let grace = generator.config.borrow().shutdown_grace;
     systemd::stopping("delivering queued points");
     tracing::info!(
-        queued = generator.queue.len(),
+        queued = generator.queued(),
         grace_secs = grace.as_secs_f64(),
         "Shutting down: delivering queued points (send the signal again to exit at once)."
     );
     stop_producing.cancel();
-    let hard = hard_stop.clone();
+    let giving_up = generator.clone();
     tokio::spawn(async move {
         tokio::time::sleep(grace).await;
-        hard.cancel();
+        giving_up.give_up();
     });
     tokio::select! {
         _ = term.recv() => {}

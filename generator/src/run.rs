@@ -9,8 +9,8 @@
 //! points are produced as fast as they can be delivered (a backfill), so
 //! the same seed and `T` give the same bytes.
 //!
-//! The sender takes up to `batch_size` points at a time from the queue and
-//! posts them, retrying on connection errors, 429 and 5xx with exponential
+//! Each target URL has its own queue and sender. A sender takes up to
+//! `batch_size` points at a time from its queue and posts them, retrying on connection errors, 429 and 5xx with exponential
 //! backoff and jitter (the same `seq`s, so anomalyd skips what it already
 //! applied), and dropping a batch that gets another 4xx (counted and
 //! logged). Failures and recoveries are logged once per episode.
@@ -29,9 +29,10 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::client::Client;
-use crate::config::{GeneratorConfig, SeriesConfig};
+use crate::config::{GeneratorConfig, SeriesConfig, Target};
 use crate::model::{Label, SeriesModel};
 use crate::queue::{Outgoing, Queue};
 
@@ -94,14 +95,24 @@ impl Summary {
     }
 }
 
+/// A target and the queue of points waiting to be posted there.
+struct Delivery {
+    target: Target,
+    queue: Arc<Queue>,
+}
+
 /// Shared state of a running generator.
 pub struct Generator {
     /// The configuration in force.
     pub config: watch::Sender<Arc<GeneratorConfig>>,
     /// Counters.
     pub stats: Stats,
-    /// Points waiting for delivery.
-    pub queue: Queue,
+    /// One queue and sender per target URL, created on first use.
+    deliveries: std::sync::Mutex<Vec<Delivery>>,
+    /// The sender tasks.
+    senders: TaskTracker,
+    /// Cancelled when senders must give up (shutdown grace over).
+    hard_stop: CancellationToken,
     options: Options,
     seed: u64,
     /// Unix seconds of the virtual time 0.
@@ -131,12 +142,13 @@ impl Generator {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64())
         });
-        let queue = Queue::new(config.queue_size);
         let (config, _) = watch::channel(config);
         Arc::new(Generator {
             config,
             stats: Stats::default(),
-            queue,
+            deliveries: std::sync::Mutex::new(Vec::new()),
+            senders: TaskTracker::new(),
+            hard_stop: CancellationToken::new(),
             options,
             seed,
             start_unix,
@@ -145,9 +157,60 @@ impl Generator {
         })
     }
 
-    /// The seed in use.
+    /// The run's seed (a series may have its own).
     pub fn seed(&self) -> u64 {
         self.seed
+    }
+
+    /// The queue for `target`, with its sender started on first use.
+    fn queue_for(self: &Arc<Self>, target: &Target) -> Arc<Queue> {
+        let mut deliveries = self.deliveries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(delivery) = deliveries.iter().find(|d| d.target == *target) {
+            return delivery.queue.clone();
+        }
+        let queue = Arc::new(Queue::new(self.config.borrow().queue_size));
+        deliveries.push(Delivery {
+            target: target.clone(),
+            queue: queue.clone(),
+        });
+        self.senders.spawn(deliver(
+            self.clone(),
+            target.clone(),
+            queue.clone(),
+            self.hard_stop.clone(),
+        ));
+        queue
+    }
+
+    fn queues(&self) -> Vec<Arc<Queue>> {
+        self.deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|d| d.queue.clone())
+            .collect()
+    }
+
+    /// Points waiting in every queue.
+    pub fn queued(&self) -> u64 {
+        self.queues().iter().map(|q| q.len() as u64).sum()
+    }
+
+    fn dropped(&self) -> u64 {
+        self.queues().iter().map(|q| q.dropped()).sum()
+    }
+
+    /// Makes the senders give up what they still hold (shutdown grace
+    /// over); it then counts as unsent.
+    pub fn give_up(&self) {
+        self.hard_stop.cancel();
+    }
+
+    /// Waits until every sender has finished: after production ended,
+    /// once its queue is empty, or after [`Generator::give_up`].
+    pub async fn senders_done(&self) {
+        self.senders.close();
+        self.senders.wait().await;
     }
 
     /// Whether points are paced in real time.
@@ -166,9 +229,9 @@ impl Generator {
         Summary {
             generated: self.stats.generated.load(Ordering::Relaxed),
             sent: self.stats.sent.load(Ordering::Relaxed),
-            dropped: self.queue.dropped(),
+            dropped: self.dropped(),
             rejected: self.stats.rejected.load(Ordering::Relaxed),
-            unsent: self.queue.len() as u64,
+            unsent: self.queued(),
         }
     }
 
@@ -208,7 +271,7 @@ impl Generator {
             &mut out,
             "anomaly_generator_points_dropped_total",
             "Points dropped because the queue was full.",
-            self.queue.dropped(),
+            self.dropped(),
         );
         counter(
             &mut out,
@@ -226,7 +289,7 @@ impl Generator {
             &mut out,
             "anomaly_generator_queue_points",
             "Points waiting for delivery.",
-            self.queue.len() as f64,
+            self.queued() as f64,
         );
         gauge(
             &mut out,
@@ -242,6 +305,8 @@ impl Generator {
 struct SeriesState {
     name: Arc<str>,
     config: SeriesConfig,
+    /// The queue of the series' target (none with `--stdout`).
+    queue: Option<Arc<Queue>>,
     model: SeriesModel,
     /// Points produced so far.
     index: u64,
@@ -314,9 +379,11 @@ pub async fn produce(generator: Arc<Generator>, stop: CancellationToken) -> std:
             state.active = false;
         }
         for wanted in &config.series {
+            let queue = (!generator.options.stdout).then(|| generator.queue_for(&wanted.target));
             match series.iter_mut().find(|s| s.config.name == wanted.name) {
                 Some(state) => {
                     state.config = wanted.clone();
+                    state.queue = queue;
                     state.active = true;
                 }
                 None => {
@@ -324,7 +391,11 @@ pub async fn produce(generator: Arc<Generator>, stop: CancellationToken) -> std:
                     series.push(SeriesState {
                         name: wanted.name.as_str().into(),
                         config: wanted.clone(),
-                        model: SeriesModel::new(generator.seed, &wanted.name),
+                        queue,
+                        model: SeriesModel::new(
+                            wanted.seed.unwrap_or(generator.seed),
+                            &wanted.name,
+                        ),
                         index: 0,
                         next_us: now_us,
                         active: true,
@@ -405,11 +476,14 @@ pub async fn produce(generator: Arc<Generator>, stop: CancellationToken) -> std:
             timestamp: point.timestamp.unwrap_or_default(),
             seq: point.seq.unwrap_or_default(),
         };
+        let Some(queue) = &state.queue else {
+            continue;
+        };
         if paced {
-            generator.queue.push(outgoing);
+            queue.push(outgoing);
         } else {
             tokio::select! {
-                () = generator.queue.push_when_room(outgoing) => {}
+                () = queue.push_when_room(outgoing) => {}
                 () = stop.cancelled() => break Ok(()),
             }
             // Let the sender and signals run between points.
@@ -417,7 +491,9 @@ pub async fn produce(generator: Arc<Generator>, stop: CancellationToken) -> std:
         }
     };
     generator.producing.store(false, Ordering::Release);
-    generator.queue.wake_sender();
+    for queue in generator.queues() {
+        queue.wake_sender();
+    }
     if let Some(out) = &mut stdout {
         out.flush()?;
     }
@@ -425,11 +501,18 @@ pub async fn produce(generator: Arc<Generator>, stop: CancellationToken) -> std:
     result
 }
 
-/// Delivers queued points until production has ended and the queue is
-/// empty, or until `stop` is cancelled (then what is in flight is given up).
-pub async fn deliver(generator: Arc<Generator>, stop: CancellationToken) {
+/// Delivers `queue`'s points to `target` until production has ended and
+/// the queue is empty, or until `stop` is cancelled (then what is in
+/// flight goes back to the queue, unsent).
+async fn deliver(
+    generator: Arc<Generator>,
+    target: Target,
+    queue: Arc<Queue>,
+    stop: CancellationToken,
+) {
     let mut config_rx = generator.config.subscribe();
-    let mut client = Client::new(config_rx.borrow_and_update().target.clone());
+    config_rx.borrow_and_update();
+    let mut client = Client::new(target);
     let mut jitter = Xoshiro256PlusPlus::seed_from_u64(generator.seed ^ 0x5eed);
     let mut failing_since: Option<Instant> = None;
     let mut rejecting = false;
@@ -437,17 +520,16 @@ pub async fn deliver(generator: Arc<Generator>, stop: CancellationToken) {
     loop {
         if config_rx.has_changed().unwrap_or(false) {
             let config = config_rx.borrow_and_update().clone();
-            client.set_target(config.target.clone());
-            generator.queue.set_capacity(config.queue_size);
+            queue.set_capacity(config.queue_size);
         }
         let batch_size = generator.config.borrow().batch_size;
-        let batch = generator.queue.try_take(batch_size);
+        let batch = queue.try_take(batch_size);
         if batch.is_empty() {
-            if !generator.producing.load(Ordering::Acquire) && generator.queue.is_empty() {
+            if !generator.producing.load(Ordering::Acquire) && queue.is_empty() {
                 return;
             }
             tokio::select! {
-                () = generator.queue.wait_items() => continue,
+                () = queue.wait_items() => continue,
                 () = stop.cancelled() => return,
             }
         }
@@ -478,7 +560,7 @@ pub async fn deliver(generator: Arc<Generator>, stop: CancellationToken) {
                     if let Some(since) = failing_since.take() {
                         tracing::info!(
                             failed_for_secs = since.elapsed().as_secs(),
-                            queued = generator.queue.len(),
+                            queued = queue.len(),
                             "anomalyd accepts points again; delivering the queue."
                         );
                     }
@@ -523,14 +605,13 @@ pub async fn deliver(generator: Arc<Generator>, stop: CancellationToken) {
                 () = tokio::time::sleep(pause) => {}
                 () = stop.cancelled() => {
                     // Given up: these points count as unsent.
-                    generator.queue.requeue_front(batch);
+                    queue.requeue_front(batch);
                     return;
                 }
             }
             if config_rx.has_changed().unwrap_or(false) {
                 let config = config_rx.borrow_and_update().clone();
-                client.set_target(config.target.clone());
-                generator.queue.set_capacity(config.queue_size);
+                queue.set_capacity(config.queue_size);
             }
         }
     }
