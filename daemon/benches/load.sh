@@ -9,7 +9,8 @@
 # Environment (defaults in brackets):
 #   LOAD_DURATION [10s]     length of each measured wrk run
 #   LOAD_WARMUP [2s]        unmeasured wrk run per server and workload (0 = none)
-#   LOAD_RUNS [3]           measured runs per server and workload (median reported)
+#   LOAD_RUNS [3]           measured runs per server and workload (median reported;
+#                           0 = skip the throughput runs, only the memory figures)
 #   LOAD_CONNECTIONS [32]   wrk connections for single points
 #   LOAD_BATCH_CONNECTIONS [8]  wrk connections for NDJSON batches
 #   SERVER_CPU [0]          core the servers are pinned to
@@ -205,33 +206,41 @@ median() {
 # Both servers run side by side on the same core (an idle one costs nothing)
 # and the measured runs alternate between them, so drift of the machine
 # affects both alike; the summary shows the median of the runs.
-start_server baseline "$BASELINE" --listen 127.0.0.1:0
-B_PID=$SERVER_PID B_ADDR=$SERVER_ADDR
-write_config "$TMP/anomalyd.toml" ""
-start_server anomalyd "$ANOMALYD" --config "$TMP/anomalyd.toml"
-A_PID=$SERVER_PID A_ADDR=$SERVER_ADDR
-sleep 0.5
-IDLE_RSS=$(rss_kib "$A_PID")
-log "servers pinned to CPU $SERVER_CPU (baseline pid $B_PID, anomalyd pid $A_PID), wrk to CPU $LOAD_CPU"
-
 declare -A R
-for w in single batch; do
-    conns=$CONNS
-    [ "$w" = batch ] && conns=$BATCH_CONNS
-    if [ "$WARMUP" != 0 ] && [ "$WARMUP" != 0s ]; then
-        bench baseline "$B_PID" "$B_ADDR" "$w" "$conns" "$WARMUP" >/dev/null
-        bench anomalyd "$A_PID" "$A_ADDR" "$w" "$conns" "$WARMUP" >/dev/null
-    fi
-    for run in $(seq 1 "$RUNS"); do
-        log "$w run $run/$RUNS: baseline, then anomalyd (wrk -t1 -c$conns -d$DURATION)"
-        line=$(bench baseline "$B_PID" "$B_ADDR" "$w" "$conns" "$DURATION")
-        R[baseline,$w]+="$line"$'\n'
-        line=$(bench anomalyd "$A_PID" "$A_ADDR" "$w" "$conns" "$DURATION")
-        R[anomalyd,$w]+="$line"$'\n'
+write_config "$TMP/anomalyd.toml" ""
+if [ "$RUNS" -eq 0 ]; then
+    # Memory figures only: the idle RSS still comes from a fresh anomalyd.
+    start_server anomalyd "$ANOMALYD" --config "$TMP/anomalyd.toml"
+    sleep 0.5
+    IDLE_RSS=$(rss_kib "$SERVER_PID")
+    stop_server
+else
+    start_server baseline "$BASELINE" --listen 127.0.0.1:0
+    B_PID=$SERVER_PID B_ADDR=$SERVER_ADDR
+    start_server anomalyd "$ANOMALYD" --config "$TMP/anomalyd.toml"
+    A_PID=$SERVER_PID A_ADDR=$SERVER_ADDR
+    sleep 0.5
+    IDLE_RSS=$(rss_kib "$A_PID")
+    log "servers pinned to CPU $SERVER_CPU (baseline pid $B_PID, anomalyd pid $A_PID), wrk to CPU $LOAD_CPU"
+
+    for w in single batch; do
+        conns=$CONNS
+        [ "$w" = batch ] && conns=$BATCH_CONNS
+        if [ "$WARMUP" != 0 ] && [ "$WARMUP" != 0s ]; then
+            bench baseline "$B_PID" "$B_ADDR" "$w" "$conns" "$WARMUP" >/dev/null
+            bench anomalyd "$A_PID" "$A_ADDR" "$w" "$conns" "$WARMUP" >/dev/null
+        fi
+        for run in $(seq 1 "$RUNS"); do
+            log "$w run $run/$RUNS: baseline, then anomalyd (wrk -t1 -c$conns -d$DURATION)"
+            line=$(bench baseline "$B_PID" "$B_ADDR" "$w" "$conns" "$DURATION")
+            R[baseline,$w]+="$line"$'\n'
+            line=$(bench anomalyd "$A_PID" "$A_ADDR" "$w" "$conns" "$DURATION")
+            R[anomalyd,$w]+="$line"$'\n'
+        done
     done
-done
-SERVER_PID=$B_PID stop_server
-SERVER_PID=$A_PID stop_server
+    SERVER_PID=$B_PID stop_server
+    SERVER_PID=$A_PID stop_server
+fi
 
 # --- memory -------------------------------------------------------------------
 
@@ -285,37 +294,39 @@ mark() { # mark VALUE OP LIMIT
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-echo
-echo "anomalyd load benchmark: server on CPU $SERVER_CPU, wrk -t1 on CPU $LOAD_CPU, $DURATION per run, $SERIES series"
-echo
-printf '%-18s %12s %12s %9s %9s %9s   %s\n' "median of $RUNS" "req/s" "CPU us/req" "srv CPU%" "p50 us" "p99 us" "req/s of each run"
-for w in single batch; do
-    for s in baseline anomalyd; do
-        printf '%-18s %12s %12s %9s %9s %9s   %s\n' "$s $w" "$(field "$s,$w" 1)" "$(field "$s,$w" 2)" \
-            "$(field "$s,$w" 3)" "$(field "$s,$w" 4)" "$(field "$s,$w" 5)" "$(awk '{printf "%s ", $1}' <<<"${R[$s,$w]}")"
+if [ "$RUNS" -gt 0 ]; then
+    echo
+    echo "anomalyd load benchmark: server on CPU $SERVER_CPU, wrk -t1 on CPU $LOAD_CPU, $DURATION per run, $SERIES series"
+    echo
+    printf '%-18s %12s %12s %9s %9s %9s   %s\n' "median of $RUNS" "req/s" "CPU us/req" "srv CPU%" "p50 us" "p99 us" "req/s of each run"
+    for w in single batch; do
+        for s in baseline anomalyd; do
+            printf '%-18s %12s %12s %9s %9s %9s   %s\n' "$s $w" "$(field "$s,$w" 1)" "$(field "$s,$w" 2)" \
+                "$(field "$s,$w" 3)" "$(field "$s,$w" 4)" "$(field "$s,$w" 5)" "$(awk '{printf "%s ", $1}' <<<"${R[$s,$w]}")"
+        done
     done
-done
-busy=$(for k in "${!R[@]}"; do awk 'NF && $3 < 90 {n++} END {print n + 0}' <<<"${R[$k]}"; done | awk '{n += $1} END {print n}')
-if [ "$busy" -gt 0 ]; then
-    echo "WARNING: in $busy run(s) the server used < 90% of its core: something else was running"
-    echo "         on CPU $SERVER_CPU or CPU $LOAD_CPU; req/s figures are unreliable (CPU us/req less so)."
+    busy=$(for k in "${!R[@]}"; do awk 'NF && $3 < 90 {n++} END {print n + 0}' <<<"${R[$k]}"; done | awk '{n += $1} END {print n}')
+    if [ "$busy" -gt 0 ]; then
+        echo "WARNING: in $busy run(s) the server used < 90% of its core: something else was running"
+        echo "         on CPU $SERVER_CPU or CPU $LOAD_CPU; req/s figures are unreliable (CPU us/req less so)."
+    fi
+    echo
+    s_ratio=$(ratio "$(field anomalyd,single 1)" "$(field baseline,single 1)")
+    c_ratio=$(ratio "$(field anomalyd,single 2)" "$(field baseline,single 2)")
+    b_ratio=$(ratio "$(field anomalyd,batch 1)" "$(field baseline,batch 1)")
+    bc_ratio=$(ratio "$(field anomalyd,batch 2)" "$(field baseline,batch 2)")
+    pps_a=$(awk -v r="$(field anomalyd,batch 1)" -v n=$BATCH_POINTS 'BEGIN { printf "%.0f", r * n }')
+    pps_b=$(awk -v r="$(field baseline,batch 1)" -v n=$BATCH_POINTS 'BEGIN { printf "%.0f", r * n }')
+    ns_a=$(awk -v c="$(field anomalyd,batch 2)" -v n=$BATCH_POINTS 'BEGIN { printf "%.0f", c * 1000 / n }')
+    ns_b=$(awk -v c="$(field baseline,batch 2)" -v n=$BATCH_POINTS 'BEGIN { printf "%.0f", c * 1000 / n }')
+    printf '%-52s %14s  %s\n' "single points: req/s anomalyd/baseline (goal >= 0.8x)" "${s_ratio}x" "$(mark "$s_ratio" ">=" 0.8)"
+    printf '%-52s %14s  %s\n' "single points: CPU/req anomalyd/baseline (goal <= 1.25x)" "${c_ratio}x" "$(mark "$c_ratio" "<=" 1.25)"
+    printf '%-52s %14s\n' "NDJSON batches: req/s anomalyd/baseline" "${b_ratio}x"
+    printf '%-52s %14s\n' "NDJSON batches: CPU/req anomalyd/baseline" "${bc_ratio}x"
+    printf '%-52s %14s  %s\n' "NDJSON points/s anomalyd, one core (goal >= 3M)" "$pps_a" "$(mark "$pps_a" ">=" 3000000)"
+    printf '%-52s %14s\n' "NDJSON points/s baseline (parse only)" "$pps_b"
+    printf '%-52s %14s\n' "NDJSON CPU ns/point anomalyd | baseline" "$ns_a | $ns_b"
 fi
-echo
-s_ratio=$(ratio "$(field anomalyd,single 1)" "$(field baseline,single 1)")
-c_ratio=$(ratio "$(field anomalyd,single 2)" "$(field baseline,single 2)")
-b_ratio=$(ratio "$(field anomalyd,batch 1)" "$(field baseline,batch 1)")
-bc_ratio=$(ratio "$(field anomalyd,batch 2)" "$(field baseline,batch 2)")
-pps_a=$(awk -v r="$(field anomalyd,batch 1)" -v n=$BATCH_POINTS 'BEGIN { printf "%.0f", r * n }')
-pps_b=$(awk -v r="$(field baseline,batch 1)" -v n=$BATCH_POINTS 'BEGIN { printf "%.0f", r * n }')
-ns_a=$(awk -v c="$(field anomalyd,batch 2)" -v n=$BATCH_POINTS 'BEGIN { printf "%.0f", c * 1000 / n }')
-ns_b=$(awk -v c="$(field baseline,batch 2)" -v n=$BATCH_POINTS 'BEGIN { printf "%.0f", c * 1000 / n }')
-printf '%-52s %14s  %s\n' "single points: req/s anomalyd/baseline (goal >= 0.8x)" "${s_ratio}x" "$(mark "$s_ratio" ">=" 0.8)"
-printf '%-52s %14s  %s\n' "single points: CPU/req anomalyd/baseline (goal <= 1.25x)" "${c_ratio}x" "$(mark "$c_ratio" "<=" 1.25)"
-printf '%-52s %14s\n' "NDJSON batches: req/s anomalyd/baseline" "${b_ratio}x"
-printf '%-52s %14s\n' "NDJSON batches: CPU/req anomalyd/baseline" "${bc_ratio}x"
-printf '%-52s %14s  %s\n' "NDJSON points/s anomalyd, one core (goal >= 3M)" "$pps_a" "$(mark "$pps_a" ">=" 3000000)"
-printf '%-52s %14s\n' "NDJSON points/s baseline (parse only)" "$pps_b"
-printf '%-52s %14s\n' "NDJSON CPU ns/point anomalyd | baseline" "$ns_a | $ns_b"
 idle_mib=$(awk -v k="$IDLE_RSS" 'BEGIN { printf "%.1f", k / 1024 }')
 printf '%-52s %14s  %s\n' "idle RSS MiB, fresh anomalyd (goal <= 10)" "$idle_mib" "$(mark "$idle_mib" "<=" 10)"
 if [ -n "${MEM_FULL:-}" ]; then

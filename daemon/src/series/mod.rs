@@ -5,16 +5,23 @@
 //! their `series_ttl`, and re-resolves a series' settings (rules) when the
 //! configuration changes, keeping the window. Both the server and `replay` go
 //! through it, so they give the same verdicts for the same stream.
+//!
+//! Memory is what limits the number of series, so a series is stored
+//! compactly (see the `shard` module): at window 30, about 350 bytes, 240 of
+//! them the window's points.
 
-use std::collections::HashMap;
-use std::hash::BuildHasher;
+mod keys;
+mod rings;
+mod shard;
+
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use crate::api::{AnomalyRecord, DataPoint};
 use crate::config::{Config, SeriesSettings};
-use crate::detector::{Baseline, Direction, SeriesDetector, Side, Verdict};
+use crate::detector::{Baseline, Direction, Side, Verdict};
+use shard::{Shard, Slot, hash_name};
 
 /// Number of independently locked shards; a power of two.
 const SHARDS: usize = 64;
@@ -92,21 +99,18 @@ impl Profiles {
             .matching_rule(series)
             .map_or(0, |i| i as u32 + 1)
     }
-}
 
-/// One series' state.
-struct SeriesState {
-    detector: SeriesDetector,
-    /// Index into [`Profiles::settings`] of the generation below.
-    profile: u32,
-    generation: u32,
-    last_seq: Option<u64>,
-    /// Seconds since the table was created, when the last point arrived.
-    last_seen: u32,
+    /// The settings of a stored series, without updating its profile.
+    fn settings_of(&self, name: &[u8], state: &Slot) -> &SeriesSettings {
+        let profile = if state.generation == self.generation {
+            state.profile
+        } else {
+            // Names are stored from `&str`: the conversion is lossless.
+            self.profile_of(&String::from_utf8_lossy(name))
+        };
+        &self.settings[profile as usize]
+    }
 }
-
-/// One independently locked part of the table.
-type Shard = Mutex<HashMap<Box<str>, SeriesState, Hasher>>;
 
 /// Hashing of series names: foldhash is several times faster than SipHash
 /// on short keys and is still seeded per process.
@@ -123,7 +127,7 @@ pub struct TableStats {
 
 /// All live series.
 pub struct SeriesTable {
-    shards: Box<[Shard]>,
+    shards: Box<[Mutex<Shard>]>,
     hasher: Hasher,
     count: AtomicUsize,
     max_series: AtomicUsize,
@@ -136,11 +140,12 @@ impl SeriesTable {
     /// An empty table using `config`; `max_series` caps the number of series.
     pub fn new(config: Arc<Config>) -> Self {
         let max_series = config.server.max_series;
+        let hasher = Hasher::default();
         SeriesTable {
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(HashMap::with_hasher(Hasher::default())))
+                .map(|_| Mutex::new(Shard::new(hasher.clone())))
                 .collect(),
-            hasher: Hasher::default(),
+            hasher,
             count: AtomicUsize::new(0),
             max_series: AtomicUsize::new(max_series),
             profiles: RwLock::new(Arc::new(Profiles::new(config, 0))),
@@ -175,11 +180,14 @@ impl SeriesTable {
         self.len() == 0
     }
 
-    fn shard_index(&self, series: &str) -> usize {
-        self.hasher.hash_one(series) as usize & (SHARDS - 1)
+    /// The shard of a name's hash. Within a shard, the index uses the low
+    /// bits (bucket) and the top 7 bits (tag) of the same hash, so the
+    /// shard comes from bits in between.
+    fn shard_of(hash: u64) -> usize {
+        (hash >> 32) as usize & (SHARDS - 1)
     }
 
-    fn lock_shard(&self, index: usize) -> MutexGuard<'_, HashMap<Box<str>, SeriesState, Hasher>> {
+    fn lock_shard(&self, index: usize) -> MutexGuard<'_, Shard> {
         self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -194,15 +202,13 @@ impl SeriesTable {
             .clone()
     }
 
-    fn new_state(profiles: &Profiles, series: &str, now: u32) -> SeriesState {
-        let profile = profiles.profile_of(series);
-        SeriesState {
-            detector: SeriesDetector::new(&profiles.settings[profile as usize].detector),
-            profile,
-            generation: profiles.generation,
-            last_seq: None,
-            last_seen: now,
-        }
+    /// Adds series `name` to `shard`; returns its slot.
+    fn create(profiles: &Profiles, shard: &mut Shard, hash: u64, name: &str, now: u32) -> u32 {
+        let profile = profiles.profile_of(name);
+        let capacity = profiles.settings[profile as usize]
+            .detector
+            .window_capacity();
+        shard.insert(hash, name, capacity, profile, profiles.generation, now)
     }
 
     /// Takes room for `wanted` new series, or for none.
@@ -236,22 +242,23 @@ impl SeriesTable {
             return self.observe_one(&profiles, point, now).map(|obs| vec![obs]);
         }
         // Indices of the points grouped by shard, in batch order within each.
-        let shard_of: Vec<u8> = points
+        let hashes: Vec<u64> = points
             .iter()
-            .map(|p| self.shard_index(&p.series) as u8)
+            .map(|p| hash_name(&self.hasher, &p.series))
             .collect();
         let mut starts = [0usize; SHARDS + 1];
-        for &shard in &shard_of {
-            starts[shard as usize + 1] += 1;
+        for &hash in &hashes {
+            starts[Self::shard_of(hash) + 1] += 1;
         }
         for i in 0..SHARDS {
             starts[i + 1] += starts[i];
         }
         let mut order = vec![0u32; points.len()];
         let mut fill = starts;
-        for (i, &shard) in shard_of.iter().enumerate() {
-            order[fill[shard as usize]] = i as u32;
-            fill[shard as usize] += 1;
+        for (i, &hash) in hashes.iter().enumerate() {
+            let shard = Self::shard_of(hash);
+            order[fill[shard]] = i as u32;
+            fill[shard] += 1;
         }
         let groups = || {
             (0..SHARDS)
@@ -262,11 +269,13 @@ impl SeriesTable {
         // Count the distinct series this batch would create.
         let mut missing: Vec<&str> = Vec::new();
         for (shard, indices) in groups() {
-            let map = self.lock_shard(shard);
+            let shard = self.lock_shard(shard);
             let first_new = missing.len();
             for &i in indices {
                 let name = points[i as usize].series.as_ref();
-                if !map.contains_key(name) && !missing[first_new..].contains(&name) {
+                if shard.find(hashes[i as usize], name).is_none()
+                    && !missing[first_new..].contains(&name)
+                {
                     missing.push(name);
                 }
             }
@@ -281,19 +290,18 @@ impl SeriesTable {
         let mut observations = vec![placeholder; points.len()];
         let mut created = 0usize;
         for (shard, indices) in groups() {
-            let mut map = self.lock_shard(shard);
+            let mut shard = self.lock_shard(shard);
             for &i in indices {
                 let point = &points[i as usize];
-                let name = point.series.as_ref();
-                let state = match map.get_mut(name) {
-                    Some(state) => state,
+                let (hash, name) = (hashes[i as usize], point.series.as_ref());
+                let id = match shard.find(hash, name) {
+                    Some(id) => id,
                     None => {
                         created += 1;
-                        map.entry(name.into())
-                            .or_insert_with(|| Self::new_state(&profiles, name, now))
+                        Self::create(&profiles, &mut shard, hash, name, now)
                     }
                 };
-                observations[i as usize] = Self::apply(&profiles, state, point, now);
+                observations[i as usize] = Self::apply(&profiles, &mut shard, id, point, now);
             }
         }
         // Series created meanwhile by other requests were reserved but not
@@ -320,24 +328,26 @@ impl SeriesTable {
         now: u32,
     ) -> Result<Observation, TooManySeries> {
         let name = point.series.as_ref();
-        let mut map = self.lock_shard(self.shard_index(name));
-        let state = match map.get_mut(name) {
-            Some(state) => state,
+        let hash = hash_name(&self.hasher, name);
+        let mut shard = self.lock_shard(Self::shard_of(hash));
+        let id = match shard.find(hash, name) {
+            Some(id) => id,
             None => {
                 self.reserve(1)?;
-                map.entry(name.into())
-                    .or_insert_with(|| Self::new_state(profiles, name, now))
+                Self::create(profiles, &mut shard, hash, name, now)
             }
         };
-        Ok(Self::apply(profiles, state, point, now))
+        Ok(Self::apply(profiles, &mut shard, id, point, now))
     }
 
     fn apply(
         profiles: &Profiles,
-        state: &mut SeriesState,
+        shard: &mut Shard,
+        id: u32,
         point: &DataPoint<'_>,
         now: u32,
     ) -> Observation {
+        let state = shard.slot_mut(id);
         state.last_seen = now;
         if state.generation != profiles.generation {
             state.profile = profiles.profile_of(&point.series);
@@ -357,9 +367,12 @@ impl SeriesTable {
             }
             state.last_seq = Some(seq);
         }
+        // A new window size (configuration reloaded) moves the window to a
+        // ring of that size, keeping its most recent points.
+        let (state, ring) = shard.series_mut(id, settings.window_capacity());
         Observation {
             duplicate: false,
-            verdict: state.detector.observe(point.value, settings),
+            verdict: state.detector.observe(ring, point.value, settings),
             direction: settings.direction,
         }
     }
@@ -372,17 +385,10 @@ impl SeriesTable {
         let mut removed = 0;
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let before = shard.len();
-            shard.retain(|name, state| {
-                let profile = if state.generation == profiles.generation {
-                    state.profile
-                } else {
-                    profiles.profile_of(name)
-                };
-                let ttl = profiles.settings[profile as usize].series_ttl.as_secs();
-                u64::from(now.saturating_sub(state.last_seen)) <= ttl
+            removed += shard.retain(|name, state| {
+                let settings = profiles.settings_of(name, state);
+                u64::from(now.saturating_sub(state.last_seen)) <= settings.series_ttl.as_secs()
             });
-            removed += before - shard.len();
         }
         if removed > 0 {
             self.count.fetch_sub(removed, Ordering::AcqRel);
@@ -398,14 +404,9 @@ impl SeriesTable {
             let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             stats.series += shard.len();
             for (name, state) in shard.iter() {
-                let profile = if state.generation == profiles.generation {
-                    state.profile
-                } else {
-                    profiles.profile_of(name)
-                };
                 if state
                     .detector
-                    .is_warming_up(&profiles.settings[profile as usize].detector)
+                    .is_warming_up(&profiles.settings_of(name, state).detector)
                 {
                     stats.warming_up += 1;
                 }
@@ -540,5 +541,191 @@ mod tests {
             }
         );
         assert_eq!(table.sweep_idle(), 0);
+    }
+
+    /// Moves the table's clock `secs` seconds forward.
+    fn advance(table: &mut SeriesTable, secs: u64) {
+        table.started = table
+            .started
+            .checked_sub(std::time::Duration::from_secs(secs))
+            .expect("the clock starts late enough");
+    }
+
+    #[test]
+    fn sweep_forgets_idle_series_by_their_ttl() {
+        let mut table = SeriesTable::new(config(
+            "[detector]\nseries_ttl = \"10s\"\n[[rule]]\nseries = \"long.*\"\nseries_ttl = \"1h\"\n",
+        ));
+        table
+            .observe_batch(&[point("a", 1.0, None), point("long.a", 1.0, None)])
+            .unwrap();
+        advance(&mut table, 8);
+        table.observe_batch(&[point("b", 1.0, None)]).unwrap();
+        advance(&mut table, 8);
+        assert_eq!(table.sweep_idle(), 1, "`a` is 16 s old");
+        assert_eq!(table.stats().series, 2);
+        advance(&mut table, 8);
+        assert_eq!(table.sweep_idle(), 1, "`b` is 16 s old");
+        // `a` comes back as a new series.
+        let obs = table.observe_batch(&[point("a", 1.0, None)]).unwrap();
+        assert_eq!(obs[0].verdict, Verdict::WarmingUp { have: 0, need: 30 });
+        assert_eq!(table.len(), 2);
+    }
+
+    mod props {
+        use super::*;
+        use crate::detector::SeriesDetector;
+        use proptest::prelude::*;
+        use std::collections::HashMap;
+
+        /// Configurations switched between: different window sizes per
+        /// rule, so that windows move between pools.
+        const CONFIGS: [&str; 3] = [
+            "[detector]\nwindow_size = 4\ndirection = \"both\"\nseries_ttl = \"5s\"\n\
+             [[rule]]\nseries = \"r*\"\nwindow_size = 7\nseries_ttl = \"20s\"\n",
+            "[detector]\nwindow_size = 3\nmin_samples = 1\nexclude_anomalies = true\n\
+             max_excluded_run = 3\nseries_ttl = \"9s\"\n\
+             [[rule]]\nseries = \"s1*\"\nwindow_size = 40\n\
+             [[rule]]\nseries = \"r*\"\nwindow_size = 2\nseries_ttl = \"3s\"\n",
+            "[detector]\nwindow_size = 5\nthreshold_multiplier = 1.0\nseries_ttl = \"4s\"\n",
+        ];
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            /// Points: (name index, value, seq).
+            Batch(Vec<(usize, f64, Option<u64>)>),
+            Reload(usize),
+            Advance(u64),
+            Sweep,
+        }
+
+        fn name(i: usize) -> String {
+            if i < 20 {
+                format!("s{i}")
+            } else {
+                format!("r{i}")
+            }
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let value = prop_oneof![8 => 0.0f64..10.0, 1 => 100.0f64..200.0];
+            let point = (0usize..30, value, prop::option::of(0u64..40));
+            prop_oneof![
+                10 => prop::collection::vec(point, 1..40).prop_map(Op::Batch),
+                1 => (0..CONFIGS.len()).prop_map(Op::Reload),
+                2 => (0u64..6).prop_map(Op::Advance),
+                2 => Just(Op::Sweep),
+            ]
+        }
+
+        /// The table's semantics, one `SeriesDetector` per series in a
+        /// `HashMap`: settings are those of the current configuration.
+        #[derive(Default)]
+        struct Reference {
+            series: HashMap<String, (SeriesDetector, Option<u64>, u64)>,
+            now: u64,
+        }
+
+        impl Reference {
+            fn settings(config: &Config, name: &str) -> SeriesSettings {
+                config.profile_settings(config.matching_rule(name))
+            }
+
+            fn observe(&mut self, config: &Config, point: &DataPoint<'_>) -> Observation {
+                let settings = Self::settings(config, &point.series);
+                let s = &settings.detector;
+                let (detector, last_seq, last_seen) = self
+                    .series
+                    .entry(point.series.to_string())
+                    .or_insert_with(|| (SeriesDetector::new(s), None, 0));
+                *last_seen = self.now;
+                if let Some(seq) = point.seq {
+                    if last_seq.is_some_and(|last| seq <= last) {
+                        return Observation {
+                            duplicate: true,
+                            verdict: Verdict::WarmingUp {
+                                have: detector.window().len(),
+                                need: s.min_samples,
+                            },
+                            direction: s.direction,
+                        };
+                    }
+                    *last_seq = Some(seq);
+                }
+                Observation {
+                    duplicate: false,
+                    verdict: detector.observe(point.value, s),
+                    direction: s.direction,
+                }
+            }
+
+            fn sweep(&mut self, config: &Config) -> usize {
+                let before = self.series.len();
+                let now = self.now;
+                self.series.retain(|name, (_, _, last_seen)| {
+                    now - *last_seen <= Self::settings(config, name).series_ttl.as_secs()
+                });
+                before - self.series.len()
+            }
+
+            fn stats(&self, config: &Config) -> TableStats {
+                TableStats {
+                    series: self.series.len(),
+                    warming_up: self
+                        .series
+                        .iter()
+                        .filter(|(name, (d, _, _))| {
+                            d.is_warming_up(&Self::settings(config, name).detector)
+                        })
+                        .count(),
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 300,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn table_matches_a_map_of_detectors(ops in prop::collection::vec(op(), 1..60)) {
+                let configs: Vec<Arc<Config>> = CONFIGS.iter().map(|text| config(text)).collect();
+                let mut current = configs[0].clone();
+                let mut table = SeriesTable::new(current.clone());
+                table.unlimited();
+                let mut reference = Reference::default();
+                for op in ops {
+                    match op {
+                        Op::Batch(points) => {
+                            let points: Vec<DataPoint<'static>> = points
+                                .iter()
+                                .map(|&(i, value, seq)| point(&name(i), value, seq))
+                                .collect();
+                            let got = table.observe_batch(&points).unwrap();
+                            let want: Vec<Observation> = points
+                                .iter()
+                                .map(|p| reference.observe(&current, p))
+                                .collect();
+                            prop_assert_eq!(got, want);
+                        }
+                        Op::Reload(i) => {
+                            current = configs[i].clone();
+                            table.set_config(current.clone());
+                        }
+                        Op::Advance(secs) => {
+                            advance(&mut table, secs);
+                            reference.now += secs;
+                        }
+                        Op::Sweep => {
+                            prop_assert_eq!(table.sweep_idle(), reference.sweep(&current));
+                        }
+                    }
+                    prop_assert_eq!(table.len(), reference.series.len());
+                    prop_assert_eq!(table.stats(), reference.stats(&current));
+                }
+            }
+        }
     }
 }

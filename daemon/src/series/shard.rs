@@ -1,0 +1,344 @@
+//! One shard of the series table: the storage of its series, found by name.
+//!
+//! A series is a [`Slot`] (88 bytes) in a dense vector, its name in
+//! [`Keys`], its window ring in [`Rings`] and a `u32` (the slot's index) in a
+//! hashbrown index. A `HashMap<Box<str>, State>` paid its load factor (44% to
+//! 87.5%) on 113-byte buckets, plus a heap allocation per name and one per
+//! ring; here the load factor costs at most 10 bytes per series and nothing
+//! but the index grows by doubling.
+//!
+//! Removing a series moves the last slot into its place (and the last ring
+//! of its pool into the place of its ring), so everything stays dense; the
+//! index and the rings' owners follow the moves.
+//!
+//! This module knows nothing of configurations and verdicts: the table
+//! decides what the fields of a slot mean.
+
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+
+use super::Hasher;
+use super::keys::Keys;
+use super::rings::{RingId, Rings};
+use crate::detector::DetectorState;
+
+/// One series, but its name and ring.
+#[derive(Debug)]
+pub(super) struct Slot {
+    /// The detector, whose ring is [`Slot::ring`].
+    pub(super) detector: DetectorState,
+    /// The last applied `seq`.
+    pub(super) last_seq: Option<u64>,
+    /// Settings profile, valid for [`Slot::generation`].
+    pub(super) profile: u32,
+    /// Configuration generation the profile was resolved in.
+    pub(super) generation: u32,
+    /// When the last point arrived (table clock, seconds).
+    pub(super) last_seen: u32,
+    /// Offset of the name in [`Keys`].
+    key: u32,
+    ring: RingId,
+}
+
+/// The hash of a series name: the table picks the shard with it, the shard
+/// looks the name up with it.
+pub(super) fn hash_name(hasher: &Hasher, name: &str) -> u64 {
+    hash_name_bytes(hasher, name.as_bytes())
+}
+
+/// The series of one shard.
+#[derive(Debug)]
+pub(super) struct Shard {
+    /// The table's hasher, to rehash names when the index grows.
+    hasher: Hasher,
+    /// Slot indices, by the hash of the slot's name.
+    index: HashTable<u32>,
+    slots: Vec<Slot>,
+    keys: Keys,
+    rings: Rings,
+}
+
+impl Shard {
+    /// An empty shard; `hasher` must be the one [`hash_name`] is called with.
+    pub(super) fn new(hasher: Hasher) -> Self {
+        Shard {
+            hasher,
+            index: HashTable::new(),
+            slots: Vec::new(),
+            keys: Keys::default(),
+            rings: Rings::default(),
+        }
+    }
+
+    /// Number of series.
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The slot of series `name`, whose hash is `hash`.
+    #[inline]
+    pub(super) fn find(&self, hash: u64, name: &str) -> Option<u32> {
+        let name = name.as_bytes();
+        self.index
+            .find(hash, |&id| {
+                self.keys.get(self.slots[id as usize].key) == name
+            })
+            .copied()
+    }
+
+    /// Adds series `name` (hash `hash`, not in the shard yet) with an empty
+    /// window of `capacity` (at least 1) points; returns its slot.
+    pub(super) fn insert(
+        &mut self,
+        hash: u64,
+        name: &str,
+        capacity: usize,
+        profile: u32,
+        generation: u32,
+        now: u32,
+    ) -> u32 {
+        let id = u32::try_from(self.slots.len()).expect("fewer than 2^32 series per shard");
+        let key = self.keys.push(name.as_bytes());
+        let ring = self.rings.alloc(capacity, id);
+        self.slots.push(Slot {
+            detector: DetectorState::new(),
+            last_seq: None,
+            profile,
+            generation,
+            last_seen: now,
+            key,
+            ring,
+        });
+        let Shard {
+            hasher,
+            index,
+            slots,
+            keys,
+            ..
+        } = self;
+        index.insert_unique(hash, id, |&id| {
+            hash_name_bytes(hasher, keys.get(slots[id as usize].key))
+        });
+        id
+    }
+
+    /// Slot `id`.
+    #[inline]
+    pub(super) fn slot_mut(&mut self, id: u32) -> &mut Slot {
+        &mut self.slots[id as usize]
+    }
+
+    /// Slot `id` and its ring, first moving the window to a ring of
+    /// `capacity` (at least 1) points if its ring has another capacity.
+    #[inline]
+    pub(super) fn series_mut(&mut self, id: u32, capacity: usize) -> (&mut Slot, &mut [f64]) {
+        let ring = self.slots[id as usize].ring;
+        if self.rings.capacity(ring) != capacity {
+            self.move_ring(id, capacity);
+        }
+        let slot = &mut self.slots[id as usize];
+        let ring = self.rings.get_mut(slot.ring);
+        (slot, ring)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn move_ring(&mut self, id: u32, capacity: usize) {
+        let slot = &mut self.slots[id as usize];
+        let old = slot.ring;
+        let detector = &mut slot.detector;
+        let (new, moved) = self
+            .rings
+            .replace(old, capacity, |from, to| detector.move_window(from, to));
+        slot.ring = new;
+        if let Some(owner) = moved {
+            self.slots[owner as usize].ring = old;
+        }
+    }
+
+    /// Every series: its name and slot.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&[u8], &Slot)> {
+        self.slots.iter().map(|s| (self.keys.get(s.key), s))
+    }
+
+    /// Removes the series for which `keep(name, slot)` is false; returns how
+    /// many were removed.
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&[u8], &Slot) -> bool) -> usize {
+        let before = self.slots.len();
+        let mut i = 0;
+        while i < self.slots.len() {
+            let slot = &self.slots[i];
+            if keep(self.keys.get(slot.key), slot) {
+                i += 1;
+            } else {
+                // The last slot moves to `i`, which is looked at next.
+                self.remove(i);
+            }
+        }
+        let removed = before - self.slots.len();
+        if removed > 0 {
+            self.shrink();
+        }
+        removed
+    }
+
+    /// Removes slot `i`, moving the last slot into its place.
+    fn remove(&mut self, i: usize) {
+        let id = i as u32;
+        let slot = &self.slots[i];
+        let hash = hash_name_bytes(&self.hasher, self.keys.get(slot.key));
+        if let Ok(entry) = self.index.find_entry(hash, |&s| s == id) {
+            entry.remove();
+        }
+        self.keys.remove(slot.key);
+        let ring = slot.ring;
+        if let Some(owner) = self.rings.free(ring) {
+            self.slots[owner as usize].ring = ring;
+        }
+        self.slots.swap_remove(i);
+        if let Some(moved) = self.slots.get(i) {
+            let last = self.slots.len() as u32;
+            let hash = hash_name_bytes(&self.hasher, self.keys.get(moved.key));
+            if let Some(entry) = self.index.find_mut(hash, |&s| s == last) {
+                *entry = id;
+            }
+            self.rings.set_owner(moved.ring, id);
+        }
+    }
+
+    /// Gives memory back after removals: compacts the names once garbage
+    /// outweighs them, and halves the slots and the index once they are
+    /// less than a quarter full.
+    fn shrink(&mut self) {
+        if self.keys.wants_compaction() {
+            self.keys.compact(self.slots.iter_mut().map(|s| &mut s.key));
+        }
+        let len = self.slots.len();
+        if self.slots.capacity() > 4 * len {
+            self.slots.shrink_to(2 * len);
+        }
+        if self.index.capacity() > 4 * len {
+            let Shard {
+                hasher,
+                index,
+                slots,
+                keys,
+                ..
+            } = self;
+            index.shrink_to(2 * len, |&id| {
+                hash_name_bytes(hasher, keys.get(slots[id as usize].key))
+            });
+        }
+    }
+}
+
+/// [`hash_name`] of a name stored as bytes.
+fn hash_name_bytes(hasher: &Hasher, name: &[u8]) -> u64 {
+    hasher.hash_one(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insert(shard: &mut Shard, hasher: &Hasher, name: &str, capacity: usize) -> u32 {
+        let hash = hash_name(hasher, name);
+        assert_eq!(shard.find(hash, name), None);
+        shard.insert(hash, name, capacity, 0, 0, 0)
+    }
+
+    fn find(shard: &Shard, hasher: &Hasher, name: &str) -> Option<u32> {
+        shard.find(hash_name(hasher, name), name)
+    }
+
+    /// Every name is found at a slot whose ring holds its tag, and the
+    /// index, slots and rings agree.
+    fn check(shard: &Shard, hasher: &Hasher, live: &[(String, f64)]) {
+        assert_eq!(shard.len(), live.len());
+        assert_eq!(shard.index.len(), live.len());
+        for (name, tag) in live {
+            let id = find(shard, hasher, name).expect(name);
+            let slot = &shard.slots[id as usize];
+            assert_eq!(shard.keys.get(slot.key), name.as_bytes());
+            assert_eq!(slot.last_seen, *tag as u32);
+            assert!(shard.rings.get(slot.ring).iter().all(|x| x == tag));
+        }
+    }
+
+    #[test]
+    fn series_survive_removals_of_others() {
+        let hasher = Hasher::default();
+        let mut shard = Shard::new(hasher.clone());
+        let mut live = Vec::new();
+        for i in 0..2_000u32 {
+            let name = format!("s{i}");
+            // Three window sizes, so three pools.
+            let capacity = [30, 7, 1_000][i as usize % 3];
+            let id = insert(&mut shard, &hasher, &name, capacity);
+            let (slot, ring) = shard.series_mut(id, capacity);
+            slot.last_seen = i;
+            ring.fill(f64::from(i));
+            live.push((name, f64::from(i)));
+        }
+        check(&shard, &hasher, &live);
+        let removed = shard.retain(|name, _| !name.ends_with(b"3") && !name.ends_with(b"5"));
+        live.retain(|(name, _)| !name.ends_with('3') && !name.ends_with('5'));
+        assert_eq!(removed, 400);
+        check(&shard, &hasher, &live);
+        assert_eq!(find(&shard, &hasher, "s13"), None);
+        // Removing most series shrinks the slots and compacts the names.
+        shard.retain(|name, _| name.len() <= 3);
+        live.retain(|(name, _)| name.len() <= 3);
+        check(&shard, &hasher, &live);
+        assert!(shard.slots.capacity() <= 4 * live.len());
+        assert!(!shard.keys.wants_compaction());
+        // Names can come back.
+        let id = insert(&mut shard, &hasher, "s13", 5);
+        shard.slot_mut(id).last_seen = 13;
+        shard.series_mut(id, 5).1.fill(13.0);
+        live.push(("s13".into(), 13.0));
+        check(&shard, &hasher, &live);
+        shard.retain(|_, _| false);
+        assert_eq!(shard.len(), 0);
+        assert_eq!(find(&shard, &hasher, "s13"), None);
+    }
+
+    #[test]
+    fn a_new_capacity_moves_the_window() {
+        let hasher = Hasher::default();
+        let mut shard = Shard::new(hasher.clone());
+        let settings = crate::detector::DetectorSettings {
+            window_size: 4,
+            min_samples: 1,
+            ..Default::default()
+        };
+        let a = insert(&mut shard, &hasher, "a", 4);
+        let b = insert(&mut shard, &hasher, "b", 4);
+        for x in [1.0, 2.0, 3.0, 4.0, 5.0] {
+            for id in [a, b] {
+                let (slot, ring) = shard.series_mut(id, 4);
+                slot.detector.observe(ring, x, &settings);
+            }
+        }
+        // `a` moves to a ring of 3: `b` takes its place in the pool of 4.
+        let (slot, ring) = shard.series_mut(a, 3);
+        assert_eq!(ring.len(), 3);
+        assert_eq!(
+            slot.detector.window().iter(ring).collect::<Vec<_>>(),
+            [3.0, 4.0, 5.0]
+        );
+        let (slot, ring) = shard.series_mut(b, 4);
+        assert_eq!(
+            slot.detector.window().iter(ring).collect::<Vec<_>>(),
+            [2.0, 3.0, 4.0, 5.0]
+        );
+    }
+
+    #[test]
+    fn slots_stay_small() {
+        // 1M series at window 30 take 1M × (88 + 240 + 4 ring owner + about
+        // 8 name + 5 to 10 index) bytes: about 330 MiB.
+        assert_eq!(std::mem::size_of::<Slot>(), 88);
+    }
+}
