@@ -54,7 +54,12 @@ impl Keys {
     /// The name at `at`.
     #[inline]
     pub(super) fn get(&self, at: u32) -> &[u8] {
-        self.entry(at).0
+        let start = at as usize;
+        match self.bytes.get(start) {
+            // Names shorter than 128 bytes, the common case: one length byte.
+            Some(&len) if len < 0x80 => &self.bytes[start + 1..start + 1 + usize::from(len)],
+            _ => self.entry(at).0,
+        }
     }
 
     /// Marks the name at `at` as removed.

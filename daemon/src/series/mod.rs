@@ -347,7 +347,8 @@ impl SeriesTable {
         point: &DataPoint<'_>,
         now: u32,
     ) -> Observation {
-        let state = shard.slot_mut(id);
+        let mut series = shard.series(id);
+        let state = &mut *series.slot;
         state.last_seen = now;
         if state.generation != profiles.generation {
             state.profile = profiles.profile_of(&point.series);
@@ -367,9 +368,13 @@ impl SeriesTable {
             }
             state.last_seq = Some(seq);
         }
-        // A new window size (configuration reloaded) moves the window to a
-        // ring of that size, keeping its most recent points.
-        let (state, ring) = shard.series_mut(id, settings.window_capacity());
+        let capacity = settings.window_capacity();
+        if !series.fits(capacity) {
+            // A new window size (configuration reloaded).
+            shard.move_ring(id, capacity);
+            series = shard.series(id);
+        }
+        let (state, ring) = series.into_ring();
         Observation {
             duplicate: false,
             verdict: state.detector.observe(ring, point.value, settings),

@@ -123,28 +123,20 @@ impl Shard {
         id
     }
 
-    /// Slot `id`.
+    /// Series `id`.
     #[inline]
-    pub(super) fn slot_mut(&mut self, id: u32) -> &mut Slot {
-        &mut self.slots[id as usize]
-    }
-
-    /// Slot `id` and its ring, first moving the window to a ring of
-    /// `capacity` (at least 1) points if its ring has another capacity.
-    #[inline]
-    pub(super) fn series_mut(&mut self, id: u32, capacity: usize) -> (&mut Slot, &mut [f64]) {
-        let ring = self.slots[id as usize].ring;
-        if self.rings.capacity(ring) != capacity {
-            self.move_ring(id, capacity);
+    pub(super) fn series(&mut self, id: u32) -> Series<'_> {
+        Series {
+            slot: &mut self.slots[id as usize],
+            rings: &mut self.rings,
         }
-        let slot = &mut self.slots[id as usize];
-        let ring = self.rings.get_mut(slot.ring);
-        (slot, ring)
     }
 
+    /// Moves the window of series `id` to a ring of `capacity` (at least
+    /// 1) points, keeping its most recent points.
     #[cold]
     #[inline(never)]
-    fn move_ring(&mut self, id: u32, capacity: usize) {
+    pub(super) fn move_ring(&mut self, id: u32, capacity: usize) {
         let slot = &mut self.slots[id as usize];
         let old = slot.ring;
         let detector = &mut slot.detector;
@@ -233,6 +225,29 @@ impl Shard {
     }
 }
 
+/// One series of a shard: its slot, and access to its ring.
+pub(super) struct Series<'a> {
+    /// The series' slot.
+    pub(super) slot: &'a mut Slot,
+    rings: &'a mut Rings,
+}
+
+impl<'a> Series<'a> {
+    /// `true` when the ring holds `capacity` points; otherwise
+    /// [`Shard::move_ring`] must move it before [`into_ring`](Self::into_ring).
+    #[inline]
+    pub(super) fn fits(&self, capacity: usize) -> bool {
+        self.rings.capacity(self.slot.ring) == capacity
+    }
+
+    /// The slot and its ring.
+    #[inline]
+    pub(super) fn into_ring(self) -> (&'a mut Slot, &'a mut [f64]) {
+        let ring = self.rings.get_mut(self.slot.ring);
+        (self.slot, ring)
+    }
+}
+
 /// [`hash_name`] of a name stored as bytes.
 fn hash_name_bytes(hasher: &Hasher, name: &[u8]) -> u64 {
     hasher.hash_one(name)
@@ -246,6 +261,15 @@ mod tests {
         let hash = hash_name(hasher, name);
         assert_eq!(shard.find(hash, name), None);
         shard.insert(hash, name, capacity, 0, 0, 0)
+    }
+
+    /// The slot and ring of series `id`, moving its window to a ring of
+    /// `capacity` first if needed (what the table does).
+    fn series_mut(shard: &mut Shard, id: u32, capacity: usize) -> (&mut Slot, &mut [f64]) {
+        if !shard.series(id).fits(capacity) {
+            shard.move_ring(id, capacity);
+        }
+        shard.series(id).into_ring()
     }
 
     fn find(shard: &Shard, hasher: &Hasher, name: &str) -> Option<u32> {
@@ -276,7 +300,7 @@ mod tests {
             // Three window sizes, so three pools.
             let capacity = [30, 7, 1_000][i as usize % 3];
             let id = insert(&mut shard, &hasher, &name, capacity);
-            let (slot, ring) = shard.series_mut(id, capacity);
+            let (slot, ring) = series_mut(&mut shard, id, capacity);
             slot.last_seen = i;
             ring.fill(f64::from(i));
             live.push((name, f64::from(i)));
@@ -295,8 +319,8 @@ mod tests {
         assert!(!shard.keys.wants_compaction());
         // Names can come back.
         let id = insert(&mut shard, &hasher, "s13", 5);
-        shard.slot_mut(id).last_seen = 13;
-        shard.series_mut(id, 5).1.fill(13.0);
+        shard.series(id).slot.last_seen = 13;
+        series_mut(&mut shard, id, 5).1.fill(13.0);
         live.push(("s13".into(), 13.0));
         check(&shard, &hasher, &live);
         shard.retain(|_, _| false);
@@ -317,18 +341,18 @@ mod tests {
         let b = insert(&mut shard, &hasher, "b", 4);
         for x in [1.0, 2.0, 3.0, 4.0, 5.0] {
             for id in [a, b] {
-                let (slot, ring) = shard.series_mut(id, 4);
+                let (slot, ring) = series_mut(&mut shard, id, 4);
                 slot.detector.observe(ring, x, &settings);
             }
         }
         // `a` moves to a ring of 3: `b` takes its place in the pool of 4.
-        let (slot, ring) = shard.series_mut(a, 3);
+        let (slot, ring) = series_mut(&mut shard, a, 3);
         assert_eq!(ring.len(), 3);
         assert_eq!(
             slot.detector.window().iter(ring).collect::<Vec<_>>(),
             [3.0, 4.0, 5.0]
         );
-        let (slot, ring) = shard.series_mut(b, 4);
+        let (slot, ring) = series_mut(&mut shard, b, 4);
         assert_eq!(
             slot.detector.window().iter(ring).collect::<Vec<_>>(),
             [2.0, 3.0, 4.0, 5.0]
