@@ -205,7 +205,10 @@ pub fn parse_json_body(body: &[u8]) -> Result<Vec<DataPoint<'_>>, PointError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     match first {
         Some(b'{') => {
-            let point = from_json(body, PointSeed { item: None })?;
+            let point = match crate::scan::point(body) {
+                Some(point) => point,
+                None => from_json(body, PointSeed { item: None })?,
+            };
             Ok(vec![point])
         }
         Some(b'[') => from_json(body, BatchSeed),
@@ -245,6 +248,16 @@ pub fn parse_ndjson_body(body: &[u8]) -> Result<Vec<DataPoint<'_>>, PointError> 
 
 /// Parses one NDJSON line (one JSON object) into a point.
 pub fn parse_ndjson_line(line: &[u8]) -> Result<DataPoint<'_>, PointError> {
+    match crate::scan::point(line) {
+        Some(point) => Ok(point),
+        None => from_json(line, PointSeed { item: None }),
+    }
+}
+
+/// [`parse_ndjson_line`] without the fast path: serde alone (for tests that
+/// compare the two).
+#[doc(hidden)]
+pub fn parse_ndjson_line_with_serde(line: &[u8]) -> Result<DataPoint<'_>, PointError> {
     from_json(line, PointSeed { item: None })
 }
 

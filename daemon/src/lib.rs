@@ -5,7 +5,8 @@
 //!
 //! - [`detector`]: the pure detection logic (sliding window, verdicts).
 //! - [`config`]: the TOML configuration, its merge and validation.
-//! - [`api`]: wire types of the HTTP API and the anomaly record.
+//! - [`api`]: wire types of the HTTP API and the anomaly record; [`scan`]:
+//!   its fast path for the common point shape.
 //! - [`series`]: the table of live series and their detectors.
 //! - [`store`]: recent anomalies served by `GET /anomalies`.
 //! - [`anomaly_log`]: the durable JSON-lines anomaly log (writer thread).
@@ -35,6 +36,7 @@ pub mod http;
 pub mod metrics;
 pub mod reload;
 pub mod replay;
+pub mod scan;
 pub mod series;
 pub mod store;
 pub mod systemd;

@@ -1,0 +1,252 @@
+//! A fast scanner for the common shape of a point object, such as
+//! `{"value": 53.25, "series": "s17", "seq": 9}`.
+//!
+//! It accepts only what it can read without doubt: the four known keys at
+//! most once each, plain numbers, and series names without escapes. For
+//! anything else (escapes, `null`, unknown or repeated keys, any syntax or
+//! type error) it gives up and the caller parses with serde, which gives
+//! the exact error message. So it changes speed, never results: a proptest
+//! checks that whatever it accepts, serde reads the same way.
+
+use std::borrow::Cow;
+
+use crate::api::{DEFAULT_SERIES, DataPoint};
+
+/// Reads `bytes` (one JSON object, with optional surrounding whitespace) as
+/// a point, or `None` when serde must decide.
+pub fn point(bytes: &[u8]) -> Option<DataPoint<'_>> {
+    let mut s = Scanner { bytes, at: 0 };
+    s.skip_ws();
+    s.eat(b'{')?;
+    let mut value = None;
+    let mut timestamp = None;
+    let mut series = None;
+    let mut seq = None;
+    s.skip_ws();
+    if s.peek()? == b'}' {
+        return None; // missing `value`: serde's message
+    }
+    loop {
+        s.skip_ws();
+        let key = s.plain_string()?;
+        s.skip_ws();
+        s.eat(b':')?;
+        s.skip_ws();
+        match key {
+            b"value" if value.is_none() => value = Some(s.float()?),
+            b"timestamp" if timestamp.is_none() => timestamp = Some(s.float()?),
+            b"series" if series.is_none() => {
+                series = Some(std::str::from_utf8(s.plain_string()?).ok()?)
+            }
+            b"seq" if seq.is_none() => seq = Some(s.unsigned()?),
+            _ => return None,
+        }
+        s.skip_ws();
+        match s.next()? {
+            b',' => continue,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    s.skip_ws();
+    if s.at != bytes.len() {
+        return None;
+    }
+    Some(DataPoint {
+        value: value?,
+        timestamp,
+        series: Cow::Borrowed(series.unwrap_or(DEFAULT_SERIES)),
+        seq,
+    })
+}
+
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    fn eat(&mut self, expected: u8) -> Option<()> {
+        (self.next()? == expected).then_some(())
+    }
+
+    /// JSON whitespace: space, tab, line feed, carriage return.
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// A string without escapes or control characters; its raw bytes.
+    fn plain_string(&mut self) -> Option<&'a [u8]> {
+        self.eat(b'"')?;
+        let start = self.at;
+        loop {
+            match self.next()? {
+                b'"' => return Some(&self.bytes[start..self.at - 1]),
+                b'\\' | 0..=0x1f => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// A JSON number (the exact grammar), as a finite `f64`.
+    fn float(&mut self) -> Option<f64> {
+        let start = self.at;
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        match self.next()? {
+            b'0' => {}
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            self.at_least_one_digit()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.at += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.at += 1;
+            }
+            self.at_least_one_digit()?;
+        }
+        // The grammar above is a subset of what `f64::from_str` accepts,
+        // and both round correctly.
+        let text = std::str::from_utf8(&self.bytes[start..self.at]).ok()?;
+        text.parse::<f64>().ok().filter(|v| v.is_finite())
+    }
+
+    /// A non-negative JSON integer that fits in `u64`.
+    fn unsigned(&mut self) -> Option<u64> {
+        let start = self.at;
+        match self.next()? {
+            b'0' => {}
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if let Some(b'.' | b'e' | b'E') = self.peek() {
+            return None;
+        }
+        let text = std::str::from_utf8(&self.bytes[start..self.at]).ok()?;
+        text.parse().ok()
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    fn at_least_one_digit(&mut self) -> Option<()> {
+        let start = self.at;
+        self.digits();
+        (self.at > start).then_some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::parse_ndjson_line_with_serde as parse_ndjson_line;
+    use proptest::prelude::*;
+
+    #[test]
+    fn reads_the_common_shapes() {
+        let p = point(br#"{"value": 53.25, "series": "s17"}"#).unwrap();
+        assert_eq!((p.value, p.series.as_ref(), p.seq), (53.25, "s17", None));
+        let p = point(b" {\"seq\":9,\"value\":-1e3,\"timestamp\":1.7e9} ").unwrap();
+        assert_eq!(
+            (p.value, p.timestamp, p.series.as_ref(), p.seq),
+            (-1000.0, Some(1.7e9), "default", Some(9))
+        );
+    }
+
+    #[test]
+    fn leaves_the_rest_to_serde() {
+        for text in [
+            r#"{"value": 1, "value": 2}"#,
+            r#"{"value": 1, "series": "a\"b"}"#,
+            r#"{"value": 1, "timestamp": null}"#,
+            r#"{"value": 1, "extra": 2}"#,
+            r#"{"series": "a"}"#,
+            r#"{"value": 01}"#,
+            r#"{"value": 1.}"#,
+            r#"{"value": 1e400}"#,
+            r#"{"value": 1, "seq": -1}"#,
+            r#"{"value": 1, "seq": 1.0}"#,
+            r#"{"value": 1, "seq": 18446744073709551616}"#,
+            r#"{"value": 1,}"#,
+            r#"{"value": 1} x"#,
+            r#"{"value": "1"}"#,
+            "{}",
+            "",
+        ] {
+            assert!(point(text.as_bytes()).is_none(), "{text}");
+        }
+    }
+
+    /// A JSON number text for `v`, in one of several spellings.
+    fn spell(v: f64, style: u8) -> String {
+        match style % 4 {
+            0 => format!("{v:?}"),
+            1 => format!("{v:e}"),
+            2 => format!("{v:E}"),
+            _ if v.fract() == 0.0 && v.abs() < 1e15 => format!("{}", v as i64),
+            _ => format!("{v}"),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn whatever_it_reads_serde_reads_the_same(
+            value in prop_oneof![any::<f64>(), -1e6..1e6f64],
+            style in any::<u8>(),
+            timestamp in proptest::option::of(0.0..2e9f64),
+            series in proptest::option::of("[a-zA-Z0-9._ é/-]{1,20}"),
+            seq in proptest::option::of(any::<u64>()),
+            order in any::<u64>(),
+            ws in proptest::sample::select(vec!["", " ", "\t", " \r\n "]),
+        ) {
+            prop_assume!(value.is_finite());
+            let mut fields = vec![format!("\"value\"{ws}:{ws}{}", spell(value, style))];
+            if let Some(t) = timestamp {
+                fields.push(format!("\"timestamp\":{ws}{}", spell(t, style / 4)));
+            }
+            if let Some(s) = &series {
+                fields.push(format!("\"series\"{ws}:\"{s}\""));
+            }
+            if let Some(q) = seq {
+                fields.push(format!("{ws}\"seq\":{q}{ws}"));
+            }
+            let n = fields.len();
+            fields.rotate_left((order % n as u64) as usize);
+            let text = format!("{ws}{{{}}}{ws}", fields.join(","));
+            let fast = point(text.as_bytes());
+            let slow = parse_ndjson_line(text.as_bytes());
+            prop_assert!(fast.is_some(), "{text}");
+            prop_assert_eq!(fast, slow.ok(), "{}", text);
+        }
+
+        #[test]
+        fn on_any_input_it_agrees_with_serde_or_abstains(bytes in proptest::collection::vec(
+            proptest::sample::select(b"{}\":,-+.eE0123456789 valuesrqtimp\\nul".to_vec()), 0..40)
+        ) {
+            if let Some(fast) = point(&bytes) {
+                let slow = parse_ndjson_line(&bytes);
+                prop_assert_eq!(Some(fast), slow.ok());
+            }
+        }
+    }
+}
