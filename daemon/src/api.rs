@@ -157,7 +157,14 @@ impl PointReply {
             serde_json::to_writer(&mut *out, value).expect("reply values serialise");
         }
         let mut out = Vec::with_capacity(192 + self.series.len());
-        value(&mut out, b"{\"status\":", &*self.status);
+        if self.status == STATUS_OK {
+            // The constant needs no escaping.
+            out.extend_from_slice(b"{\"status\":\"");
+            out.extend_from_slice(STATUS_OK.as_bytes());
+            out.push(b'"');
+        } else {
+            value(&mut out, b"{\"status\":", &*self.status);
+        }
         value(&mut out, b",\"series\":", &self.series);
         value(&mut out, b",\"duplicate\":", &self.duplicate);
         value(&mut out, b",\"warming_up\":", &self.warming_up);
@@ -819,6 +826,18 @@ mod tests {
                 status: STATUS_OK.into(),
                 series: "default".into(),
                 duplicate: true,
+                warming_up: true,
+                anomaly: false,
+                mean: None,
+                std_dev: None,
+                threshold: None,
+                lower_threshold: None,
+                logged: true,
+            },
+            PointReply {
+                status: "not \"the\" usual".into(),
+                series: "x".into(),
+                duplicate: false,
                 warming_up: true,
                 anomaly: false,
                 mean: None,

@@ -237,7 +237,8 @@ async fn detect(req: Request<Incoming>, state: &AppState) -> Response<ResponseBo
             );
         }
     };
-    if let Some(length) = content_length(req.headers())
+    // hyper has parsed Content-Length already: the body's exact size hint.
+    if let Some(length) = req.body().size_hint().exact()
         && length > max_body as u64
     {
         return too_large(max_body);
@@ -493,6 +494,12 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, String> {
         // curl -d without -H still deserves an answer; JSON is the default.
         return Ok(BodyFormat::Json);
     };
+    // The usual header, exactly: no splitting or trimming.
+    match value.as_bytes() {
+        b"application/json" => return Ok(BodyFormat::Json),
+        b"application/x-ndjson" => return Ok(BodyFormat::Ndjson),
+        _ => {}
+    }
     let text = value.to_str().unwrap_or("");
     let mime = text.split(';').next().unwrap_or("").trim();
     let is = |name: &str| mime.eq_ignore_ascii_case(name);
@@ -561,16 +568,6 @@ async fn rest_of_body(
 
 /// The error type of a size-limited body.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
 
 fn too_large(max: usize) -> Response<ResponseBody> {
     error(
