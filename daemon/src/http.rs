@@ -23,7 +23,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -105,29 +105,36 @@ pub async fn serve(
             })
         };
         let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let shutdown = shutdown.clone();
-        let idle_timeout = server.idle_timeout;
+        // A watchdog task asks the connection to close on shutdown or after
+        // `idle_timeout` without a request. It runs apart so that the
+        // connection task, woken several times per request, polls one
+        // cheap `Notified` instead of a timer and the shutdown token.
+        let close = Arc::new(Notify::new());
+        let watchdog = {
+            let close = close.clone();
+            let shutdown = shutdown.clone();
+            let idle_timeout = server.idle_timeout;
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = activity.idle_for(idle_timeout) => {}
+                }
+                close.notify_one();
+            })
+        };
         connections.spawn(async move {
             let _permit = permit;
             let mut conn = std::pin::pin!(conn);
-            let mut closing = false;
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, "Connection ended with an error.");
-                        }
-                        break;
-                    }
-                    () = shutdown.cancelled(), if !closing => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    () = activity.idle_for(idle_timeout), if !closing => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                () = close.notified() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
                 }
+            };
+            watchdog.abort();
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "Connection ended with an error.");
             }
         });
     }
