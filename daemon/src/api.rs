@@ -211,13 +211,7 @@ pub struct ErrorReply {
 pub fn parse_json_body(body: &[u8]) -> Result<Vec<DataPoint<'_>>, PointError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     match first {
-        Some(b'{') => {
-            let point = match crate::scan::point(body) {
-                Some(point) => point,
-                None => from_json(body, PointSeed { item: None })?,
-            };
-            Ok(vec![point])
-        }
+        Some(b'{') => Ok(vec![parse_json_object(body)?]),
         Some(b'[') => from_json(body, BatchSeed),
         Some(_) => Err(PointError {
             kind: PointErrorKind::Malformed,
@@ -227,6 +221,14 @@ pub fn parse_json_body(body: &[u8]) -> Result<Vec<DataPoint<'_>>, PointError> {
             kind: PointErrorKind::Malformed,
             message: "empty body: expected a JSON object or an array of objects".into(),
         }),
+    }
+}
+
+/// Parses a body holding one JSON object (a single point).
+pub fn parse_json_object(body: &[u8]) -> Result<DataPoint<'_>, PointError> {
+    match crate::scan::point(body) {
+        Some(point) => Ok(point),
+        None => from_json(body, PointSeed { item: None }),
     }
 }
 

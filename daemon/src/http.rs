@@ -271,23 +271,64 @@ async fn detect(req: Request<Incoming>, state: &AppState) -> Response<ResponseBo
         }
         Ok(Ok(body)) => body,
     };
+    let single =
+        format == BodyFormat::Json && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if single {
+        detect_point(&body, state).await
+    } else {
+        detect_batch(&body, format, state).await
+    }
+}
+
+/// The error reply for a body that does not parse.
+fn parse_error(e: api::PointError) -> Response<ResponseBody> {
+    let status = match e.kind {
+        PointErrorKind::Malformed => StatusCode::BAD_REQUEST,
+        PointErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    error(status, e.message)
+}
+
+/// `POST /detect` with one JSON object: no vectors, one lock.
+async fn detect_point(body: &[u8], state: &AppState) -> Response<ResponseBody> {
+    let point = match api::parse_json_object(body) {
+        Ok(point) => point,
+        Err(e) => return parse_error(e),
+    };
+    if let Err(message) = api::validate_point(&point) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, message);
+    }
+    let observation = match state.table.observe_point(&point) {
+        Ok(observation) => observation,
+        Err(e) => return error(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+    };
+    state.metrics.points.fetch_add(1, Ordering::Relaxed);
+    if observation.duplicate {
+        state.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+    }
+    // The clock is read only for an anomaly without a timestamp.
+    let record = matches!(observation.verdict, Verdict::Anomaly(..))
+        .then(|| observation.record(&point, point.timestamp.unwrap_or_else(unix_now)))
+        .flatten();
+    let logged = match record {
+        Some(record) => state.record_anomalies(std::slice::from_ref(&record)).await,
+        None => true,
+    };
+    let reply = point_reply(&point, &observation, logged).to_json();
+    json_bytes(StatusCode::OK, reply)
+}
+
+/// `POST /detect` with a JSON array or NDJSON: applied whole or not at all.
+async fn detect_batch(body: &[u8], format: BodyFormat, state: &AppState) -> Response<ResponseBody> {
     let parsed = match format {
-        BodyFormat::Json => api::parse_json_body(&body),
-        BodyFormat::Ndjson => api::parse_ndjson_body(&body),
+        BodyFormat::Json => api::parse_json_body(body),
+        BodyFormat::Ndjson => api::parse_ndjson_body(body),
     };
     let points = match parsed {
         Ok(points) => points,
-        Err(e) => {
-            let status = match e.kind {
-                PointErrorKind::Malformed => StatusCode::BAD_REQUEST,
-                PointErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
-            };
-            return error(status, e.message);
-        }
+        Err(e) => return parse_error(e),
     };
-    let single =
-        format == BodyFormat::Json && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if let Err(e) = api::validate_all(&points, !single, format == BodyFormat::Ndjson) {
+    if let Err(e) = api::validate_all(&points, true, format == BodyFormat::Ndjson) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, e.message);
     }
     let observations = match state.table.observe_batch(&points) {
@@ -312,29 +353,21 @@ async fn detect(req: Request<Incoming>, state: &AppState) -> Response<ResponseBo
         })
         .collect();
     let logged = state.record_anomalies(&records).await;
-    if single {
-        if observations[0].duplicate {
-            state.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
-        }
-        let reply = point_reply(&points[0], &observations[0], logged).to_json();
-        json_bytes(StatusCode::OK, reply)
-    } else {
-        let duplicates = observations.iter().filter(|o| o.duplicate).count();
-        state
-            .metrics
-            .duplicates
-            .fetch_add(duplicates as u64, Ordering::Relaxed);
-        json(
-            StatusCode::OK,
-            &BatchReply {
-                status: STATUS_OK.into(),
-                received: points.len(),
-                duplicates,
-                anomalies: records,
-                logged,
-            },
-        )
-    }
+    let duplicates = observations.iter().filter(|o| o.duplicate).count();
+    state
+        .metrics
+        .duplicates
+        .fetch_add(duplicates as u64, Ordering::Relaxed);
+    json(
+        StatusCode::OK,
+        &BatchReply {
+            status: STATUS_OK.into(),
+            received: points.len(),
+            duplicates,
+            anomalies: records,
+            logged,
+        },
+    )
 }
 
 fn point_reply(

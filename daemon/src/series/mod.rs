@@ -225,6 +225,14 @@ impl SeriesTable {
             .map_err(|_| TooManySeries { limit })
     }
 
+    /// Applies one point (the single-point request path, without the
+    /// batch's allocations).
+    pub fn observe_point(&self, point: &DataPoint<'_>) -> Result<Observation, TooManySeries> {
+        let profiles = self.current();
+        let now = self.now_secs();
+        self.observe_one(&profiles, point, now)
+    }
+
     /// Applies `points` in order. Either every point is applied or, when new
     /// series would exceed `max_series`, none is.
     ///
