@@ -94,12 +94,13 @@ pub async fn serve(
                     state.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
                     let response = route(req, &state).await;
                     state.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    let finished = Instant::now();
                     state.metrics.request(
                         route_label,
                         response.status().as_u16(),
-                        started.elapsed(),
+                        finished.saturating_duration_since(started),
                     );
-                    drop(busy);
+                    busy.finish(finished);
                     Ok::<_, Infallible>(response)
                 }
             })
@@ -173,7 +174,10 @@ impl Activity {
 
     fn begin(self: &Arc<Self>) -> BusyOwned {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        BusyOwned(self.clone())
+        BusyOwned {
+            activity: self.clone(),
+            finished: None,
+        }
     }
 
     /// Resolves once the connection has been idle for `timeout`.
@@ -197,13 +201,25 @@ impl Activity {
 }
 
 /// Marks a request in flight until dropped.
-struct BusyOwned(Arc<Activity>);
+struct BusyOwned {
+    activity: Arc<Activity>,
+    /// When the request finished, if the caller already read the clock.
+    finished: Option<Instant>,
+}
+
+impl BusyOwned {
+    /// Ends the request at `at` (saves a clock read).
+    fn finish(mut self, at: Instant) {
+        self.finished = Some(at);
+    }
+}
 
 impl Drop for BusyOwned {
     fn drop(&mut self) {
-        let activity = &self.0;
-        let now = activity.epoch.elapsed().as_millis() as u64;
-        activity.idle_since_ms.store(now, Ordering::Release);
+        let activity = &self.activity;
+        let at = self.finished.unwrap_or_else(Instant::now);
+        let idle_since = at.saturating_duration_since(activity.epoch).as_millis() as u64;
+        activity.idle_since_ms.store(idle_since, Ordering::Release);
         activity.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
