@@ -25,13 +25,7 @@ fn main() -> ExitCode {
     let config = match app::load_config(cli.config.as_deref()) {
         Ok(config) => Arc::new(config),
         Err(errors) => {
-            eprintln!(
-                "anomalyd: invalid configuration ({} problem(s)):",
-                errors.0.len()
-            );
-            for problem in &errors.0 {
-                eprintln!("  {problem}");
-            }
+            errors.eprint("anomalyd");
             return ExitCode::from(EX_CONFIG);
         }
     };
@@ -52,14 +46,9 @@ fn main() -> ExitCode {
 
 fn describe_sources(config: &Config) -> String {
     if config.files.is_empty() {
-        format!("built-in defaults; no file at {DEFAULT_CONFIG_PATH}")
+        format!("{}; no file at {DEFAULT_CONFIG_PATH}", config.sources())
     } else {
-        config
-            .files
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        config.sources()
     }
 }
 

@@ -103,7 +103,7 @@ pub async fn reload(state: &AppState, trigger: Trigger) -> Outcome {
             state.metrics.reload(true, unix_now());
             state.set_last_reload_error(None);
             tracing::info!(
-                files = %describe_files(&state.config()),
+                files = %state.config().sources(),
                 changed = %changes.join(", "),
                 "Configuration reloaded."
             );
@@ -202,19 +202,6 @@ fn flatten(toml: &str) -> std::collections::BTreeMap<String, String> {
         }
     }
     keys
-}
-
-fn describe_files(config: &Config) -> String {
-    if config.files.is_empty() {
-        "built-in defaults".into()
-    } else {
-        config
-            .files
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
 }
 
 #[cfg(test)]

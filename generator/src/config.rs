@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anomalyd::config::toml_walk::{Document, entries, join_key};
-use anomalyd::config::{ConfigErrors, ConfigProblem, LogConfig, LogLevel};
+use anomalyd::config::{ConfigErrors, ConfigProblem, LOG_LEVELS, LogConfig};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -35,14 +35,6 @@ const OUTLIER_DIRECTIONS: &[(&str, OutlierDirection)] = &[
     ("up", OutlierDirection::Up),
     ("down", OutlierDirection::Down),
     ("both", OutlierDirection::Both),
-];
-
-const LOG_LEVELS: &[(&str, LogLevel)] = &[
-    ("error", LogLevel::Error),
-    ("warn", LogLevel::Warn),
-    ("info", LogLevel::Info),
-    ("debug", LogLevel::Debug),
-    ("trace", LogLevel::Trace),
 ];
 
 /// The signal model and rate of one series.

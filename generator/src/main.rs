@@ -33,13 +33,7 @@ fn main() -> ExitCode {
     let config = match load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(errors) => {
-            eprintln!(
-                "anomaly-generator: invalid configuration ({} problem(s)):",
-                errors.0.len()
-            );
-            for problem in &errors.0 {
-                eprintln!("  {problem}");
-            }
+            errors.eprint("anomaly-generator");
             return ExitCode::from(EX_CONFIG);
         }
     };

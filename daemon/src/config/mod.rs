@@ -46,8 +46,8 @@ const DIRECTIONS: &[(&str, Direction)] = &[
     ("both", Direction::Both),
 ];
 
-/// The spellings of [`LogLevel`] in the file.
-const LOG_LEVELS: &[(&str, LogLevel)] = &[
+/// The spellings of [`LogLevel`] in the file (the generator's too).
+pub const LOG_LEVELS: &[(&str, LogLevel)] = &[
     ("error", LogLevel::Error),
     ("warn", LogLevel::Warn),
     ("info", LogLevel::Info),
@@ -563,6 +563,20 @@ impl Config {
                 .with_overrides(&rule.overrides)
                 .series_settings(),
             None => self.detector.series_settings(),
+        }
+    }
+
+    /// The files read, comma-separated, or "built-in defaults" when none
+    /// was.
+    pub fn sources(&self) -> String {
+        if self.files.is_empty() {
+            "built-in defaults".into()
+        } else {
+            self.files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     }
 

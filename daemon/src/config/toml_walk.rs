@@ -60,6 +60,20 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+impl ConfigErrors {
+    /// Prints `PROGRAM: invalid configuration (N problem(s)):` and one
+    /// indented line per problem on stderr, as both daemons do at start-up.
+    pub fn eprint(&self, program: &str) {
+        eprintln!(
+            "{program}: invalid configuration ({} problem(s)):",
+            self.0.len()
+        );
+        for problem in &self.0 {
+            eprintln!("  {problem}");
+        }
+    }
+}
+
 /// One configuration file being read: its path, its text, a line index and
 /// the problems recorded so far.
 #[derive(Debug)]
