@@ -297,11 +297,11 @@ impl Metrics {
 
     /// Records a finished request.
     pub fn request(&self, route: Route, status: u16, elapsed: Duration) {
-        let index = Route::ALL.iter().position(|r| *r == route).unwrap_or(0);
-        self.request_seconds[index].observe(elapsed);
+        // `ALL` lists each enum in declaration order (tested), so the
+        // discriminant is the index.
+        self.request_seconds[route as usize].observe(elapsed);
         if let Some(reason) = BadRequest::from_status(status) {
-            let index = BadRequest::ALL.iter().position(|r| *r == reason);
-            self.bad_requests[index.unwrap_or(0)].fetch_add(1, Ordering::Relaxed);
+            self.bad_requests[reason as usize].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -621,6 +621,16 @@ mod tests {
             sample(&text, "anomalyd_config_reloads_total{result=\"success\"}"),
             1.0
         );
+    }
+
+    #[test]
+    fn label_lists_are_in_declaration_order() {
+        for (i, route) in Route::ALL.iter().enumerate() {
+            assert_eq!(*route as usize, i);
+        }
+        for (i, reason) in BadRequest::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i);
+        }
     }
 
     #[test]
