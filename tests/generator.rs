@@ -90,6 +90,26 @@ impl Drop for Generator {
     }
 }
 
+/// Runs the generator on `config` (TOML) for `count` points per series,
+/// from a fixed start time so nothing waits for the clock.
+fn backfill(config: &str, count: u64) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gen.toml");
+    std::fs::write(&path, config).unwrap();
+    let count = count.to_string();
+    run_generator(
+        dir.path(),
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--count",
+            &count,
+            "--start-time",
+            "1700000000",
+        ],
+    )
+}
+
 fn url(addr: SocketAddr) -> String {
     format!("anomaly_detection_url = \"http://{addr}/detect\"\n")
 }
@@ -423,20 +443,7 @@ fn proxy_connection(
 fn a_lost_reply_is_resent_and_applied_once() {
     let daemon = TestDaemon::start("");
     let proxy = reply_dropping_proxy(daemon.addr, 10);
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gen.toml");
-    std::fs::write(&config, format!("{}data_frequency = 0\n", url(proxy))).unwrap();
-    let out = run_generator(
-        dir.path(),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--count",
-            "50",
-            "--start-time",
-            "1700000000",
-        ],
-    );
+    let out = backfill(&format!("{}data_frequency = 0\n", url(proxy)), 50);
     assert!(
         out.status.success(),
         "{}",
@@ -451,23 +458,9 @@ fn a_lost_reply_is_resent_and_applied_once() {
 fn refused_points_are_counted_not_retried_and_fail_a_count_run() {
     // Smaller than one point: every request is refused, whatever its size.
     let daemon = TestDaemon::start("[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 50\n");
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gen.toml");
-    std::fs::write(
-        &config,
-        format!("{}data_frequency = 0\nbatch_size = 10\n", url(daemon.addr)),
-    )
-    .unwrap();
-    let out = run_generator(
-        dir.path(),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--count",
-            "20",
-            "--start-time",
-            "1700000000",
-        ],
+    let out = backfill(
+        &format!("{}data_frequency = 0\nbatch_size = 10\n", url(daemon.addr)),
+        20,
     );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -605,27 +598,13 @@ fn sigterm_delivers_the_queue_within_the_grace_and_notifies_systemd() {
 fn each_series_may_post_to_its_own_detector() {
     let first = TestDaemon::start("");
     let second = TestDaemon::start("");
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gen.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let out = backfill(
+        &format!(
             "{}data_frequency = 0\n[[series]]\nname = \"a\"\n[[series]]\nname = \"b\"\nanomaly_detection_url = \"http://{}/detect\"\n",
             url(first.addr),
             second.addr
         ),
-    )
-    .unwrap();
-    let out = run_generator(
-        dir.path(),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--count",
-            "30",
-            "--start-time",
-            "1700000000",
-        ],
+        30,
     );
     assert!(
         out.status.success(),
