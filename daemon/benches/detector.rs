@@ -7,7 +7,7 @@
 
 use std::hint::black_box;
 
-use anomalyd::detector::{DetectorSettings, Direction, SeriesDetector};
+use anomalyd::detect::{DetectorSettings, Direction, SeriesDetector};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_main};
 
 /// Points fed per benchmark iteration.

@@ -1,8 +1,8 @@
 //! Baseline for the load benchmark (`daemon/benches/load.sh`): the smallest
 //! hyper 1.x HTTP/1 server that does what `anomalyd` must do at the least for
 //! `POST /detect`: read the body and parse it with the same parser
-//! ([`anomalyd::api::parse_json_body`], or
-//! [`anomalyd::api::parse_ndjson_body`] for `application/x-ndjson`). It then
+//! ([`anomalyd::ingest::parse_json_body`], or
+//! [`anomalyd::ingest::parse_ndjson_body`] for `application/x-ndjson`). It then
 //! replies 200 with a small fixed JSON body. No detection, no validation, no
 //! logging, no limits: the gap between this server and `anomalyd` is the
 //! cost of everything `anomalyd` does beyond HTTP and JSON.
@@ -55,9 +55,9 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
         Err(_) => return Ok(reply(StatusCode::BAD_REQUEST, br#"{"error": "body"}"#)),
     };
     let parsed = if ndjson {
-        anomalyd::api::parse_ndjson_body(&body)
+        anomalyd::ingest::parse_ndjson_body(&body)
     } else {
-        anomalyd::api::parse_json_body(&body)
+        anomalyd::ingest::parse_json_body(&body)
     };
     Ok(match parsed {
         // Keep the parse result alive until here so it cannot be optimised out.

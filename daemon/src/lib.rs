@@ -3,19 +3,27 @@
 //!
 //! # Layout
 //!
-//! - [`detector`]: the pure detection logic (sliding window, verdicts).
-//! - [`config`]: the TOML configuration, its merge and validation.
-//! - [`api`]: wire types of the HTTP API and the anomaly record; [`scan`]:
-//!   its fast path for the common point shape.
+//! Calls go down this list, never up; `scripts/module-graph` checks that
+//! there is no cycle.
+//!
+//! - [`app`]: wiring of the running daemon, background tasks, shutdown
+//!   order; [`reload`]: what a reload changes in the running daemon.
+//! - [`http`]: the HTTP edge (server, router, handlers, query, replies).
+//! - [`commands`]: offline commands (`replay`).
+//! - [`state`]: the state handlers and tasks share ([`state::AppState`]).
+//! - [`service`]: the process shell both daemons share (signals, reload
+//!   loop, config watcher, sd_notify, status, telemetry, runtime).
+//! - [`anomalies`]: where anomalies go: the durable log, the recent list,
+//!   journal events.
 //! - [`series`]: the table of live series and their detectors.
-//! - [`store`]: recent anomalies served by `GET /anomalies`.
-//! - [`anomaly_log`]: the durable JSON-lines anomaly log (writer thread).
-//! - [`http`]: accept loop, limits, routing and handlers.
-//! - [`app`]: wiring, background tasks and shutdown order.
-//! - [`reload`], [`watch`]: configuration reload (SIGHUP, file watcher).
-//! - [`metrics`]: Prometheus metrics; [`systemd`]: sd_notify.
-//! - [`replay`]: the backtest command.
-//! - [`cli`], [`telemetry`]: command line and diagnostics.
+//! - [`metrics`]: Prometheus metrics and the text-format writer.
+//! - [`api`]: wire types of replies and the anomaly record.
+//! - [`ingest`]: point formats (JSON, its fast scanner, NDJSON) and point
+//!   validation.
+//! - [`detect`]: the pure detection logic (window statistics, the
+//!   moving-average detector, verdicts).
+//! - [`config`]: the TOML configuration, its loading, merge and validation.
+//! - [`cli`], [`clock`]: the command line, the wall clock.
 //!
 //! # Tasks and channels
 //!
@@ -24,21 +32,21 @@
 //! per-shard locks, then send anomaly lines over a bounded channel to the
 //! anomaly log's writer thread and wait for its answer before replying. A
 //! housekeeping task ticks the writer once a second (retries, interval
-//! fsync) and sweeps idle series.
+//! fsync) and sweeps idle series; the reload loop runs reloads one at a
+//! time; the status task refreshes systemd's `STATUS=`.
 
-pub mod anomaly_log;
+pub mod anomalies;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod clock;
+pub mod commands;
 pub mod config;
-pub mod detector;
+pub mod detect;
 pub mod http;
+pub mod ingest;
 pub mod metrics;
 pub mod reload;
-pub mod replay;
-pub mod scan;
 pub mod series;
-pub mod store;
-pub mod systemd;
-pub mod telemetry;
-pub mod watch;
+pub mod service;
+pub mod state;

@@ -4,17 +4,21 @@
 //! 78 configuration error.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anomalyd::cli::{Cli, Command};
-use anomalyd::config::{Config, DEFAULT_CONFIG_PATH};
-use anomalyd::replay::{ReplayError, ReplayOptions};
-use anomalyd::{app, telemetry};
+use anomalyd::app;
+use anomalyd::cli::{Cli, Command, ReplayArgs};
+use anomalyd::commands::replay::{self, ReplayError, ReplayOptions};
+use anomalyd::config::{self, Config, DEFAULT_CONFIG_PATH};
+use anomalyd::service::signals::Signals;
+use anomalyd::service::{runtime, telemetry};
 use clap::Parser;
-use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+/// The name in diagnostics and in the journal (`SYSLOG_IDENTIFIER`).
+const PROGRAM: &str = "anomalyd";
 /// sysexits.h EX_DATAERR: the input data was incorrect.
 const EX_DATAERR: u8 = 65;
 /// sysexits.h EX_CONFIG: configuration error.
@@ -22,24 +26,24 @@ const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match app::load_config(cli.config.as_deref()) {
+    let config = match config::load(cli.config.as_deref()) {
         Ok(config) => Arc::new(config),
         Err(errors) => {
-            errors.eprint("anomalyd");
+            errors.eprint(PROGRAM);
             return ExitCode::from(EX_CONFIG);
         }
     };
-    telemetry::init(&config.log);
+    telemetry::init(PROGRAM, config.log.settings());
     if cli.check_config {
         print!("{}", config.to_toml());
         eprintln!(
-            "anomalyd: configuration is valid ({}).",
+            "{PROGRAM}: configuration is valid ({}).",
             describe_sources(&config)
         );
         return ExitCode::SUCCESS;
     }
     match cli.command {
-        Some(Command::Replay(args)) => replay(config, args),
+        Some(Command::Replay(args)) => run_replay(config, args),
         None => daemon(config, cli.config),
     }
 }
@@ -52,119 +56,97 @@ fn describe_sources(config: &Config) -> String {
     }
 }
 
-fn replay(config: Arc<Config>, args: anomalyd::cli::ReplayArgs) -> ExitCode {
+fn run_replay(config: Arc<Config>, args: ReplayArgs) -> ExitCode {
     let options = ReplayOptions {
         format: args.format,
         skip_bad: args.skip_bad,
         files: args.files,
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    match anomalyd::replay::replay(config, &options, &mut out) {
+    match replay::replay(config, &options, &mut out) {
         Ok(summary) => {
             let _ = summary.print(&mut std::io::stderr().lock());
             ExitCode::SUCCESS
         }
         Err(e @ ReplayError::BadLine { .. }) => {
             let _ = out.flush();
-            eprintln!("anomalyd replay: {e}");
+            eprintln!("{PROGRAM} replay: {e}");
             ExitCode::from(EX_DATAERR)
         }
         Err(e) => {
-            eprintln!("anomalyd replay: {e}");
+            eprintln!("{PROGRAM} replay: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn daemon(config: Arc<Config>, config_path: Option<std::path::PathBuf>) -> ExitCode {
+fn daemon(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
     if config.files.is_empty() {
         tracing::info!(
             path = DEFAULT_CONFIG_PATH,
             "No configuration file; running on built-in defaults."
         );
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime::build(None) {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("anomalyd: cannot start the async runtime: {e}");
+            eprintln!("{PROGRAM}: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
-        let listen = config.server.listen;
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                eprintln!("anomalyd: cannot listen on {listen}: {e} (is another process using the port? see [server] listen)");
-                return ExitCode::FAILURE;
-            }
-        };
-        // Install every handler before announcing the address: until then a
-        // signal would take its default action (SIGHUP kills).
-        let signals = match Signals::install() {
-            Ok(signals) => signals,
-            Err(e) => {
-                eprintln!("anomalyd: cannot install signal handlers: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let addr = listener.local_addr().map_or_else(|_| listen.to_string(), |a| a.to_string());
-        // The first line on stdout: tests and scripts read the bound address here.
-        println!("listening on {addr}");
-        let _ = std::io::stdout().flush();
-        tracing::info!(%addr, "Listening.");
-        let shutdown = CancellationToken::new();
-        let Signals { term, int, hup } = signals;
-        tokio::spawn(wait_for_signal(term, int, shutdown.clone()));
-        match app::run(listener, config, config_path, Some(hup), shutdown).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("anomalyd: {e}");
-                ExitCode::FAILURE
-            }
+    runtime.block_on(serve(config, config_path))
+}
+
+async fn serve(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
+    let listen = config.server.listen;
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!(
+                "{PROGRAM}: cannot listen on {listen}: {e} (is another process using the port? see [server] listen)"
+            );
+            return ExitCode::FAILURE;
         }
-    })
-}
-
-/// The signals the daemon handles.
-struct Signals {
-    term: Signal,
-    int: Signal,
-    hup: Signal,
-}
-
-impl Signals {
-    fn install() -> std::io::Result<Signals> {
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-        })
+    };
+    // Install every handler before announcing the address: until then a
+    // signal would take its default action (SIGHUP kills).
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("{PROGRAM}: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(listen);
+    runtime::announce_listening(addr);
+    tracing::info!(%addr, "Listening.");
+    let shutdown = CancellationToken::new();
+    let finished = CancellationToken::new();
+    let signal_task = tokio::spawn(signals.shutdown.graceful_then_exit(finished.clone(), {
+        let shutdown = shutdown.clone();
+        move |name| {
+            tracing::info!(
+                signal = name,
+                "Received signal; shutting down (send it again to exit at once; anomalies already acknowledged are in the log file)."
+            );
+            shutdown.cancel();
+        }
+    }));
+    let result = app::run(
+        listener,
+        config,
+        config_path,
+        Some(signals.hangup),
+        shutdown,
+    )
+    .await;
+    finished.cancel();
+    let _ = signal_task.await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{PROGRAM}: {e}");
+            ExitCode::FAILURE
+        }
     }
-}
-
-/// Cancels `shutdown` on SIGTERM or SIGINT; a second one during the drain
-/// exits at once with status 1.
-async fn wait_for_signal(mut term: Signal, mut int: Signal, shutdown: CancellationToken) {
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(
-        signal = name,
-        "Received signal; shutting down (send it again to exit at once)."
-    );
-    shutdown.cancel();
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::warn!(
-        signal = name,
-        "Second signal during shutdown; exiting at once with status 1 (anomalies already acknowledged are in the log file)."
-    );
-    std::process::exit(1);
 }

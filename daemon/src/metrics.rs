@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::detector::Side;
+use crate::detect::Side;
 use crate::series::TableStats;
 
 /// Upper bounds (seconds) of the request duration buckets.

@@ -1,4 +1,5 @@
-//! Configuration reload, from SIGHUP or from the file watcher.
+//! What a configuration reload does to the running daemon; the loop that
+//! calls it on SIGHUP or a file change is [`crate::service::reload`].
 //!
 //! A reload re-reads the main file and `conf.d/`, and applies the result
 //! only when it is valid and differs from the configuration in force:
@@ -15,20 +16,12 @@
 
 use std::sync::Arc;
 
-use crate::anomaly_log::{AnomalyLogSettings, Rotation};
-use crate::app::{self, AppState};
-use crate::config::Config;
-use crate::http::unix_now;
-use crate::{systemd, telemetry};
-
-/// What asked for the reload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trigger {
-    /// SIGHUP (`systemctl reload`, logrotate): reload and rotate the log.
-    Signal,
-    /// A change seen by the file watcher: reload only.
-    Watch,
-}
+use crate::anomalies::log::{AnomalyLogSettings, Rotation};
+use crate::clock::unix_now;
+use crate::config::{self, Config};
+use crate::service::reload::Trigger;
+use crate::service::{systemd, telemetry};
+use crate::state::AppState;
 
 /// What a reload did.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,15 +38,14 @@ pub enum Outcome {
     Invalid(String),
 }
 
-/// Reloads the configuration (see the module documentation). Reloads are
-/// serialised; the caller may call this from any task.
+/// Reloads the configuration (see the module documentation). The caller
+/// serialises reloads (the reload loop runs one at a time).
 pub async fn reload(state: &AppState, trigger: Trigger) -> Outcome {
-    let _serial = state.reload_lock.lock().await;
     if trigger == Trigger::Signal {
         systemd::reloading();
     }
     // A few small files: reading them inline is cheaper than a thread hop.
-    let loaded = app::load_config(state.config_path.as_deref());
+    let loaded = config::load(state.config_path.as_deref());
     let current = state.config();
     let outcome = match loaded {
         Err(errors) => {

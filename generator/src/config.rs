@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anomalyd::config::toml_walk::{Document, entries, join_key};
-use anomalyd::config::{ConfigErrors, ConfigProblem, LOG_LEVELS, LogConfig};
+use anomalyd::config::{ConfigErrors, ConfigProblem, LOG_LEVELS, LogSettings};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -216,8 +216,8 @@ pub struct GeneratorConfig {
     pub listen: Option<SocketAddr>,
     /// Time SIGTERM gives queued points to be delivered.
     pub shutdown_grace: Duration,
-    /// `[log] level` and `journal` (the other fields are unused).
-    pub log: LogConfig,
+    /// `[log]`: the level of its diagnostics and whether they go to journald.
+    pub log: LogSettings,
     /// The series, in file order.
     pub series: Vec<SeriesConfig>,
     /// The file read, if any.
@@ -233,7 +233,7 @@ impl Default for GeneratorConfig {
             queue_size: 100_000,
             listen: None,
             shutdown_grace: Duration::from_secs(10),
-            log: LogConfig::default(),
+            log: LogSettings::default(),
             series: vec![SeriesConfig {
                 name: "default".into(),
                 pattern: Pattern::default(),
@@ -591,13 +591,13 @@ fn valid_series_name(
     value: &Spanned<DeValue<'_>>,
     name: &str,
 ) -> Option<String> {
-    let point = anomalyd::api::DataPoint {
+    let point = anomalyd::ingest::DataPoint {
         value: 0.0,
         timestamp: None,
         series: std::borrow::Cow::Borrowed(name),
         seq: None,
     };
-    match anomalyd::api::validate_point(&point) {
+    match anomalyd::ingest::validate_point(&point) {
         Ok(()) => Some(name.to_owned()),
         Err(message) => {
             let message = message.replace("field `series`: ", "not a valid series name: ");
@@ -607,7 +607,7 @@ fn valid_series_name(
     }
 }
 
-fn read_log(doc: &mut Document<'_>, table: &DeTable<'_>, log: &mut LogConfig) {
+fn read_log(doc: &mut Document<'_>, table: &DeTable<'_>, log: &mut LogSettings) {
     for (key, value) in entries(table) {
         let name = key.get_ref().as_ref();
         let dotted = join_key("log", name);
@@ -625,6 +625,16 @@ fn read_log(doc: &mut Document<'_>, table: &DeTable<'_>, log: &mut LogConfig) {
             _ => doc.unknown_key(key, &dotted, "[log]", &["level", "journal"]),
         }
     }
+}
+
+/// The configuration to start on: `explicit` if given (it must exist),
+/// else [`DEFAULT_CONFIG_PATH`] if it exists, else the built-in defaults.
+pub fn load(explicit: Option<&Path>) -> Result<GeneratorConfig, ConfigErrors> {
+    anomalyd::config::load_or_builtin(
+        explicit,
+        Path::new(DEFAULT_CONFIG_PATH),
+        GeneratorConfig::load,
+    )
 }
 
 #[cfg(test)]

@@ -18,9 +18,10 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
-use crate::api::{AnomalyRecord, DataPoint};
+use crate::api::AnomalyRecord;
 use crate::config::{Config, SeriesSettings};
-use crate::detector::{Baseline, Direction, Side, Verdict};
+use crate::detect::{Baseline, Direction, Side, Verdict};
+use crate::ingest::DataPoint;
 use shard::{Shard, Slot, hash_name};
 
 /// Number of independently locked shards; a power of two.
@@ -587,7 +588,7 @@ mod tests {
 
     mod props {
         use super::*;
-        use crate::detector::SeriesDetector;
+        use crate::detect::SeriesDetector;
         use proptest::prelude::*;
         use std::collections::HashMap;
 

@@ -21,7 +21,7 @@ use hashbrown::HashTable;
 use super::Hasher;
 use super::keys::Keys;
 use super::rings::{RingId, Rings};
-use crate::detector::DetectorState;
+use crate::detect::DetectorState;
 
 /// One series, but its name and ring.
 #[derive(Debug)]
@@ -332,7 +332,7 @@ mod tests {
     fn a_new_capacity_moves_the_window() {
         let hasher = Hasher::default();
         let mut shard = Shard::new(hasher.clone());
-        let settings = crate::detector::DetectorSettings {
+        let settings = crate::detect::DetectorSettings {
             window_size: 4,
             min_samples: 1,
             ..Default::default()

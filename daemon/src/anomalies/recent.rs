@@ -99,7 +99,7 @@ impl RecentAnomalies {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detector::Side;
+    use crate::detect::Side;
 
     fn rec(series: &str, ts: f64) -> AnomalyRecord {
         AnomalyRecord {

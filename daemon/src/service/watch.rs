@@ -1,4 +1,4 @@
-//! Watches configuration files and calls back when they may have changed;
+//! Watches configuration files and tells the reload loop when they may have changed;
 //! used by `anomalyd` and `anomaly-generator` alike.
 //!
 //! It watches directories, never the files themselves: the main file's
@@ -9,14 +9,13 @@
 //! exist yet is replaced by its nearest existing ancestor, so a daemon
 //! started on built-in defaults sees `/etc/anomalyd/anomalyd.toml` appear.
 //!
-//! Events are coalesced (a quiet period of [`DEBOUNCE`]) into one call of
-//! the reload callback, which is expected to apply nothing unless the
-//! settings changed.
+//! Events are coalesced (a quiet period of [`DEBOUNCE`]) into one message
+//! on a channel to the reload loop ([`super::reload`]), which is expected
+//! to apply nothing unless the settings changed.
 //! Without inotify (watch limit reached, unsupported file system) it falls
 //! back to polling every [`POLL_INTERVAL`].
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -134,18 +133,17 @@ impl DirWatcher {
 }
 
 /// Watches the configuration whose main file is `main` until `stop` is
-/// cancelled, calling `changed` once at start (to catch a change made
+/// cancelled, sending on `changed` once at start (to catch a change made
 /// between the start-up load and the watch) and after each burst of
-/// relevant events. Events on paths that `ignored` accepts are skipped.
-pub async fn run<C, F>(
+/// relevant events. A full channel already holds a pending reload, which
+/// will read the files afresh. Events on paths that `ignored` accepts are
+/// skipped.
+pub async fn run(
     main: PathBuf,
     ignored: impl Fn(&Path) -> bool,
     stop: CancellationToken,
-    mut changed: C,
-) where
-    C: FnMut() -> F,
-    F: Future<Output = ()>,
-{
+    changed: mpsc::Sender<()>,
+) {
     let (tx, mut rx) = mpsc::channel::<Event>(64);
     let mut watcher = match DirWatcher::new(tx) {
         Ok(watcher) => watcher,
@@ -156,7 +154,7 @@ pub async fn run<C, F>(
     };
     let _ = watcher.set(watched_dirs(&main));
     tracing::debug!(dirs = ?watcher.watched, "Watching the configuration.");
-    changed().await;
+    let _ = changed.try_send(());
     loop {
         let event = tokio::select! {
             event = rx.recv() => match event {
@@ -178,12 +176,12 @@ pub async fn run<C, F>(
                 () = stop.cancelled() => return,
             }
         }
-        changed().await;
+        let _ = changed.try_send(());
         // A directory may have appeared (or a symlink moved): re-resolve,
         // and read again if a new directory is watched, since files may
         // have landed in it before its watch was in place.
         if watcher.set(watched_dirs(&main)) {
-            changed().await;
+            let _ = changed.try_send(());
         }
     }
 }

@@ -14,11 +14,11 @@ use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::api::{self, DataPoint};
 use crate::cli::InputFormat;
+use crate::clock::unix_now;
 use crate::config::Config;
-use crate::detector::Verdict;
-use crate::http::unix_now;
+use crate::detect::Verdict;
+use crate::ingest::{self, DataPoint};
 use crate::series::SeriesTable;
 
 /// Files at least this large (in total) get a progress bar on a terminal.
@@ -205,7 +205,7 @@ fn replay_one(
         }
         let format = *format.get_or_insert_with(|| detect_format(path, text));
         let parsed: Result<Option<DataPoint<'_>>, String> = match format {
-            InputFormat::Ndjson => api::parse_ndjson_line(text.as_bytes())
+            InputFormat::Ndjson => ingest::parse_ndjson_line(text.as_bytes())
                 .map(Some)
                 .map_err(|e| e.message),
             InputFormat::Csv => match &csv {
@@ -227,7 +227,7 @@ fn replay_one(
             },
         };
         let point = match parsed.and_then(|p| match p {
-            Some(point) => api::validate_point(&point).map(|()| Some(point)),
+            Some(point) => ingest::validate_point(&point).map(|()| Some(point)),
             None => Ok(None),
         }) {
             Ok(Some(point)) => point,
@@ -344,7 +344,7 @@ impl CsvColumns {
         };
         let series = match self.series {
             Some(i) => fields[i].clone(),
-            None => Cow::Borrowed(api::DEFAULT_SERIES),
+            None => Cow::Borrowed(ingest::DEFAULT_SERIES),
         };
         Ok(DataPoint {
             value,

@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use crate::api::{DEFAULT_SERIES, DataPoint};
+use super::point::{DEFAULT_SERIES, DataPoint};
 
 /// Reads `bytes` (one JSON object, with optional surrounding whitespace) as
 /// a point, or `None` when serde must decide.
@@ -159,7 +159,7 @@ impl<'a> Scanner<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::parse_ndjson_line_with_serde as parse_ndjson_line;
+    use crate::ingest::json::parse_ndjson_line_with_serde as parse_ndjson_line;
     use proptest::prelude::*;
 
     #[test]

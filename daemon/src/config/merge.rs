@@ -1,0 +1,425 @@
+//! Reading configuration files and merging them: each file is parsed into
+//! the keys it sets (with where each was set), the layers are merged in
+//! order, and cross-key checks run on the result with the positions of
+//! the keys involved.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::toml_walk::{Document, entries, join_key, quote};
+use super::{
+    Config, ConfigErrors, ConfigProblem, DetectorConfig, DetectorOverrides, KeyTable, LogKeys,
+    ROOT_KEYS, Rule, ServerKeys,
+};
+
+/// Parses one document (no conf.d). `file` is used in problems.
+pub(super) fn from_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
+    let mut loader = Loader::default();
+    loader.add(file, text);
+    loader.finish()
+}
+
+/// Loads `path`, then every `*.toml` in `conf.d/` beside it, merged over it
+/// key by key (see [`Config::load`]).
+pub(super) fn load_files(path: &Path) -> Result<Config, ConfigErrors> {
+    let mut loader = Loader::default();
+    match std::fs::read_to_string(path) {
+        Ok(text) => loader.add(path, &text),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            loader.problems.push(file_problem(
+                path,
+                "configuration file not found; create it or pass another file with --config",
+            ))
+        }
+        Err(error) => loader.problems.push(unreadable(path, &error)),
+    }
+    let dir = path.parent().unwrap_or(Path::new("")).join("conf.d");
+    for file in conf_d_files(&dir, &mut loader.problems) {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => loader.add(&file, &text),
+            Err(error) => loader.problems.push(unreadable(&file, &error)),
+        }
+    }
+    loader.finish()
+}
+
+/// Where a key's value was set.
+#[derive(Clone, Debug)]
+struct Origin {
+    file: PathBuf,
+    key: String,
+    position: (usize, usize),
+}
+
+impl Origin {
+    /// A problem about the value set here.
+    fn problem(&self, message: String) -> ConfigProblem {
+        ConfigProblem {
+            file: self.file.clone(),
+            key: Some(self.key.clone()),
+            position: Some(self.position),
+            message,
+        }
+    }
+}
+
+/// The keys of one section set so far, with where each was set (`None`
+/// when the latest value given was invalid, so that cross-field checks
+/// involving it are skipped).
+#[derive(Clone, Debug, Default)]
+struct Section<K> {
+    keys: K,
+    origins: BTreeMap<&'static str, Option<Origin>>,
+}
+
+impl<K: KeyTable> Section<K> {
+    /// Read every entry of `table` (named `[prefix]`), reporting unknown keys.
+    fn read(&mut self, doc: &mut Document<'_>, prefix: &str, table: &DeTable<'_>) {
+        for (name, value) in entries(table) {
+            let dotted = join_key(prefix, name.get_ref());
+            if !self.read_entry(doc, name.get_ref(), &dotted, value) {
+                doc.unknown_key(name, &dotted, &format!("[{prefix}]"), K::KEYS);
+            }
+        }
+    }
+
+    /// Read one entry; false if the key is unknown.
+    fn read_entry(
+        &mut self,
+        doc: &mut Document<'_>,
+        name: &str,
+        dotted: &str,
+        value: &Spanned<DeValue<'_>>,
+    ) -> bool {
+        let Some((name, valid)) = self.keys.parse_key(doc, name, dotted, value) else {
+            return false;
+        };
+        let origin = valid.then(|| Origin {
+            file: doc.path().to_owned(),
+            key: dotted.to_owned(),
+            position: doc.line_col(value.span().start),
+        });
+        self.origins.insert(name, origin);
+        true
+    }
+
+    /// Merge a later file's section over this one.
+    fn overlay(&mut self, later: &Self) {
+        self.keys.overlay(&later.keys);
+        self.origins
+            .extend(later.origins.iter().map(|(k, v)| (*k, v.clone())));
+    }
+
+    /// Where `key` was set: `Ok(None)` if not set, `Err(())` if invalid.
+    fn origin(&self, key: &str) -> Result<Option<&Origin>, ()> {
+        match self.origins.get(key) {
+            None => Ok(None),
+            Some(Some(origin)) => Ok(Some(origin)),
+            Some(None) => Err(()),
+        }
+    }
+}
+
+/// A valid `[[rule]]` of one file, with where its keys were set.
+#[derive(Debug)]
+struct ParsedRule {
+    rule: Rule,
+    section: Section<DetectorOverrides>,
+}
+
+/// What one file sets.
+#[derive(Debug, Default)]
+struct FileKeys {
+    server: Section<ServerKeys>,
+    detector: Section<DetectorOverrides>,
+    log: Section<LogKeys>,
+    rules: Vec<ParsedRule>,
+}
+
+/// Read the top level of one document.
+fn read_document(doc: &mut Document<'_>, root: &DeTable<'_>) -> FileKeys {
+    let mut keys = FileKeys::default();
+    for (name, value) in entries(root) {
+        let name_str: &str = name.get_ref();
+        match name_str {
+            "server" => {
+                if let Some(table) = doc.table(name_str, value) {
+                    keys.server.read(doc, name_str, table);
+                }
+            }
+            "detector" => {
+                if let Some(table) = doc.table(name_str, value) {
+                    keys.detector.read(doc, name_str, table);
+                }
+            }
+            "log" => {
+                if let Some(table) = doc.table(name_str, value) {
+                    keys.log.read(doc, name_str, table);
+                }
+            }
+            "rule" => {
+                for (index, span, table) in doc.array_of_tables(name_str, value) {
+                    if let Some(rule) = read_rule(doc, index, span, table) {
+                        keys.rules.push(rule);
+                    }
+                }
+            }
+            _ => doc.unknown_key(name, name_str, "the top level", ROOT_KEYS),
+        }
+    }
+    keys
+}
+
+/// Read the `index`-th (1-based) `[[rule]]` of a file, at `span`.
+fn read_rule(
+    doc: &mut Document<'_>,
+    index: usize,
+    span: Range<usize>,
+    table: &DeTable<'_>,
+) -> Option<ParsedRule> {
+    let prefix = format!("rule[{index}]");
+    let mut section = Section::<DetectorOverrides>::default();
+    let mut series = None;
+    for (name, value) in entries(table) {
+        let dotted = join_key(&prefix, name.get_ref());
+        if name.get_ref() == "series" {
+            series = doc
+                .string(&dotted, value)
+                .map(|glob| (glob.to_owned(), value.span()));
+        } else if !section.read_entry(doc, name.get_ref(), &dotted, value) {
+            let known: Vec<&str> = std::iter::once("series")
+                .chain(DetectorOverrides::KEYS.iter().copied())
+                .collect();
+            doc.unknown_key(name, &dotted, "[[rule]]", &known);
+        }
+    }
+    let series_key = format!("{prefix}.series");
+    let Some((glob, glob_span)) = series else {
+        if !table.contains_key("series") {
+            doc.report(
+                Some(&series_key),
+                Some(span),
+                "missing required key \"series\": the glob of the series this rule applies \
+                 to, e.g. series = \"cpu.*\"",
+            );
+        }
+        return None;
+    };
+    match Rule::new(&glob, section.keys.clone(), doc.path()) {
+        Ok(rule) => Some(ParsedRule { rule, section }),
+        Err(error) => {
+            let message = format!(
+                "invalid glob {}: {}; use * ? [abc] {{a,b}} patterns, e.g. \"cpu.*\"",
+                quote(&glob),
+                error.kind()
+            );
+            doc.report(Some(&series_key), Some(glob_span), message);
+            None
+        }
+    }
+}
+
+/// Accumulates files, then merges and validates them.
+#[derive(Default)]
+struct Loader {
+    files: Vec<PathBuf>,
+    layers: Vec<FileKeys>,
+    problems: Vec<ConfigProblem>,
+}
+
+impl Loader {
+    /// Parse one file's text and keep what it sets.
+    fn add(&mut self, path: &Path, text: &str) {
+        let mut doc = Document::new(path, text);
+        if let Some(root) = doc.parse() {
+            let keys = read_document(&mut doc, &root);
+            self.layers.push(keys);
+        }
+        self.files.push(path.to_owned());
+        self.problems.extend(doc.into_problems());
+    }
+
+    /// Merge the files in order, validate across keys, build the config.
+    fn finish(mut self) -> Result<Config, ConfigErrors> {
+        let mut server = Section::<ServerKeys>::default();
+        let mut detector = Section::<DetectorOverrides>::default();
+        let mut log = Section::<LogKeys>::default();
+        for layer in &self.layers {
+            server.overlay(&layer.server);
+            detector.overlay(&layer.detector);
+            log.overlay(&layer.log);
+        }
+        let rules: Vec<ParsedRule> = self
+            .layers
+            .into_iter()
+            .rev()
+            .flat_map(|layer| layer.rules)
+            .collect();
+
+        let mut config = Config {
+            files: self.files,
+            ..Config::default()
+        };
+        server.keys.apply_to(&mut config.server);
+        detector.keys.apply_to(&mut config.detector);
+        log.keys.apply_to(&mut config.log);
+
+        check_detector(&config.detector, &detector, &mut self.problems);
+        for rule in &rules {
+            check_rule(&config.detector, &detector, rule, &mut self.problems);
+        }
+        config.rules = rules.into_iter().map(|parsed| parsed.rule).collect();
+
+        if self.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(self.problems))
+        }
+    }
+}
+
+/// `[detector]`: `min_samples` must not exceed `window_size`.
+fn check_detector(
+    detector: &DetectorConfig,
+    section: &Section<DetectorOverrides>,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let (Ok(Some(origin)), Ok(window_origin)) =
+        (section.origin("min_samples"), section.origin("window_size"))
+    else {
+        return;
+    };
+    let min_samples = detector.effective_min_samples();
+    if min_samples > detector.window_size {
+        problems.push(origin.problem(format!(
+            "must not exceed window_size ({}{}), got {min_samples}; lower min_samples, raise \
+             window_size, or remove min_samples to follow window_size",
+            detector.window_size,
+            where_set(window_origin)
+        )));
+    }
+}
+
+/// A rule's `min_samples` (its own or inherited) must not exceed its
+/// effective `window_size`.
+fn check_rule(
+    detector: &DetectorConfig,
+    detector_section: &Section<DetectorOverrides>,
+    parsed: &ParsedRule,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let effective = detector.with_overrides(&parsed.rule.overrides);
+    let min_samples = effective.effective_min_samples();
+    if min_samples <= effective.window_size {
+        return;
+    }
+    let section = &parsed.section;
+    let (Ok(own_min), Ok(own_window)) =
+        (section.origin("min_samples"), section.origin("window_size"))
+    else {
+        return;
+    };
+    if let Some(origin) = own_min {
+        let window_origin = match own_window {
+            Some(origin) => Some(origin),
+            None => match detector_section.origin("window_size") {
+                Ok(origin) => origin,
+                Err(()) => return,
+            },
+        };
+        problems.push(origin.problem(format!(
+            "must not exceed this rule's window_size ({}{}), got {min_samples}; lower \
+             min_samples or raise window_size",
+            effective.window_size,
+            where_set(window_origin)
+        )));
+    } else if let (Some(origin), Ok(Some(min_origin))) =
+        (own_window, detector_section.origin("min_samples"))
+    {
+        problems.push(origin.problem(format!(
+            "must be at least min_samples ({min_samples}{}), got {}; raise window_size or set \
+             min_samples in this rule",
+            where_set(Some(min_origin)),
+            effective.window_size
+        )));
+    }
+}
+
+/// ` from FILE:LINE:COL` for a key set in a file, ` by default` otherwise.
+fn where_set(origin: Option<&Origin>) -> String {
+    match origin {
+        Some(origin) => format!(
+            " from {}:{}:{}",
+            origin.file.display(),
+            origin.position.0,
+            origin.position.1
+        ),
+        None => " by default".to_owned(),
+    }
+}
+
+/// A problem about a whole file.
+fn file_problem(path: &Path, message: impl Into<String>) -> ConfigProblem {
+    ConfigProblem {
+        file: path.to_owned(),
+        key: None,
+        position: None,
+        message: message.into(),
+    }
+}
+
+/// A problem for a file that exists but cannot be read.
+fn unreadable(path: &Path, error: &io::Error) -> ConfigProblem {
+    let why = if error.kind() == io::ErrorKind::InvalidData {
+        "it is not valid UTF-8".to_owned()
+    } else {
+        error.to_string()
+    };
+    file_problem(path, format!("cannot read configuration file: {why}"))
+}
+
+/// The `*.toml` files of `dir` (not hidden), in byte-wise name order. A
+/// missing directory yields none; other failures are reported.
+fn conf_d_files(dir: &Path, problems: &mut Vec<ConfigProblem>) -> Vec<PathBuf> {
+    let read_dir = match std::fs::read_dir(dir) {
+        Ok(read_dir) => read_dir,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Vec::new(),
+        Err(error) => {
+            problems.push(file_problem(
+                dir,
+                format!("cannot read configuration directory: {error}"),
+            ));
+            return Vec::new();
+        }
+    };
+    let mut names = Vec::new();
+    for entry in read_dir {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(error) => {
+                problems.push(file_problem(
+                    dir,
+                    format!("cannot read configuration directory: {error}"),
+                ));
+                continue;
+            }
+        };
+        let name = entry.file_name();
+        let bytes = name.as_encoded_bytes();
+        if bytes.starts_with(b".") || !bytes.ends_with(b".toml") {
+            continue;
+        }
+        // Follows symbolic links; directories named *.toml are skipped.
+        if entry.path().is_dir() {
+            continue;
+        }
+        names.push(name);
+    }
+    names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+    names.into_iter().map(|name| dir.join(name)).collect()
+}

@@ -1,0 +1,31 @@
+//! The HTTP edge: the accept loop with its limits and timeouts, routing,
+//! and one handler file per group of endpoints.
+//!
+//! - [`server`]: accept loop, connection cap, idle watchdog.
+//! - [`router`]: path and method to handler.
+//! - `detect`, `anomalies`, `health`: the handlers of `POST /detect`,
+//!   `GET /anomalies`, and `/healthz`, `/ready`, `/metrics`.
+//! - [`query`]: query-string parsing; [`body`]: reading request bodies;
+//!   [`reply`]: JSON replies and the shared error answers.
+//!
+//! This folder owns the wire: it turns requests into calls on
+//! [`crate::state::AppState`] and the results into replies. It must not
+//! hold detection logic, parse point formats itself (that is
+//! [`crate::ingest`]) or touch files.
+//!
+//! Handlers never return an error to hyper: every failure becomes a JSON
+//! `{"error": "..."}` reply with the right status, because an `Err` from the
+//! service would end the connection instead of answering.
+
+mod anomalies;
+pub mod body;
+mod detect;
+mod health;
+pub mod query;
+pub mod reply;
+pub mod router;
+pub mod server;
+
+pub use reply::{ResponseBody, error, json};
+pub use router::route;
+pub use server::serve;

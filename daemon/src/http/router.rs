@@ -1,0 +1,31 @@
+//! Routing: path and method to handler. Unknown paths get 404, known paths
+//! with the wrong method 405 with an `Allow` header.
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::reply::{ResponseBody, error, method_not_allowed};
+use super::{anomalies, detect, health};
+use crate::state::AppState;
+
+/// Routes one request to its handler.
+pub async fn route(req: Request<Incoming>, state: &AppState) -> Response<ResponseBody> {
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, "/detect") => detect::detect(req, state).await,
+        (_, "/detect") => method_not_allowed("POST"),
+        (&Method::GET | &Method::HEAD, "/anomalies") => {
+            anomalies::anomalies(req.uri().query(), state)
+        }
+        (_, "/anomalies") => method_not_allowed("GET, HEAD"),
+        (&Method::GET | &Method::HEAD, "/metrics") => health::metrics(state),
+        (&Method::GET | &Method::HEAD, "/healthz") => health::healthz(state),
+        (&Method::GET | &Method::HEAD, "/ready") => health::ready(state),
+        (_, "/metrics" | "/healthz" | "/ready") => method_not_allowed("GET, HEAD"),
+        (_, path) => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no such endpoint `{path}`; try POST /detect, GET /anomalies, /metrics, /healthz or /ready"
+            ),
+        ),
+    }
+}

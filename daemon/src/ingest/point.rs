@@ -1,0 +1,133 @@
+//! One metric data point as the daemon receives it, whatever the format it
+//! came in, and the checks every point passes before it is applied.
+//!
+//! The formats (`json`, with its `scan` fast path; later line protocol and
+//! remote-write) all produce [`DataPoint`]s and report problems as
+//! [`PointError`]s, whose kind decides between HTTP 400 and 422.
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+
+/// Longest accepted series name, in bytes.
+pub const MAX_SERIES_NAME_BYTES: usize = 256;
+/// Largest accepted `|value|`. Squares of larger values could overflow the
+/// window's variance, so they are rejected with 422 instead.
+pub const MAX_ABS_VALUE: f64 = 1e150;
+/// Series name used when a point names none.
+pub const DEFAULT_SERIES: &str = "default";
+
+/// One metric data point, as posted to `/detect` or read by `replay`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataPoint<'a> {
+    /// The measured value.
+    pub value: f64,
+    /// Unix seconds; `None` means "now" (the server's clock).
+    pub timestamp: Option<f64>,
+    /// The series the point belongs to.
+    pub series: Cow<'a, str>,
+    /// Per-series sequence number; a point whose `seq` is not above the last
+    /// applied one of its series is a duplicate and is not applied again.
+    pub seq: Option<u64>,
+}
+
+impl DataPoint<'_> {
+    /// Appends the point as one JSON object (no newline), as `/detect`
+    /// accepts it: `{"series":…,"value":…,"timestamp":…,"seq":…}`, leaving
+    /// out an absent timestamp or seq.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        fn value<T: Serialize + ?Sized>(out: &mut Vec<u8>, key: &[u8], value: &T) {
+            out.extend_from_slice(key);
+            // Strings, integers and finite floats into a Vec cannot fail.
+            serde_json::to_writer(&mut *out, value).expect("point values serialise");
+        }
+        value(out, b"{\"series\":", self.series.as_ref());
+        value(out, b",\"value\":", &self.value);
+        if let Some(timestamp) = &self.timestamp {
+            value(out, b",\"timestamp\":", timestamp);
+        }
+        if let Some(seq) = &self.seq {
+            value(out, b",\"seq\":", seq);
+        }
+        out.push(b'}');
+    }
+}
+
+/// Whether a body was malformed (HTTP 400) or well-formed but invalid (422).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PointErrorKind {
+    /// Not JSON at all, or truncated.
+    Malformed,
+    /// JSON, but a field is missing, of the wrong type or out of range.
+    Invalid,
+}
+
+/// Why a request body could not be turned into data points.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PointError {
+    /// Malformed (400) or invalid (422).
+    pub kind: PointErrorKind,
+    /// Human-readable description naming the field and position.
+    pub message: String,
+}
+
+impl PointError {
+    pub(crate) fn invalid(message: String) -> Self {
+        Self {
+            kind: PointErrorKind::Invalid,
+            message,
+        }
+    }
+}
+
+/// Checks the parts of a point JSON cannot express: value range, finite
+/// timestamp, series name length and characters.
+pub fn validate_point(point: &DataPoint<'_>) -> Result<(), String> {
+    if !point.value.is_finite() || point.value.abs() > MAX_ABS_VALUE {
+        return Err(format!(
+            "field `value`: {} is out of range (at most ±{MAX_ABS_VALUE:e})",
+            point.value
+        ));
+    }
+    if let Some(ts) = point.timestamp
+        && (!ts.is_finite() || ts < 0.0)
+    {
+        return Err(format!(
+            "field `timestamp`: {ts} is not a valid unix time (seconds since 1970, >= 0)"
+        ));
+    }
+    let series = point.series.as_ref();
+    if series.is_empty() {
+        return Err("field `series`: must not be empty".into());
+    }
+    if series.len() > MAX_SERIES_NAME_BYTES {
+        return Err(format!(
+            "field `series`: is {} bytes long, at most {MAX_SERIES_NAME_BYTES} allowed",
+            series.len()
+        ));
+    }
+    if series.chars().any(char::is_control) {
+        return Err("field `series`: must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// Parses and validates every point; the first bad one fails the whole body.
+pub fn validate_all(points: &[DataPoint<'_>], batch: bool, ndjson: bool) -> Result<(), PointError> {
+    for (index, point) in points.iter().enumerate() {
+        if let Err(message) = validate_point(point) {
+            let message = if ndjson {
+                // NDJSON positions are lines; blank lines were skipped, so
+                // name the point's ordinal instead of guessing a line.
+                format!("point {}: {message}", index + 1)
+            } else if batch {
+                format!("item {index}: {message}")
+            } else {
+                message
+            };
+            return Err(PointError::invalid(message));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! The state every request handler and background task shares: the
+//! configuration in force, the series table, the recent anomalies, the
+//! anomaly log writer and the metrics. Built once at start-up by
+//! [`build_state`]; [`crate::app`] wires it to the server and the tasks.
+//!
+//! It must not know HTTP or signals: handlers and the service shell call
+//! into it, never the other way round.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use crate::anomalies::log;
+use crate::anomalies::{
+    AnomalyEvents, AnomalyLog, AnomalyLogError, AnomalyLogSettings, RecentAnomalies,
+};
+use crate::api::AnomalyRecord;
+use crate::clock::unix_now;
+use crate::config::Config;
+use crate::metrics::{Metrics, Snapshot};
+use crate::series::SeriesTable;
+
+/// State shared by every request handler.
+pub struct AppState {
+    config: RwLock<Arc<Config>>,
+    /// The `--config` path, or `None` for the default path (which may not
+    /// exist: built-in defaults).
+    pub config_path: Option<PathBuf>,
+    /// Live series and their detectors.
+    pub table: SeriesTable,
+    /// Recent anomalies for `GET /anomalies`.
+    pub recent: RecentAnomalies,
+    /// The anomaly log writer.
+    pub log: AnomalyLog,
+    /// Counters and histograms for `GET /metrics`.
+    pub metrics: Metrics,
+    /// Rate limiter of the per-anomaly journal events.
+    pub journal: AnomalyEvents,
+    last_reload_error: Mutex<Option<String>>,
+    /// Points per second over the last status interval, as `f64` bits.
+    points_rate: AtomicU64,
+}
+
+impl AppState {
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the configuration in force (see [`crate::reload`]).
+    pub fn set_config(&self, config: Arc<Config>) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    /// The problems of the last failed reload, while no reload succeeded
+    /// since.
+    pub fn last_reload_error(&self) -> Option<String> {
+        self.last_reload_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records the result of a reload: `Some(problems)` after a failure.
+    pub fn set_last_reload_error(&self, error: Option<String>) {
+        *self
+            .last_reload_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = error;
+    }
+
+    /// Records anomalies: into the recent list at once, and into the anomaly
+    /// log before returning. Returns whether they are in the log file.
+    ///
+    /// The log append runs in its own task, so that a client hanging up
+    /// mid-request cannot cancel the write of anomalies already detected.
+    pub async fn record_anomalies(&self, records: &[AnomalyRecord]) -> bool {
+        if records.is_empty() {
+            return true;
+        }
+        let mut lines = Vec::with_capacity(records.len() * 160);
+        for record in records {
+            record.write_line(&mut lines);
+            self.metrics.anomaly(record.direction);
+        }
+        self.recent.extend(records.iter().cloned());
+        self.journal.emit(records);
+        let log = self.log.clone();
+        tokio::spawn(async move { log.append(lines).await })
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Values computed at scrape time, for [`Metrics::render`].
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            table: self.table.stats(),
+            journal_suppressed: self.journal.suppressed_total(),
+        }
+    }
+
+    /// Reasons the daemon is not fully healthy: the anomaly log cannot be
+    /// written, or the last reload failed. Empty when all is well.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let log = self.log.stats();
+        if log.failing.load(Ordering::Relaxed) {
+            problems.push(format!(
+                "the anomaly log {} cannot be written; {} anomalies are held in memory (see the daemon's log)",
+                self.config().log.anomaly_log_file.display(),
+                log.backlog.load(Ordering::Relaxed)
+            ));
+        }
+        if let Some(error) = self.last_reload_error() {
+            problems.push(format!(
+                "the last configuration reload failed; running on the previous configuration: {error}"
+            ));
+        }
+        problems
+    }
+
+    /// Updates the points-per-second figure of [`AppState::status_line`]
+    /// with the points counted since the last call, `elapsed` ago.
+    pub fn update_points_rate(&self, elapsed: Duration, last_points: &mut u64) {
+        let points = self.metrics.points.load(Ordering::Relaxed);
+        let rate = points.saturating_sub(*last_points) as f64 / elapsed.as_secs_f64().max(1e-3);
+        *last_points = points;
+        self.points_rate.store(rate.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The one-line summary for systemd's `STATUS=`.
+    pub fn status_line(&self) -> String {
+        let age = (unix_now() - self.metrics.last_reload_success()).max(0.0);
+        let age = crate::config::toml_walk::format_duration(Duration::from_secs(age as u64));
+        let reload = if self.last_reload_error().is_some() {
+            format!("last reload FAILED (config in force loaded {age} ago)")
+        } else {
+            format!("config loaded {age} ago")
+        };
+        let rate = f64::from_bits(self.points_rate.load(Ordering::Relaxed));
+        format!(
+            "{rate:.0} points/s, {} anomalies, {} series; {reload}",
+            self.metrics.anomalies_total(),
+            self.table.len(),
+        )
+    }
+}
+
+/// Errors that stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The anomaly log writer could not start.
+    #[error(transparent)]
+    AnomalyLog(#[from] AnomalyLogError),
+}
+
+/// Builds the shared state: loads recent anomalies from the tail of the log
+/// and starts the log writer. `config_path` is where reloads read from.
+pub fn build_state(
+    config: Arc<Config>,
+    config_path: Option<PathBuf>,
+) -> Result<Arc<AppState>, AppError> {
+    let recent = RecentAnomalies::new(config.log.recent_anomalies);
+    let path = &config.log.anomaly_log_file;
+    match log::read_tail::<AnomalyRecord>(path, recent.capacity()) {
+        Ok(records) => {
+            if !records.is_empty() {
+                tracing::info!(count = records.len(), path = %path.display(), "Loaded recent anomalies from the anomaly log.");
+            }
+            recent.extend(records);
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "Cannot read recent anomalies from the anomaly log; starting with an empty list.");
+        }
+    }
+    let log = AnomalyLog::start(AnomalyLogSettings::from_config(&config.log))?;
+    let mut metrics = Metrics::new(unix_now());
+    metrics.log = log.stats().clone();
+    Ok(Arc::new(AppState {
+        journal: AnomalyEvents::new(config.log.journal_anomaly_rate),
+        config: RwLock::new(config.clone()),
+        config_path,
+        table: SeriesTable::new(config),
+        recent,
+        log,
+        metrics,
+        last_reload_error: Mutex::new(None),
+        points_rate: AtomicU64::new(0f64.to_bits()),
+    }))
+}
