@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{GeneratorConfig, SeriesConfig};
+use crate::deliver::deliver;
 use crate::model::{Label, SeriesModel};
 use crate::queue::{Outgoing, Queue};
 use crate::run::Generator;
@@ -92,7 +93,8 @@ impl Schedule {
             state.active = false;
         }
         for wanted in &config.series {
-            let queue = (!generator.options.stdout).then(|| generator.queue_for(&wanted.target));
+            let queue =
+                (!generator.options.stdout).then(|| generator.queue_for(&wanted.target, deliver));
             match self
                 .series
                 .iter_mut()

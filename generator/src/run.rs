@@ -9,6 +9,7 @@
 //! same bytes. Each target URL has its own queue and sender
 //! ([`crate::deliver`]).
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -142,8 +143,13 @@ impl Generator {
         self.seed
     }
 
-    /// The queue for `target`, with its sender started on first use.
-    pub(crate) fn queue_for(self: &Arc<Self>, target: &Target) -> Arc<Queue> {
+    /// The queue for `target`; on first use, `sender` is started on it as
+    /// a tracked task (see [`crate::deliver::deliver`]).
+    pub(crate) fn queue_for<S, F>(self: &Arc<Self>, target: &Target, sender: S) -> Arc<Queue>
+    where
+        S: FnOnce(Arc<Generator>, Target, Arc<Queue>, CancellationToken) -> F,
+        F: Future<Output = ()> + Send + 'static,
+    {
         let mut deliveries = self.deliveries.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(delivery) = deliveries.iter().find(|d| d.target == *target) {
             return delivery.queue.clone();
@@ -153,7 +159,7 @@ impl Generator {
             target: target.clone(),
             queue: queue.clone(),
         });
-        self.senders.spawn(crate::deliver::deliver(
+        self.senders.spawn(sender(
             self.clone(),
             target.clone(),
             queue.clone(),

@@ -162,20 +162,42 @@ fn progress_bar(files: &[PathBuf]) -> indicatif::ProgressBar {
     bar
 }
 
-fn detect_format(path: &Path, first_line: &str) -> InputFormat {
+/// The format of an input: the one forced on the command line, else by
+/// its extension, else NDJSON when its first non-blank byte is `{`.
+fn detect_format(path: &Path, reader: &mut impl BufRead) -> io::Result<InputFormat> {
     match path
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase)
         .as_deref()
     {
-        Some("csv") => InputFormat::Csv,
-        Some("ndjson" | "jsonl" | "json") => InputFormat::Ndjson,
-        _ if first_line.trim_start().starts_with('{') => InputFormat::Ndjson,
-        _ => InputFormat::Csv,
+        Some("csv") => return Ok(InputFormat::Csv),
+        Some("ndjson" | "jsonl" | "json") => return Ok(InputFormat::Ndjson),
+        _ => {}
+    }
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(InputFormat::Csv);
+        }
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(at) => {
+                return Ok(if buf[at] == b'{' {
+                    InputFormat::Ndjson
+                } else {
+                    InputFormat::Csv
+                });
+            }
+            // Blank lines are skipped by both formats.
+            None => {
+                let len = buf.len();
+                reader.consume(len);
+            }
+        }
     }
 }
 
+/// Replays one input.
 fn replay_one(
     table: &SeriesTable,
     path: &Path,
@@ -184,74 +206,149 @@ fn replay_one(
     out: &mut impl Write,
     summary: &mut ReplaySummary,
 ) -> Result<(), ReplayError> {
-    let io_err = |source| ReplayError::Io {
-        path: path.to_path_buf(),
-        source,
+    let format = match options.format {
+        Some(format) => format,
+        None => detect_format(path, &mut reader).map_err(|source| ReplayError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?,
     };
-    let mut line = String::new();
-    let mut line_no: u64 = 0;
-    let mut format = options.format;
-    let mut csv: Option<CsvColumns> = None;
-    let mut record_buf = Vec::with_capacity(256);
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).map_err(io_err)? == 0 {
-            break;
-        }
-        line_no += 1;
-        let text = line.trim_end_matches(['\n', '\r']);
-        if text.trim().is_empty() {
-            continue;
-        }
-        let format = *format.get_or_insert_with(|| detect_format(path, text));
-        let parsed: Result<Option<DataPoint<'_>>, String> = match format {
-            InputFormat::Ndjson => ingest::parse_ndjson_line(text.as_bytes())
-                .map(Some)
-                .map_err(|e| e.message),
-            InputFormat::Csv => match &csv {
-                None => match CsvColumns::from_header(text) {
-                    Ok(columns) => {
-                        csv = Some(columns);
-                        Ok(None)
-                    }
-                    Err(message) => {
-                        // A bad header makes every later line meaningless.
-                        return Err(ReplayError::BadLine {
-                            path: path.to_path_buf(),
-                            line: line_no,
-                            message,
-                        });
-                    }
-                },
-                Some(columns) => columns.parse_row(text).map(Some),
-            },
-        };
-        let point = match parsed.and_then(|p| match p {
-            Some(point) => ingest::validate_point(&point).map(|()| Some(point)),
-            None => Ok(None),
-        }) {
-            Ok(Some(point)) => point,
-            Ok(None) => continue,
-            Err(message) if options.skip_bad => {
-                summary.skipped += 1;
-                tracing::debug!(path = %path.display(), line = line_no, %message, "Skipped a bad line.");
+    let mut replayer = Replayer {
+        table,
+        path,
+        skip_bad: options.skip_bad,
+        out,
+        summary,
+        record_buf: Vec::with_capacity(256),
+    };
+    match format {
+        InputFormat::Ndjson => replayer.ndjson(reader),
+        InputFormat::Csv => replayer.csv(reader),
+    }
+}
+
+/// Applies the points of one input and writes the anomaly records.
+struct Replayer<'r, W> {
+    table: &'r SeriesTable,
+    path: &'r Path,
+    skip_bad: bool,
+    out: &'r mut W,
+    summary: &'r mut ReplaySummary,
+    record_buf: Vec<u8>,
+}
+
+impl<W: Write> Replayer<'_, W> {
+    /// NDJSON: one point object per line; blank lines are skipped.
+    fn ndjson(&mut self, mut reader: impl BufRead) -> Result<(), ReplayError> {
+        let mut line = String::new();
+        let mut line_no: u64 = 0;
+        loop {
+            line.clear();
+            let read = reader
+                .read_line(&mut line)
+                .map_err(|source| ReplayError::Io {
+                    path: self.path.to_path_buf(),
+                    source,
+                })?;
+            if read == 0 {
+                return Ok(());
+            }
+            line_no += 1;
+            let text = line.trim_end_matches(['\n', '\r']);
+            if text.trim().is_empty() {
                 continue;
             }
-            Err(message) => {
-                return Err(ReplayError::BadLine {
-                    path: path.to_path_buf(),
-                    line: line_no,
-                    message,
-                });
+            match ingest::parse_ndjson_line(text.as_bytes()).map_err(|e| e.message) {
+                Ok(point) => self.apply(&point, line_no)?,
+                Err(message) => self.bad(line_no, message)?,
             }
-        };
-        let observation = table
-            .observe_batch(std::slice::from_ref(&point))
+        }
+    }
+
+    /// CSV (by the `csv` crate: quoted fields, `""` escapes): a header
+    /// naming the columns, then one point per record.
+    fn csv(&mut self, reader: impl Read) -> Result<(), ReplayError> {
+        let mut csv = csv_reader(reader);
+        let mut record = csv::StringRecord::new();
+        let mut columns: Option<CsvColumns> = None;
+        loop {
+            let line_no = csv.position().line();
+            match csv.read_record(&mut record) {
+                Ok(false) => return Ok(()),
+                Ok(true) => {}
+                Err(e) => {
+                    let line = e.position().map_or(line_no, |p| p.line());
+                    match e.into_kind() {
+                        csv::ErrorKind::Io(source) => {
+                            return Err(ReplayError::Io {
+                                path: self.path.to_path_buf(),
+                                source,
+                            });
+                        }
+                        csv::ErrorKind::Utf8 { .. } => {
+                            self.bad(line, "the line is not valid UTF-8".into())?;
+                            continue;
+                        }
+                        other => {
+                            self.bad(line, format!("{other:?}"))?;
+                            continue;
+                        }
+                    }
+                }
+            }
+            let line_no = record.position().map_or(line_no, |p| p.line());
+            if record.iter().all(|field| field.trim().is_empty()) {
+                continue;
+            }
+            let Some(columns) = &columns else {
+                // A bad header makes every later line meaningless.
+                columns = Some(CsvColumns::from_header(&record).map_err(|message| {
+                    ReplayError::BadLine {
+                        path: self.path.to_path_buf(),
+                        line: line_no,
+                        message,
+                    }
+                })?);
+                continue;
+            };
+            match columns.parse_row(&record) {
+                Ok(point) => self.apply(&point, line_no)?,
+                Err(message) => self.bad(line_no, message)?,
+            }
+        }
+    }
+
+    /// A bad line: skipped and counted with `--skip-bad`, else the error.
+    fn bad(&mut self, line: u64, message: String) -> Result<(), ReplayError> {
+        if !self.skip_bad {
+            return Err(ReplayError::BadLine {
+                path: self.path.to_path_buf(),
+                line,
+                message,
+            });
+        }
+        self.summary.skipped += 1;
+        tracing::debug!(path = %self.path.display(), line, %message, "Skipped a bad line.");
+        Ok(())
+    }
+
+    /// Validates and applies one point; writes its record if anomalous.
+    fn apply(&mut self, point: &DataPoint<'_>, line: u64) -> Result<(), ReplayError> {
+        if let Err(message) = ingest::validate_point(point) {
+            return self.bad(line, message);
+        }
+        let observation = self
+            .table
+            .observe_batch(std::slice::from_ref(point))
             .expect("replay has no series limit")[0];
-        let entry = summary.series.entry(point.series.to_string()).or_default();
+        let entry = self
+            .summary
+            .series
+            .entry(point.series.to_string())
+            .or_default();
         if observation.duplicate {
             entry.duplicates += 1;
-            continue;
+            return Ok(());
         }
         entry.points += 1;
         match observation.verdict {
@@ -260,15 +357,39 @@ fn replay_one(
             Verdict::Anomaly(..) => {
                 entry.anomalies += 1;
                 let timestamp = point.timestamp.unwrap_or_else(unix_now);
-                if let Some(record) = observation.record(&point, timestamp) {
-                    record_buf.clear();
-                    record.write_line(&mut record_buf);
-                    out.write_all(&record_buf).map_err(ReplayError::Output)?;
+                if let Some(record) = observation.record(point, timestamp) {
+                    self.record_buf.clear();
+                    record.write_line(&mut self.record_buf);
+                    self.out
+                        .write_all(&self.record_buf)
+                        .map_err(ReplayError::Output)?;
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
+}
+
+/// A CSV reader for replay inputs. Records end at `\n` only, so that
+/// the reader's line numbers stay right with CRLF line ends (it counts a
+/// `\r\n` line late otherwise); the `\r` left at the end of a record's
+/// last field is dropped by [`last_field`].
+fn csv_reader<R: Read>(reader: R) -> csv::Reader<R> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_reader(reader)
+}
+
+/// Field `i` of `record`, without the `\r` of a CRLF line end.
+fn last_field(record: &csv::StringRecord, i: usize) -> &str {
+    let field = &record[i];
+    if i + 1 == record.len() {
+        field.strip_suffix('\r').unwrap_or(field)
+    } else {
+        field
+    }
 }
 
 /// Column positions of a CSV input, from its header.
@@ -282,16 +403,15 @@ struct CsvColumns {
 }
 
 impl CsvColumns {
-    fn from_header(header: &str) -> Result<Self, String> {
-        let names = split_csv(header)?;
+    fn from_header(header: &csv::StringRecord) -> Result<Self, String> {
         let mut columns = CsvColumns {
-            count: names.len(),
+            count: header.len(),
             value: usize::MAX,
             timestamp: None,
             series: None,
             seq: None,
         };
-        for (i, name) in names.iter().enumerate() {
+        for (i, name) in header.iter().enumerate() {
             let slot = match name.trim().to_ascii_lowercase().as_str() {
                 "value" => {
                     columns.value = i;
@@ -309,15 +429,16 @@ impl CsvColumns {
             *slot = Some(i);
         }
         if columns.value == usize::MAX {
+            let header: Vec<&str> = header.iter().map(str::trim).collect();
             return Err(format!(
-                "CSV header `{header}` has no `value` column; expected `timestamp,value[,series]`"
+                "CSV header `{}` has no `value` column; expected `timestamp,value[,series]`",
+                header.join(",")
             ));
         }
         Ok(columns)
     }
 
-    fn parse_row<'a>(&self, row: &'a str) -> Result<DataPoint<'a>, String> {
-        let fields = split_csv(row)?;
+    fn parse_row<'a>(&self, fields: &'a csv::StringRecord) -> Result<DataPoint<'a>, String> {
         if fields.len() != self.count {
             return Err(format!(
                 "expected {} columns as in the header, found {}",
@@ -328,7 +449,7 @@ impl CsvColumns {
         let value = fields[self.value]
             .trim()
             .parse::<f64>()
-            .map_err(|_| format!("column `value`: `{}` is not a number", fields[self.value]))?;
+            .map_err(|_| format!("column `value`: `{}` is not a number", &fields[self.value]))?;
         let timestamp = match self.timestamp.map(|i| fields[i].trim()) {
             None | Some("") => None,
             Some(text) => Some(text.parse::<f64>().map_err(|_| {
@@ -343,7 +464,7 @@ impl CsvColumns {
             ),
         };
         let series = match self.series {
-            Some(i) => fields[i].clone(),
+            Some(i) => Cow::Borrowed(last_field(fields, i)),
             None => Cow::Borrowed(ingest::DEFAULT_SERIES),
         };
         Ok(DataPoint {
@@ -355,82 +476,50 @@ impl CsvColumns {
     }
 }
 
-/// Splits one CSV line; fields may be double-quoted with `""` as an escaped
-/// quote.
-fn split_csv(line: &str) -> Result<Vec<Cow<'_, str>>, String> {
-    let mut fields = Vec::new();
-    let mut rest = line;
-    loop {
-        if let Some(quoted) = rest.strip_prefix('"') {
-            let mut value = String::new();
-            let mut chars = quoted.char_indices();
-            let mut end = None;
-            while let Some((i, c)) = chars.next() {
-                if c == '"' {
-                    if quoted[i + 1..].starts_with('"') {
-                        value.push('"');
-                        chars.next();
-                    } else {
-                        end = Some(i + 1);
-                        break;
-                    }
-                } else {
-                    value.push(c);
-                }
-            }
-            let end = end.ok_or("unterminated quoted field")?;
-            fields.push(Cow::Owned(value));
-            rest = &quoted[end..];
-            match rest.strip_prefix(',') {
-                Some(next) => rest = next,
-                None if rest.trim().is_empty() => return Ok(fields),
-                None => return Err("unexpected text after a quoted field".into()),
-            }
-        } else {
-            match rest.split_once(',') {
-                Some((field, next)) => {
-                    fields.push(Cow::Borrowed(field));
-                    rest = next;
-                }
-                None => {
-                    fields.push(Cow::Borrowed(rest));
-                    return Ok(fields);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn record(line: &str) -> csv::StringRecord {
+        let mut reader = csv_reader(line.as_bytes());
+        reader.records().next().unwrap().unwrap()
+    }
+
     #[test]
-    fn csv_splitting_handles_quotes() {
-        let f = split_csv(r#"1,"a,b",x"#).unwrap();
-        assert_eq!(f, vec!["1", "a,b", "x"]);
-        let f = split_csv(r#""say ""hi""",2"#).unwrap();
-        assert_eq!(f, vec![r#"say "hi""#, "2"]);
-        assert!(split_csv(r#""open"#).is_err());
+    fn csv_fields_may_be_quoted() {
+        let cols = CsvColumns::from_header(&record("value,series")).unwrap();
+        let row = record(r#"1,"a,b""#);
+        assert_eq!(cols.parse_row(&row).unwrap().series, "a,b");
+        let row = record(r#"2,"say ""hi""""#);
+        assert_eq!(cols.parse_row(&row).unwrap().series, r#"say "hi""#);
     }
 
     #[test]
     fn csv_header_and_rows() {
-        let cols = CsvColumns::from_header("timestamp,value,series").unwrap();
-        let p = cols.parse_row("10,1.5,cpu").unwrap();
+        let cols = CsvColumns::from_header(&record("timestamp,value,series")).unwrap();
+        let row = record("10,1.5,cpu");
+        let p = cols.parse_row(&row).unwrap();
         assert_eq!(
             (p.timestamp, p.value, p.series.as_ref()),
             (Some(10.0), 1.5, "cpu")
         );
-        assert!(cols.parse_row("10,x,cpu").unwrap_err().contains("`value`"));
-        assert!(cols.parse_row("10,1").unwrap_err().contains("columns"));
         assert!(
-            CsvColumns::from_header("time,value")
+            cols.parse_row(&record("10,x,cpu"))
+                .unwrap_err()
+                .contains("`value`")
+        );
+        assert!(
+            cols.parse_row(&record("10,1"))
+                .unwrap_err()
+                .contains("columns")
+        );
+        assert!(
+            CsvColumns::from_header(&record("time,value"))
                 .unwrap_err()
                 .contains("`time`")
         );
         assert!(
-            CsvColumns::from_header("timestamp,series")
+            CsvColumns::from_header(&record("timestamp,series"))
                 .unwrap_err()
                 .contains("no `value`")
         );
@@ -472,5 +561,33 @@ mod tests {
         };
         let summary = replay(config, &skipping, &mut Vec::new()).unwrap();
         assert_eq!(summary.skipped, 1);
+    }
+
+    #[test]
+    fn crlf_csv_keeps_line_numbers_and_bad_bytes_are_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("points.csv");
+        let mut text = b"value,series\r\n1,\"quoted, with comma\"\r\n\r\n".to_vec();
+        text.extend_from_slice(b"2,\xff\n3,plain\n");
+        std::fs::write(&path, &text).unwrap();
+        let options = ReplayOptions {
+            format: None,
+            skip_bad: false,
+            files: vec![path],
+        };
+        let config = Arc::new(Config::default());
+        let err = replay(config.clone(), &options, &mut Vec::new()).unwrap_err();
+        assert!(
+            matches!(&err, ReplayError::BadLine { line: 4, message, .. } if message.contains("UTF-8")),
+            "{err}"
+        );
+        let skipping = ReplayOptions {
+            skip_bad: true,
+            ..options
+        };
+        let summary = replay(config, &skipping, &mut Vec::new()).unwrap();
+        assert_eq!(summary.skipped, 1);
+        assert_eq!(summary.series["quoted, with comma"].points, 1);
+        assert_eq!(summary.series["plain"].points, 1);
     }
 }

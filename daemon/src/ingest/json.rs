@@ -702,3 +702,66 @@ mod tests {
         assert!(validate_point(&p).unwrap_err().contains("`timestamp`"));
     }
 }
+
+/// The scanner against the serde path: whatever the scanner reads, serde
+/// reads the same; on anything else the scanner abstains. (Here, not in
+/// `scan`, so that only this module calls the other.)
+#[cfg(test)]
+mod scanner_agreement {
+    use super::parse_ndjson_line_with_serde as parse_ndjson_line;
+    use super::scan::point;
+    use proptest::prelude::*;
+
+    /// A JSON number text for `v`, in one of several spellings.
+    fn spell(v: f64, style: u8) -> String {
+        match style % 4 {
+            0 => format!("{v:?}"),
+            1 => format!("{v:e}"),
+            2 => format!("{v:E}"),
+            _ if v.fract() == 0.0 && v.abs() < 1e15 => format!("{}", v as i64),
+            _ => format!("{v}"),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn whatever_it_reads_serde_reads_the_same(
+            value in prop_oneof![any::<f64>(), -1e6..1e6f64],
+            style in any::<u8>(),
+            timestamp in proptest::option::of(0.0..2e9f64),
+            series in proptest::option::of("[a-zA-Z0-9._ é/-]{1,20}"),
+            seq in proptest::option::of(any::<u64>()),
+            order in any::<u64>(),
+            ws in proptest::sample::select(vec!["", " ", "\t", " \r\n "]),
+        ) {
+            prop_assume!(value.is_finite());
+            let mut fields = vec![format!("\"value\"{ws}:{ws}{}", spell(value, style))];
+            if let Some(t) = timestamp {
+                fields.push(format!("\"timestamp\":{ws}{}", spell(t, style / 4)));
+            }
+            if let Some(s) = &series {
+                fields.push(format!("\"series\"{ws}:\"{s}\""));
+            }
+            if let Some(q) = seq {
+                fields.push(format!("{ws}\"seq\":{q}{ws}"));
+            }
+            let n = fields.len();
+            fields.rotate_left((order % n as u64) as usize);
+            let text = format!("{ws}{{{}}}{ws}", fields.join(","));
+            let fast = point(text.as_bytes());
+            let slow = parse_ndjson_line(text.as_bytes());
+            prop_assert!(fast.is_some(), "{text}");
+            prop_assert_eq!(fast, slow.ok(), "{}", text);
+        }
+
+        #[test]
+        fn on_any_input_it_agrees_with_serde_or_abstains(bytes in proptest::collection::vec(
+            proptest::sample::select(b"{}\":,-+.eE0123456789 valuesrqtimp\\nul".to_vec()), 0..40)
+        ) {
+            if let Some(fast) = point(&bytes) {
+                let slow = parse_ndjson_line(&bytes);
+                prop_assert_eq!(Some(fast), slow.ok());
+            }
+        }
+    }
+}
