@@ -330,35 +330,32 @@ impl Metrics {
     /// The exposition text (format 0.0.4).
     pub fn render(&self, snapshot: &Snapshot) -> String {
         let mut out = String::with_capacity(8192);
+        render_build_info(&mut out);
+        self.render_points(&mut out, snapshot);
+        self.render_anomaly_log(&mut out, snapshot);
+        self.render_reloads(&mut out);
+        self.render_http(&mut out);
+        out
+    }
+
+    /// Points, anomalies, refused requests and series.
+    fn render_points(&self, out: &mut String, snapshot: &Snapshot) {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-
-        header(
-            &mut out,
-            "anomalyd_build_info",
-            "gauge",
-            "Always 1; the version label says which anomalyd runs.",
-        );
-        let _ = writeln!(
-            out,
-            "anomalyd_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-
         counter(
-            &mut out,
+            out,
             "anomalyd_points_received_total",
             "Data points accepted on POST /detect, duplicates included.",
             load(&self.points),
         );
         counter(
-            &mut out,
+            out,
             "anomalyd_points_duplicate_total",
             "Points not applied because their seq was already applied.",
             load(&self.duplicates),
         );
 
         header(
-            &mut out,
+            out,
             "anomalyd_anomalies_total",
             "counter",
             "Anomalies found, by the side of the band that was crossed.",
@@ -372,7 +369,7 @@ impl Metrics {
         }
 
         header(
-            &mut out,
+            out,
             "anomalyd_bad_requests_total",
             "counter",
             "Requests refused with an error reply, by reason.",
@@ -387,66 +384,74 @@ impl Metrics {
         }
 
         gauge(
-            &mut out,
+            out,
             "anomalyd_series_active",
             "Series currently held in memory.",
             snapshot.table.series as f64,
         );
         gauge(
-            &mut out,
+            out,
             "anomalyd_series_warming_up",
             "Series whose window does not yet hold min_samples points.",
             snapshot.table.warming_up as f64,
         );
+    }
 
+    /// The anomaly log writer and the journal events.
+    fn render_anomaly_log(&self, out: &mut String, snapshot: &Snapshot) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let log = &self.log;
         counter(
-            &mut out,
+            out,
             "anomalyd_anomaly_log_lines_written_total",
             "Anomaly lines written to the anomaly log file.",
             load(&log.lines_written),
         );
         counter(
-            &mut out,
+            out,
             "anomalyd_anomaly_log_write_errors_total",
             "Failed writes to the anomaly log.",
             load(&log.write_errors),
         );
         gauge(
-            &mut out,
+            out,
             "anomalyd_anomaly_log_backlog_lines",
             "Anomaly lines held in memory while the log cannot be written.",
             load(&log.backlog) as f64,
         );
         counter(
-            &mut out,
+            out,
             "anomalyd_anomaly_log_dropped_lines_total",
             "Anomaly lines dropped because the backlog was full.",
             load(&log.dropped),
         );
         counter(
-            &mut out,
+            out,
             "anomalyd_anomaly_log_rotations_total",
             "Rotations of the anomaly log (SIGHUP).",
             load(&log.rotations),
         );
         header(
-            &mut out,
+            out,
             "anomalyd_anomaly_log_fsync_duration_seconds",
             "histogram",
             "Duration of fdatasync calls on the anomaly log.",
         );
         log.fsync_seconds
-            .render(&mut out, "anomalyd_anomaly_log_fsync_duration_seconds", "");
+            .render(out, "anomalyd_anomaly_log_fsync_duration_seconds", "");
         counter(
-            &mut out,
+            out,
             "anomalyd_journal_anomalies_suppressed_total",
             "Anomaly events not sent to the journal because of [log] journal_anomaly_rate.",
             snapshot.journal_suppressed,
         );
+    }
 
+    /// Configuration reloads.
+    fn render_reloads(&self, out: &mut String) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         header(
-            &mut out,
+            out,
             "anomalyd_config_reloads_total",
             "counter",
             "Configuration reload attempts, by result.",
@@ -462,39 +467,57 @@ impl Metrics {
             load(&self.reloads_failed)
         );
         gauge(
-            &mut out,
+            out,
             "anomalyd_config_last_reload_successful",
             "1 if the last configuration reload succeeded (or none was tried), else 0.",
             if self.last_reload_ok() { 1.0 } else { 0.0 },
         );
         gauge(
-            &mut out,
+            out,
             "anomalyd_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful configuration load.",
             self.last_reload_success(),
         );
+    }
 
+    /// Requests in flight and request durations.
+    fn render_http(&self, out: &mut String) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         gauge(
-            &mut out,
+            out,
             "anomalyd_http_requests_in_flight",
             "Requests being handled (this scrape included).",
             load(&self.in_flight) as f64,
         );
         header(
-            &mut out,
+            out,
             "anomalyd_http_request_duration_seconds",
             "histogram",
             "Time from routing a request to its reply, by route.",
         );
         for (route, histogram) in Route::ALL.iter().zip(&self.request_seconds) {
             histogram.render(
-                &mut out,
+                out,
                 "anomalyd_http_request_duration_seconds",
                 &format!("route=\"{}\",", route.label()),
             );
         }
-        out
     }
+}
+
+/// `anomalyd_build_info`: which version runs.
+fn render_build_info(out: &mut String) {
+    header(
+        out,
+        "anomalyd_build_info",
+        "gauge",
+        "Always 1; the version label says which anomalyd runs.",
+    );
+    let _ = writeln!(
+        out,
+        "anomalyd_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
 }
 
 /// Writes the `# HELP` and `# TYPE` lines of a metric family.

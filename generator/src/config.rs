@@ -8,7 +8,7 @@
 //! file, key, line and column, through `anomalyd`'s TOML toolkit.
 
 use std::net::SocketAddr;
-use std::ops::Bound;
+use std::ops::{Bound, Range};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -518,60 +518,81 @@ fn read_root(doc: &mut Document<'_>, root: &DeTable<'_>) -> GeneratorConfig {
     }
     config.series.clear();
     for (index, span, table) in series_tables {
-        let prefix = format!("series[{index}]");
-        let mut keys = PatternKeys::default();
-        let mut name = None;
-        let mut seed = None;
-        let mut target = config.target.clone();
-        for (key, value) in entries(table) {
-            let key_name = key.get_ref().as_ref();
-            let dotted = join_key(&prefix, key_name);
-            if keys.read(doc, key_name, &dotted, value) {
-                continue;
-            }
-            match key_name {
-                "name" => {
-                    name = doc
-                        .string(&dotted, value)
-                        .and_then(|n| valid_series_name(doc, &dotted, value, n));
-                }
-                "seed" => seed = doc.integer(&dotted, value, 0..=u64::MAX).or(seed),
-                "anomaly_detection_url" => {
-                    if let Some(parsed) = read_target(doc, &dotted, value) {
-                        target = parsed;
-                    }
-                }
-                _ => {
-                    let mut known = vec!["name", "seed", "anomaly_detection_url"];
-                    known.extend(PATTERN_KEYS);
-                    doc.unknown_key(key, &dotted, &format!("[[series]] {index}"), &known);
-                }
-            }
-        }
-        let Some(name) = name else {
-            if !doc.has_problems() {
-                doc.report(Some(&prefix), Some(span), "every [[series]] needs a `name`");
-            }
+        let Some(series) = read_series(doc, index, span.clone(), table, &defaults, &config.target)
+        else {
             continue;
         };
-        if config.series.iter().any(|s| s.name == name) {
+        if config.series.iter().any(|s| s.name == series.name) {
             doc.report(
-                Some(&format!("{prefix}.name")),
+                Some(&format!("series[{index}].name")),
                 Some(span),
-                format!("series {name:?} is defined twice; names must be unique"),
+                format!(
+                    "series {:?} is defined twice; names must be unique",
+                    series.name
+                ),
             );
             continue;
         }
-        let mut pattern = defaults.clone();
-        keys.apply_to(&mut pattern);
-        config.series.push(SeriesConfig {
-            name,
-            pattern,
-            seed,
-            target,
-        });
+        config.series.push(series);
     }
     config
+}
+
+/// Reads the `index`-th (1-based) `[[series]]` table, at `span`: the
+/// top-level pattern `defaults` with the table's overrides, posting to
+/// `target` unless it names its own.
+fn read_series(
+    doc: &mut Document<'_>,
+    index: usize,
+    span: Range<usize>,
+    table: &DeTable<'_>,
+    defaults: &Pattern,
+    target: &Target,
+) -> Option<SeriesConfig> {
+    let prefix = format!("series[{index}]");
+    let mut keys = PatternKeys::default();
+    let mut name = None;
+    let mut seed = None;
+    let mut target = target.clone();
+    for (key, value) in entries(table) {
+        let key_name = key.get_ref().as_ref();
+        let dotted = join_key(&prefix, key_name);
+        if keys.read(doc, key_name, &dotted, value) {
+            continue;
+        }
+        match key_name {
+            "name" => {
+                name = doc
+                    .string(&dotted, value)
+                    .and_then(|n| valid_series_name(doc, &dotted, value, n));
+            }
+            "seed" => seed = doc.integer(&dotted, value, 0..=u64::MAX).or(seed),
+            "anomaly_detection_url" => {
+                if let Some(parsed) = read_target(doc, &dotted, value) {
+                    target = parsed;
+                }
+            }
+            _ => {
+                let mut known = vec!["name", "seed", "anomaly_detection_url"];
+                known.extend(PATTERN_KEYS);
+                doc.unknown_key(key, &dotted, &format!("[[series]] {index}"), &known);
+            }
+        }
+    }
+    let Some(name) = name else {
+        if !doc.has_problems() {
+            doc.report(Some(&prefix), Some(span), "every [[series]] needs a `name`");
+        }
+        return None;
+    };
+    let mut pattern = defaults.clone();
+    keys.apply_to(&mut pattern);
+    Some(SeriesConfig {
+        name,
+        pattern,
+        seed,
+        target,
+    })
 }
 
 fn read_target(doc: &mut Document<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Option<Target> {

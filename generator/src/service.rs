@@ -41,24 +41,10 @@ pub async fn run(
     let stop_tasks = CancellationToken::new();
     let tasks = TaskTracker::new();
 
-    if let Some(listen) = config.listen {
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                eprintln!(
-                    "{PROGRAM}: cannot listen on {listen}: {e} (is another process using the port? see `listen`)"
-                );
-                return ExitCode::FAILURE;
-            }
-        };
-        let addr = listener.local_addr().unwrap_or(listen);
-        eprintln!("metrics listening on {addr}");
-        tasks.spawn(metrics_http::serve(
-            listener,
-            generator.clone(),
-            stop_tasks.clone(),
-            tasks.clone(),
-        ));
+    if let Some(listen) = config.listen
+        && let Err(code) = start_metrics(listen, &generator, &stop_tasks, &tasks).await
+    {
+        return code;
     }
     tasks.spawn(on_signals(
         signals.shutdown,
@@ -103,6 +89,30 @@ pub async fn run(
         &generator.summary(),
         count_mode && !stop_producing.is_cancelled(),
     )
+}
+
+/// Binds `listen` and serves `GET /metrics` there as a tracked task.
+async fn start_metrics(
+    listen: std::net::SocketAddr,
+    generator: &Arc<Generator>,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<(), ExitCode> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        eprintln!(
+            "{PROGRAM}: cannot listen on {listen}: {e} (is another process using the port? see `listen`)"
+        );
+        ExitCode::FAILURE
+    })?;
+    let addr = listener.local_addr().unwrap_or(listen);
+    eprintln!("metrics listening on {addr}");
+    tasks.spawn(metrics_http::serve(
+        listener,
+        generator.clone(),
+        stop.clone(),
+        tasks.clone(),
+    ));
+    Ok(())
 }
 
 /// Logs how the run ended; failure when a `--count` run that was not

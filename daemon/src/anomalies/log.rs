@@ -225,6 +225,57 @@ enum Control {
     Close(oneshot::Sender<CloseReport>),
 }
 
+/// The lines of one group commit and the appenders waiting for them.
+#[derive(Default)]
+struct Group {
+    buf: Vec<u8>,
+    waiting: Vec<oneshot::Sender<bool>>,
+}
+
+impl Group {
+    /// Folds `first` and everything already queued (up to [`MAX_GROUP`]
+    /// appends) into this group. Stops at a control message, which is
+    /// handled after the group is written. Returns whether a tick came.
+    fn gather(
+        &mut self,
+        first: Message,
+        rx: &mut mpsc::Receiver<Message>,
+    ) -> (bool, Option<Control>) {
+        let mut tick = false;
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Append { lines, done } => {
+                    if self.buf.is_empty() {
+                        self.buf = lines;
+                    } else {
+                        self.buf.extend_from_slice(&lines);
+                    }
+                    self.waiting.push(done);
+                }
+                Message::Tick => tick = true,
+                Message::Reconfigure {
+                    settings,
+                    rotate,
+                    done,
+                } => {
+                    let control = Control::Reconfigure {
+                        settings,
+                        rotate,
+                        done,
+                    };
+                    return (tick, Some(control));
+                }
+                Message::Close { done } => return (tick, Some(Control::Close(done))),
+            }
+            if self.waiting.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
+            }
+        }
+        (tick, None)
+    }
+}
+
 impl Writer {
     fn new(settings: AnomalyLogSettings, stats: Arc<LogStats>) -> Self {
         let mut writer = Writer {
@@ -244,90 +295,61 @@ impl Writer {
         writer
     }
 
+    /// The writer thread's loop: one group commit per wake-up, until
+    /// [`Message::Close`] or until every sender is gone.
     fn run(mut self, mut rx: mpsc::Receiver<Message>) {
-        let mut group: Vec<oneshot::Sender<bool>> = Vec::new();
-        let mut buf: Vec<u8> = Vec::new();
+        let mut group = Group::default();
         while let Some(first) = rx.blocking_recv() {
-            let mut tick = false;
-            let mut control = None;
-            let mut next = Some(first);
-            // Fold everything already queued into one write (group commit).
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Append { lines, done } => {
-                        if buf.is_empty() {
-                            buf = lines;
-                        } else {
-                            buf.extend_from_slice(&lines);
-                        }
-                        group.push(done);
-                    }
-                    Message::Tick => tick = true,
-                    Message::Reconfigure {
-                        settings,
-                        rotate,
-                        done,
-                    } => {
-                        control = Some(Control::Reconfigure {
-                            settings,
-                            rotate,
-                            done,
-                        });
-                        break;
-                    }
-                    Message::Close { done } => {
-                        control = Some(Control::Close(done));
-                        break;
-                    }
-                }
-                if group.len() < MAX_GROUP {
-                    next = rx.try_recv().ok();
-                }
-            }
+            let (tick, control) = group.gather(first, &mut rx);
             let close = matches!(control, Some(Control::Close(_)));
             if tick || close {
                 self.retry_backlog();
             }
-            if !buf.is_empty() {
-                let logged = self.write_group(&buf);
-                for done in group.drain(..) {
+            if !group.buf.is_empty() {
+                let logged = self.write_group(&group.buf);
+                for done in group.waiting.drain(..) {
                     let _ = done.send(logged);
                 }
-                buf.clear();
+                group.buf.clear();
             }
             if (tick && self.settings.fsync == FsyncPolicy::Interval) || close {
                 self.sync();
             }
-            let done = match control {
-                None => continue,
+            match control {
+                None => {}
                 Some(Control::Reconfigure {
                     settings,
                     rotate,
                     done,
                 }) => {
                     let _ = done.send(self.reconfigure(settings, rotate));
-                    continue;
                 }
-                Some(Control::Close(done)) => done,
-            };
-            let report = CloseReport {
-                unwritten: self.backlog.len(),
-                dropped: self.dropped,
-                syncs: self.syncs,
-            };
-            if report.unwritten > 0 {
-                tracing::error!(
-                    unwritten = report.unwritten,
-                    path = %self.settings.path.display(),
-                    "Anomaly log closed with lines still unwritten."
-                );
+                Some(Control::Close(done)) => {
+                    let _ = done.send(self.close_report());
+                    return;
+                }
             }
-            let _ = done.send(report);
-            return;
         }
         // Every sender is gone: write what we can and stop.
         self.retry_backlog();
         self.sync();
+    }
+
+    /// What closing leaves behind; logs lines left unwritten.
+    fn close_report(&self) -> CloseReport {
+        let report = CloseReport {
+            unwritten: self.backlog.len(),
+            dropped: self.dropped,
+            syncs: self.syncs,
+        };
+        if report.unwritten > 0 {
+            tracing::error!(
+                unwritten = report.unwritten,
+                path = %self.settings.path.display(),
+                "Anomaly log closed with lines still unwritten."
+            );
+        }
+        report
     }
 
     /// Writes one group of lines; returns whether they reached the file.

@@ -49,6 +49,13 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// A slot not filled yet (as a duplicate: it claims nothing).
+    const PLACEHOLDER: Observation = Observation {
+        duplicate: true,
+        verdict: Verdict::WarmingUp { have: 0, need: 0 },
+        direction: Direction::Upper,
+    };
+
     /// The anomaly record for `point`, when the verdict is an anomaly.
     pub fn record(&self, point: &DataPoint<'_>, timestamp: f64) -> Option<AnomalyRecord> {
         let Verdict::Anomaly(baseline, side) = self.verdict else {
@@ -250,55 +257,16 @@ impl SeriesTable {
         if let [point] = points {
             return self.observe_one(&profiles, point, now).map(|obs| vec![obs]);
         }
-        // Indices of the points grouped by shard, in batch order within each.
         let hashes: Vec<u64> = points
             .iter()
             .map(|p| hash_name(&self.hasher, &p.series))
             .collect();
-        let mut starts = [0usize; SHARDS + 1];
-        for &hash in &hashes {
-            starts[Self::shard_of(hash) + 1] += 1;
-        }
-        for i in 0..SHARDS {
-            starts[i + 1] += starts[i];
-        }
-        let mut order = vec![0u32; points.len()];
-        let mut fill = starts;
-        for (i, &hash) in hashes.iter().enumerate() {
-            let shard = Self::shard_of(hash);
-            order[fill[shard]] = i as u32;
-            fill[shard] += 1;
-        }
-        let groups = || {
-            (0..SHARDS)
-                .filter(|&s| starts[s] < starts[s + 1])
-                .map(|s| (s, &order[starts[s]..starts[s + 1]]))
-        };
-
-        // Count the distinct series this batch would create.
-        let mut missing: Vec<&str> = Vec::new();
-        for (shard, indices) in groups() {
-            let shard = self.lock_shard(shard);
-            let first_new = missing.len();
-            for &i in indices {
-                let name = points[i as usize].series.as_ref();
-                if shard.find(hashes[i as usize], name).is_none()
-                    && !missing[first_new..].contains(&name)
-                {
-                    missing.push(name);
-                }
-            }
-        }
-        self.reserve(missing.len())?;
-
-        let placeholder = Observation {
-            duplicate: true,
-            verdict: Verdict::WarmingUp { have: 0, need: 0 },
-            direction: Direction::Upper,
-        };
-        let mut observations = vec![placeholder; points.len()];
+        let groups = ShardGroups::new(&hashes);
+        let missing = self.missing_series(points, &hashes, &groups);
+        self.reserve(missing)?;
+        let mut observations = vec![Observation::PLACEHOLDER; points.len()];
         let mut created = 0usize;
-        for (shard, indices) in groups() {
+        for (shard, indices) in groups.iter() {
             let mut shard = self.lock_shard(shard);
             for &i in indices {
                 let point = &points[i as usize];
@@ -313,20 +281,47 @@ impl SeriesTable {
                 observations[i as usize] = Self::apply(&profiles, &mut shard, id, point, now);
             }
         }
-        // Series created meanwhile by other requests were reserved but not
-        // needed; series swept since the count were created on top.
-        match created.cmp(&missing.len()) {
+        self.settle_reservation(missing, created);
+        Ok(observations)
+    }
+
+    /// The number of distinct series of `points` not in the table yet.
+    fn missing_series(
+        &self,
+        points: &[DataPoint<'_>],
+        hashes: &[u64],
+        groups: &ShardGroups,
+    ) -> usize {
+        let mut missing: Vec<&str> = Vec::new();
+        for (shard, indices) in groups.iter() {
+            let shard = self.lock_shard(shard);
+            let first_new = missing.len();
+            for &i in indices {
+                let name = points[i as usize].series.as_ref();
+                if shard.find(hashes[i as usize], name).is_none()
+                    && !missing[first_new..].contains(&name)
+                {
+                    missing.push(name);
+                }
+            }
+        }
+        missing.len()
+    }
+
+    /// Corrects the series count after a batch that reserved `reserved`
+    /// new series and created `created`: series created meanwhile by
+    /// other requests were reserved but not needed; series swept since the
+    /// count were created on top.
+    fn settle_reservation(&self, reserved: usize, created: usize) {
+        match created.cmp(&reserved) {
             std::cmp::Ordering::Less => {
-                self.count
-                    .fetch_sub(missing.len() - created, Ordering::AcqRel);
+                self.count.fetch_sub(reserved - created, Ordering::AcqRel);
             }
             std::cmp::Ordering::Greater => {
-                self.count
-                    .fetch_add(created - missing.len(), Ordering::AcqRel);
+                self.count.fetch_add(created - reserved, Ordering::AcqRel);
             }
             std::cmp::Ordering::Equal => {}
         }
-        Ok(observations)
     }
 
     /// One point: one lock, one lookup.
@@ -427,6 +422,41 @@ impl SeriesTable {
             }
         }
         stats
+    }
+}
+
+/// The indices of a batch's points grouped by shard, in batch order
+/// within each shard (a counting sort on the shard of each hash).
+struct ShardGroups {
+    /// `starts[s]..starts[s + 1]` is shard `s`'s range of `order`.
+    starts: [usize; SHARDS + 1],
+    order: Vec<u32>,
+}
+
+impl ShardGroups {
+    fn new(hashes: &[u64]) -> ShardGroups {
+        let mut starts = [0usize; SHARDS + 1];
+        for &hash in hashes {
+            starts[SeriesTable::shard_of(hash) + 1] += 1;
+        }
+        for i in 0..SHARDS {
+            starts[i + 1] += starts[i];
+        }
+        let mut order = vec![0u32; hashes.len()];
+        let mut fill = starts;
+        for (i, &hash) in hashes.iter().enumerate() {
+            let shard = SeriesTable::shard_of(hash);
+            order[fill[shard]] = i as u32;
+            fill[shard] += 1;
+        }
+        ShardGroups { starts, order }
+    }
+
+    /// `(shard, point indices)` for every shard the batch touches.
+    fn iter(&self) -> impl Iterator<Item = (usize, &[u32])> {
+        (0..SHARDS)
+            .filter(|&s| self.starts[s] < self.starts[s + 1])
+            .map(|s| (s, &self.order[self.starts[s]..self.starts[s + 1]]))
     }
 }
 
