@@ -1,0 +1,170 @@
+//! Tests of the whole server run in-process (see `support`): the request
+//! path end to end, and the timeouts at their real, minutes-long values
+//! under a paused clock.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Server, parse_reply, read_until_closed};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+#[tokio::test]
+async fn an_anomaly_is_replied_logged_and_listed() {
+    let mut server = Server::start("[detector]\nwindow_size = 10\n").await;
+    for i in 0..10 {
+        let value = if i % 2 == 0 { 10.0 } else { 11.0 };
+        let (status, body) = server
+            .request(
+                "POST",
+                "/detect",
+                &format!(r#"{{"series":"cpu","value":{value}}}"#),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = server
+        .request(
+            "POST",
+            "/detect",
+            r#"{"series":"cpu","value":90,"timestamp":1700000000}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["anomaly"], true, "{body}");
+    assert_eq!(reply["logged"], true, "{body}");
+
+    let (status, body) = server.request("GET", "/anomalies?series=cpu", "").await;
+    assert_eq!(status, 200);
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    let listed = listed.as_array().expect("a JSON array");
+    assert_eq!(listed.len(), 1, "{body}");
+    assert_eq!(listed[0]["value"], 90.0);
+
+    let log = server.log_path();
+    server.stop().await.expect("clean shutdown");
+    let lines: Vec<Value> = std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["timestamp"], 1_700_000_000.0);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_the_field_named() {
+    let mut server = Server::start("").await;
+    let (status, body) = server
+        .request("POST", "/detect", r#"{"series":"cpu","value":"high"}"#)
+        .await;
+    assert!(status == 400 || status == 422, "{status} {body}");
+    assert!(body.contains("value"), "{body}");
+    let (status, body) = server.request("GET", "/anomalies?series=%zz", "").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("series"), "{body}");
+    server.stop().await.unwrap();
+}
+
+/// `idle_timeout` (5 minutes here): a kept-alive connection with no
+/// request is closed then, not before.
+#[tokio::test(start_paused = true)]
+async fn an_idle_keep_alive_connection_closes_at_idle_timeout() {
+    let mut server =
+        Server::start("[server]\nidle_timeout = \"5m\"\nheader_read_timeout = \"10m\"\n").await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = Instant::now();
+    let replies = read_until_closed(&mut stream).await;
+    let idle = answered.elapsed();
+    assert_eq!(parse_reply(&replies).0, 200);
+    assert!(
+        idle >= Duration::from_secs(300) && idle < Duration::from_secs(302),
+        "closed after {idle:?} idle, expected 5m"
+    );
+    server.stop().await.unwrap();
+}
+
+/// `header_read_timeout`: a client that never finishes its headers is
+/// disconnected then.
+#[tokio::test(start_paused = true)]
+async fn unfinished_headers_are_cut_off_at_header_read_timeout() {
+    let mut server =
+        Server::start("[server]\nheader_read_timeout = \"45s\"\nidle_timeout = \"10m\"\n").await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(b"POST /detect HTTP/1.1\r\nHost: test\r\n")
+        .await
+        .unwrap();
+    read_until_closed(&mut stream).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(45) && waited < Duration::from_secs(47),
+        "cut off after {waited:?}, expected 45s"
+    );
+    server.stop().await.unwrap();
+}
+
+/// A body that stops arriving gets 408 once `idle_timeout` passes.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_body_gets_408_at_idle_timeout() {
+    let mut server = Server::start("[server]\nidle_timeout = \"2m\"\n").await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(b"POST /detect HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n{\"value\":")
+        .await
+        .unwrap();
+    let reply = read_until_closed(&mut stream).await;
+    let waited = started.elapsed();
+    let (status, body) = parse_reply(&reply);
+    assert_eq!(status, 408, "{body}");
+    assert!(
+        body.contains("timed out reading the request body"),
+        "{body}"
+    );
+    assert!(
+        waited >= Duration::from_secs(120) && waited < Duration::from_secs(122),
+        "answered after {waited:?}, expected 2m"
+    );
+    server.stop().await.unwrap();
+}
+
+/// A request in flight at shutdown is still answered, with the
+/// connection closed after it; the server then stops by itself.
+#[tokio::test(start_paused = true)]
+async fn a_request_in_flight_at_shutdown_is_answered() {
+    let mut server =
+        Server::start("[server]\nshutdown_grace = \"90s\"\nidle_timeout = \"10m\"\n").await;
+    let body = br#"{"series":"cpu","value":1}"#;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /detect HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..5]).await.unwrap();
+    // A /healthz round trip on another connection: the accept loop has
+    // taken the first one, whose request now waits for its body.
+    let (status, _) = server.request("GET", "/healthz", "").await;
+    assert_eq!(status, 200);
+    server.begin_shutdown();
+    // Well within the grace period, the rest of the body arrives.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    stream.write_all(&body[5..]).await.unwrap();
+    let reply = read_until_closed(&mut stream).await;
+    let (status, text) = parse_reply(&reply);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(r#""series":"cpu""#), "{text}");
+    server.finished().await.expect("clean shutdown");
+    // New connections are refused once the listener is gone.
+    assert!(TcpStream::connect(server.addr).await.is_err());
+}

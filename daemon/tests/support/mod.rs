@@ -1,0 +1,129 @@
+//! The in-process test layer: a whole `anomalyd` server (state, log
+//! writer, reload loop, HTTP) started by calling [`anomalyd::app::run`]
+//! inside the test's own runtime, on `127.0.0.1:0` with a temporary
+//! directory. Faster than starting the binary, and it runs under
+//! `tokio::time::pause()`, so timeouts of minutes are tested without
+//! waiting for them: the paused clock jumps to the next timer whenever
+//! every task waits.
+
+#![allow(dead_code)] // each test file uses part of the layer
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anomalyd::app::{self, AppError};
+use anomalyd::config::Config;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A server running in this process.
+pub struct Server {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its directory: the configuration file and the anomaly log.
+    pub dir: TempDir,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), AppError>>,
+}
+
+impl Server {
+    /// Starts a server on `config` (TOML, merged over the defaults); the
+    /// anomaly log goes to the temporary directory.
+    pub async fn start(config: &str) -> Server {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("anomalyd.toml");
+        let log = dir.path().join("anomalies.log");
+        let text = format!(
+            "{config}\n[log]\nanomaly_log_file = {:?}\n",
+            log.to_str().expect("UTF-8 temp path")
+        );
+        std::fs::write(&path, &text).expect("write the configuration");
+        let config = Config::load(&path).expect("valid test configuration");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("bound address");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app::run(
+            listener,
+            Arc::new(config),
+            Some(path),
+            None,
+            shutdown.clone(),
+        ));
+        Server {
+            addr,
+            dir,
+            shutdown,
+            task,
+        }
+    }
+
+    /// The anomaly log's path.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("anomalies.log")
+    }
+
+    /// Asks for a graceful shutdown, as SIGTERM does, without waiting.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Shuts down gracefully and returns what `run` returned. The
+    /// directory stays until the `Server` is dropped.
+    pub async fn stop(&mut self) -> Result<(), AppError> {
+        self.shutdown.cancel();
+        self.finished().await
+    }
+
+    /// Waits for `run` to return after [`Server::begin_shutdown`].
+    pub async fn finished(&mut self) -> Result<(), AppError> {
+        (&mut self.task)
+            .await
+            .expect("the server task does not panic")
+    }
+
+    /// Sends one request with `Connection: close` and returns the status
+    /// and body.
+    pub async fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.expect("read reply");
+        parse_reply(&reply)
+    }
+}
+
+/// The status and body of one HTTP/1.1 reply (no chunked encoding: the
+/// daemon sends `Content-Length`).
+pub fn parse_reply(reply: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(reply);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP reply: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_owned();
+    (status, body)
+}
+
+/// Reads from `stream` until the server closes it; returns what came.
+pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return all,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+        }
+    }
+}
