@@ -1,6 +1,6 @@
 use serde_json::Value;
 
-use crate::helper::{TestDaemon, free_port, point, run_anomalyd, write_config};
+use crate::helper::{MountPoint, TestDaemon, free_port, point, run_anomalyd, write_config};
 
 #[test]
 fn check_config_prints_the_effective_config_or_every_problem() {
@@ -64,27 +64,6 @@ fn port_in_use_exits_1() {
     let out = run_anomalyd(&["--config".as_ref(), path.as_os_str()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&daemon.addr.to_string()));
-}
-
-/// A directory created for a mount and removed (if we created it and it
-/// is empty) when dropped; removing it earlier would detach the mount in
-/// the daemon's namespace.
-struct MountPoint(Option<&'static str>);
-
-impl MountPoint {
-    fn create(path: &'static str) -> MountPoint {
-        let created = !std::path::Path::new(path).exists();
-        std::fs::create_dir_all(path).expect("create the mount point");
-        MountPoint(created.then_some(path))
-    }
-}
-
-impl Drop for MountPoint {
-    fn drop(&mut self) {
-        if let Some(path) = self.0 {
-            let _ = std::fs::remove_dir(path);
-        }
-    }
 }
 
 #[test]

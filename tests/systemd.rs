@@ -2,7 +2,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use crate::helper::{TestDaemon, binary, wait_until, write_config};
+use crate::helper::{MountPoint, TestDaemon, binary, wait_until, write_config};
 
 /// A notify socket read continuously, as systemd does.
 pub(crate) struct NotifySocket {
@@ -135,4 +135,154 @@ fn journal_stream_is_used_only_when_it_names_our_stderr() {
     let mut daemon = TestDaemon::start("[log]\njournal = true\nanomaly_log_file = \"a.log\"\n");
     daemon.wait_for_stderr("Cannot connect to journald; logging to stderr instead.");
     daemon.wait_for_stderr("Listening.");
+}
+
+/// A datagram socket standing in for journald's: bound in a temporary
+/// directory that a private mount namespace puts at /run/systemd/journal,
+/// read continuously.
+struct FakeJournal {
+    dir: tempfile::TempDir,
+    entries: Arc<Mutex<Vec<JournalEntry>>>,
+}
+
+/// The `(key, value)` fields of one journal entry, in order.
+type JournalEntry = Vec<(String, String)>;
+
+/// The fields of one datagram of journald's native protocol: each field is
+/// `KEY=value\n`, or `KEY\n`, a little-endian u64 length, the value and `\n`.
+fn parse_journal_entry(mut data: &[u8]) -> JournalEntry {
+    let mut fields = Vec::new();
+    while !data.is_empty() {
+        let Some(end) = data.iter().position(|&b| b == b'=' || b == b'\n') else {
+            break;
+        };
+        let key = String::from_utf8_lossy(&data[..end]).into_owned();
+        if data[end] == b'=' {
+            let rest = &data[end + 1..];
+            let stop = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+            fields.push((key, String::from_utf8_lossy(&rest[..stop]).into_owned()));
+            data = rest.get(stop + 1..).unwrap_or_default();
+        } else {
+            let rest = &data[end + 1..];
+            let Some(len) = rest.get(..8) else { break };
+            let len = u64::from_le_bytes(len.try_into().unwrap()) as usize;
+            let Some(value) = rest.get(8..8 + len) else {
+                break;
+            };
+            fields.push((key, String::from_utf8_lossy(value).into_owned()));
+            data = rest.get(8 + len + 1..).unwrap_or_default();
+        }
+    }
+    fields
+}
+
+impl FakeJournal {
+    fn bind() -> FakeJournal {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = UnixDatagram::bind(dir.path().join("socket")).unwrap();
+        let entries = Arc::new(Mutex::new(Vec::new()));
+        let sink = entries.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = socket.recv(&mut buf) {
+                sink.lock().unwrap().push(parse_journal_entry(&buf[..n]));
+            }
+        });
+        FakeJournal { dir, entries }
+    }
+
+    /// `program args...` run in a private mount namespace where this
+    /// journal's socket is /run/systemd/journal/socket.
+    fn command(&self, program: &str, args: &[&std::ffi::OsStr]) -> Command {
+        let mut command = Command::new("unshare");
+        command.args(["--mount", "--propagation", "private", "sh", "-c"]);
+        command.arg(r#"mount --bind "$1" /run/systemd/journal && shift && exec "$@""#);
+        command.arg("sh").arg(self.dir.path()).arg(binary(program));
+        command.args(args);
+        command
+    }
+
+    /// Waits for an entry with every one of `fields` (key, value).
+    fn wait_for(&self, fields: &[(&str, &str)]) {
+        wait_until(&format!("a journal entry with {fields:?}"), || {
+            self.entries
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|entry| {
+                    fields
+                        .iter()
+                        .all(|(k, v)| entry.iter().any(|(key, value)| key == k && value == v))
+                })
+                .then_some(())
+        })
+    }
+
+    /// The `SYSLOG_IDENTIFIER` values seen so far.
+    fn identifiers(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .entries
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .filter(|(key, _)| key == "SYSLOG_IDENTIFIER")
+            .map(|(_, value)| value.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// `journalctl -t anomaly-generator` finds the generator's diagnostics
+/// and `journalctl -t anomalyd` the daemon's: each logs under its own name.
+#[test]
+fn each_daemon_logs_to_the_journal_under_its_own_name() {
+    let _mount_point = MountPoint::create("/run/systemd/journal");
+    let generator_journal = FakeJournal::bind();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("generator.toml");
+    std::fs::write(&config, "seed = 7\n[log]\njournal = true\n").unwrap();
+    let out = generator_journal
+        .command(
+            "anomaly-generator",
+            &[
+                "--config".as_ref(),
+                config.as_os_str(),
+                "--count".as_ref(),
+                "3".as_ref(),
+                "--stdout".as_ref(),
+                "--start-time".as_ref(),
+                "1700000000".as_ref(),
+            ],
+        )
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    generator_journal.wait_for(&[
+        ("SYSLOG_IDENTIFIER", "anomaly-generator"),
+        ("MESSAGE", "Generating."),
+        ("SEED", "7"),
+    ]);
+    assert_eq!(generator_journal.identifiers(), ["anomaly-generator"]);
+
+    let daemon_journal = FakeJournal::bind();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        0,
+        "[log]\njournal = true\nanomaly_log_file = \"a.log\"\n",
+    );
+    let command = daemon_journal.command("anomalyd", &["--config".as_ref(), config.as_os_str()]);
+    let daemon = TestDaemon::spawn_command(dir, command);
+    daemon_journal.wait_for(&[("SYSLOG_IDENTIFIER", "anomalyd"), ("MESSAGE", "Listening.")]);
+    daemon.stop();
+    assert_eq!(daemon_journal.identifiers(), ["anomalyd"]);
 }

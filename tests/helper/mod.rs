@@ -451,3 +451,25 @@ pub fn promtool_check(text: &[u8]) -> Option<std::process::Output> {
     child.stdin.take().unwrap().write_all(text).unwrap();
     Some(child.wait_with_output().unwrap())
 }
+
+/// A directory created for a mount and removed (if we created it and it
+/// is empty) when dropped; removing it earlier would detach the mount in
+/// the daemon's namespace.
+pub struct MountPoint(Option<&'static str>);
+
+impl MountPoint {
+    /// Creates `path` (and its parents) if missing.
+    pub fn create(path: &'static str) -> MountPoint {
+        let created = !std::path::Path::new(path).exists();
+        std::fs::create_dir_all(path).expect("create the mount point");
+        MountPoint(created.then_some(path))
+    }
+}
+
+impl Drop for MountPoint {
+    fn drop(&mut self) {
+        if let Some(path) = self.0 {
+            let _ = std::fs::remove_dir(path);
+        }
+    }
+}
