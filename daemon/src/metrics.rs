@@ -4,6 +4,10 @@
 //!
 //! Labels are bounded by construction: routes, statuses, reasons and
 //! directions are enums here, never series names.
+//!
+//! Why a writer of our own: a format rule. `prometheus-client` writes
+//! OpenMetrics, which Debian 12's `promtool check metrics` rejects; the
+//! 0.0.4 text format is a few lines per family, written here.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

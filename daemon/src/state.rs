@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::anomalies::log;
+use crate::anomalies::tail;
 use crate::anomalies::{
     AnomalyEvents, AnomalyLog, AnomalyLogError, AnomalyLogSettings, RecentAnomalies,
 };
@@ -166,12 +166,12 @@ pub fn build_state(
 ) -> Result<Arc<AppState>, AppError> {
     let recent = RecentAnomalies::new(config.log.recent_anomalies);
     let path = &config.log.anomaly_log_file;
-    match log::read_tail::<AnomalyRecord>(path, recent.capacity()) {
-        Ok(records) => {
-            if !records.is_empty() {
-                tracing::info!(count = records.len(), path = %path.display(), "Loaded recent anomalies from the anomaly log.");
+    match tail::read_tail::<AnomalyRecord>(path, recent.capacity()) {
+        Ok(tail) => {
+            if !tail.records.is_empty() {
+                tracing::info!(count = tail.records.len(), scanned_bytes = tail.scanned, path = %path.display(), "Loaded recent anomalies from the anomaly log.");
             }
-            recent.extend(records);
+            recent.extend(tail.records);
         }
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "Cannot read recent anomalies from the anomaly log; starting with an empty list.");

@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -225,6 +225,30 @@ enum Control {
     Close(oneshot::Sender<CloseReport>),
 }
 
+/// A write that did not complete.
+struct WriteFailure {
+    error: io::Error,
+    /// Bytes of whole lines that stayed in the file (see
+    /// [`Writer::write_checked`]).
+    kept: usize,
+}
+
+/// Writes as much of `buf` as the file takes; returns how many bytes were
+/// written and the error that stopped it, if any (a full disk takes part of
+/// a write before it refuses the rest).
+fn write_counted(file: &mut File, buf: &[u8]) -> (usize, io::Result<()>) {
+    let mut written = 0;
+    while written < buf.len() {
+        match file.write(&buf[written..]) {
+            Ok(0) => return (written, Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (written, Err(e)),
+        }
+    }
+    (written, Ok(()))
+}
+
 /// The lines of one group commit and the appenders waiting for them.
 #[derive(Default)]
 struct Group {
@@ -360,7 +384,7 @@ impl Writer {
             self.push_backlog(buf);
             return false;
         }
-        match self.write_checked(buf) {
+        match self.write_checked(buf, false) {
             Ok(()) => {
                 self.count_written(buf);
                 if self.settings.fsync == FsyncPolicy::Always {
@@ -368,33 +392,44 @@ impl Writer {
                 }
                 true
             }
-            Err(e) => {
-                self.enter_failure(&e);
+            Err(failure) => {
+                self.enter_failure(&failure.error);
                 self.push_backlog(buf);
                 false
             }
         }
     }
 
-    /// Writes `buf` (complete lines) at the end of the file. A partial write
-    /// is truncated back to the last complete line. If the file turns out to
-    /// have been deleted, it is re-created and the lines written again, so
-    /// that they are not lost in an unlinked inode.
-    fn write_checked(&mut self, buf: &[u8]) -> io::Result<()> {
+    /// Writes `buf` (complete lines) at the end of the file. If the file
+    /// turns out to have been deleted, it is re-created and the lines
+    /// written again, so that they are not lost in an unlinked inode.
+    ///
+    /// A write that fails part-way is cut back so that the file stays
+    /// line-aligned: to where it began, or with `keep_whole_lines` (the
+    /// backlog: write what fits) to the last whole line written, whose
+    /// length is returned with the error.
+    fn write_checked(&mut self, buf: &[u8], keep_whole_lines: bool) -> Result<(), WriteFailure> {
         for _ in 0..2 {
             if self.file.is_none() {
-                self.reopen()?;
+                self.reopen()
+                    .map_err(|error| WriteFailure { error, kept: 0 })?;
             }
             let open = self.file.as_mut().expect("file was just opened");
-            if let Err(e) = open.file.write_all(buf) {
-                // Cut off any partial line so the file stays line-aligned.
-                if let Err(te) = open.file.set_len(open.complete_len) {
-                    tracing::error!(error = %te, "Cannot truncate the anomaly log after a failed write.");
-                    // The file is now in an unknown state: drop the handle so
-                    // the next attempt reopens and re-checks the tail.
-                    self.file = None;
+            let (written, result) = write_counted(&mut open.file, buf);
+            if let Err(error) = result {
+                let kept = if keep_whole_lines {
+                    buf[..written]
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(0, |at| at + 1)
+                } else {
+                    0
+                };
+                self.cut_back(written - kept);
+                if kept > 0 {
+                    self.dirty = true;
                 }
-                return Err(e);
+                return Err(WriteFailure { error, kept });
             }
             open.complete_len += buf.len() as u64;
             self.dirty = true;
@@ -410,7 +445,34 @@ impl Writer {
                 _ => return Ok(()),
             }
         }
-        Err(io::Error::other("the anomaly log keeps being deleted"))
+        Err(WriteFailure {
+            error: io::Error::other("the anomaly log keeps being deleted"),
+            kept: 0,
+        })
+    }
+
+    /// Removes the last `excess` bytes (a partial write) from the file.
+    /// The cut is made from the file's real end, never from a remembered
+    /// length: someone may have truncated the file meanwhile (`: >
+    /// anomalies.log`), and `set_len` to a stale, larger length would fill
+    /// it with NUL bytes.
+    fn cut_back(&mut self, excess: usize) {
+        let Some(open) = self.file.as_mut() else {
+            return;
+        };
+        let cut = open.file.metadata().and_then(|meta| {
+            let target = meta.len().saturating_sub(excess as u64);
+            open.file.set_len(target).map(|()| target)
+        });
+        match cut {
+            Ok(target) => open.complete_len = target,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot truncate the anomaly log after a failed write.");
+                // The file is now in an unknown state: drop the handle so
+                // the next attempt reopens and re-checks the tail.
+                self.file = None;
+            }
+        }
     }
 
     /// Opens the log at its path, creating the directory and the file, and
@@ -556,7 +618,7 @@ impl Writer {
         for line in &self.backlog {
             buf.extend_from_slice(line);
         }
-        match self.write_checked(&buf) {
+        match self.write_checked(&buf, true) {
             Ok(()) => {
                 self.count_written(&buf);
                 self.backlog.clear();
@@ -576,7 +638,25 @@ impl Writer {
                 }
                 self.dropped_in_episode = 0;
             }
-            Err(e) => self.enter_failure(&e),
+            Err(failure) => {
+                // What fitted is in the file, whole lines in order: take
+                // it off the front of the backlog and keep the rest.
+                self.count_written(&buf[..failure.kept]);
+                let mut kept = failure.kept;
+                while let Some(line) = self.backlog.front()
+                    && line.len() <= kept
+                {
+                    kept -= line.len();
+                    self.backlog.pop_front();
+                }
+                self.stats
+                    .backlog
+                    .store(self.backlog.len() as u64, Ordering::Relaxed);
+                if failure.kept > 0 && self.settings.fsync == FsyncPolicy::Always {
+                    self.sync();
+                }
+                self.enter_failure(&failure.error);
+            }
         }
     }
 
@@ -641,62 +721,10 @@ impl Writer {
     }
 }
 
-/// Reads up to `max` complete, parseable records from the end of the log
-/// file at `path`, oldest first, reading only the tail of the file.
-/// A missing file yields no records.
-pub fn read_tail<T: serde::de::DeserializeOwned>(path: &Path, max: usize) -> io::Result<Vec<T>> {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let len = file.metadata()?.len();
-    const CHUNK: u64 = 64 * 1024;
-    let mut end = len;
-    let mut tail: Vec<u8> = Vec::new();
-    // Read backwards chunk by chunk until enough newlines are seen.
-    while end > 0 {
-        let start = end.saturating_sub(CHUNK);
-        let mut chunk = vec![0u8; (end - start) as usize];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut chunk)?;
-        chunk.extend_from_slice(&tail);
-        tail = chunk;
-        end = start;
-        if tail.iter().filter(|&&b| b == b'\n').count() > max {
-            break;
-        }
-    }
-    let text = tail.as_slice();
-    let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
-    if end > 0 && !lines.is_empty() {
-        // The first piece may be the end of a line that began before `start`.
-        lines.remove(0);
-    }
-    let mut records = Vec::new();
-    let mut bad = 0usize;
-    for line in lines.iter().rev() {
-        if records.len() >= max {
-            break;
-        }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match serde_json::from_slice(line) {
-            Ok(r) => records.push(r),
-            Err(_) => bad += 1,
-        }
-    }
-    if bad > 0 {
-        tracing::warn!(path = %path.display(), skipped = bad, "Skipped unreadable lines in the anomaly log tail.");
-    }
-    records.reverse();
-    Ok(records)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn settings(path: PathBuf, fsync: FsyncPolicy) -> AnomalyLogSettings {
         AnomalyLogSettings {
@@ -870,27 +898,130 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), "2\n3\n4\n5\n6\n");
     }
 
-    #[test]
-    fn read_tail_returns_the_last_records_oldest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.log");
-        let mut text = String::new();
-        for i in 0..20_000u32 {
-            text.push_str(&format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(20)));
+    /// A small tmpfs, unmounted on drop: a real full disk (tests run as
+    /// root; permissions would not stop root).
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Tmpfs {
+            let dir = tempfile::tempdir().unwrap();
+            let status = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .expect("run mount");
+            assert!(status.success(), "mounting a tmpfs needs root");
+            Tmpfs(dir)
         }
-        text.push_str("garbage\n");
-        fs::write(&path, &text).unwrap();
-        #[derive(serde::Deserialize)]
-        struct N {
-            n: u32,
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0.path())
+                .status();
         }
-        let got: Vec<N> = read_tail(&path, 5).unwrap();
-        let ns: Vec<u32> = got.iter().map(|r| r.n).collect();
-        assert_eq!(ns, vec![19_995, 19_996, 19_997, 19_998, 19_999]);
-        let all: Vec<N> = read_tail(&path, 100_000).unwrap();
-        assert_eq!(all.len(), 20_000);
-        assert_eq!(all[0].n, 0);
-        let none: Vec<N> = read_tail(&dir.path().join("missing"), 5).unwrap();
-        assert!(none.is_empty());
+    }
+
+    /// Fills the file system of `path` with one file until writes fail.
+    fn fill(path: &Path) -> File {
+        let mut file = File::create(path).unwrap();
+        let block = vec![b'x'; 4096];
+        while file.write_all(&block).is_ok() {}
+        while file.write_all(b"x").is_ok() {}
+        file
+    }
+
+    /// Polls `check` every 10 ms for up to 10 s.
+    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        for _ in 0..1000 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting until {what}");
+    }
+
+    fn line(i: usize) -> Vec<u8> {
+        format!("{{\"n\":{i:05},\"pad\":\"{}\"}}\n", "p".repeat(80)).into_bytes()
+    }
+
+    /// After a full disk, the backlog goes out as far as the space allows,
+    /// whole lines in order, and the rest waits for more space.
+    #[tokio::test]
+    async fn a_backlog_is_written_as_far_as_it_fits() {
+        let fs_ = Tmpfs::mount("256k");
+        let path = fs_.0.path().join("anomalies.log");
+        let mut settings = settings(path.clone(), FsyncPolicy::Never);
+        settings.backlog = 10_000;
+        let log = AnomalyLog::start(settings).unwrap();
+        let filler_path = fs_.0.path().join("filler");
+        let filler = fill(&filler_path);
+        let mut written = 0;
+        for i in 0..400 {
+            if log.append(line(i)).await {
+                written += 1;
+            }
+        }
+        let backlog = log.stats().backlog.load(Ordering::Relaxed);
+        assert_eq!(backlog as usize, 400 - written, "the rest is held");
+        assert!(backlog > 300, "the disk is full: {backlog}");
+        // Room for about a third of the ~40 KB backlog.
+        filler
+            .set_len(filler.metadata().unwrap().len() - 12 * 1024)
+            .unwrap();
+        log.tick().await;
+        eventually("part of the backlog is written", || {
+            log.stats().backlog.load(Ordering::Relaxed) < backlog
+        })
+        .await;
+        let left = log.stats().backlog.load(Ordering::Relaxed);
+        assert!(left > 0, "not everything fits");
+        let text = fs::read(&path).unwrap();
+        assert!(text.ends_with(b"\n"), "whole lines only");
+        let lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+        assert_eq!(lines.len() as u64, 400 - left, "each line once");
+        for (i, got) in lines.iter().enumerate() {
+            assert_eq!(*got, line(i).as_slice(), "in order");
+        }
+        // With room for all of it, the rest follows.
+        drop(filler);
+        fs::remove_file(&filler_path).unwrap();
+        log.tick().await;
+        eventually("the backlog is written", || {
+            log.stats().backlog.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        let text = fs::read(&path).unwrap();
+        let expected: Vec<u8> = (0..400).flat_map(line).collect();
+        assert_eq!(text, expected);
+        log.close().await;
+    }
+
+    /// `: > anomalies.log` while the daemon writes, then a full disk: the
+    /// failed write is cut back from the file's real end, so no NUL bytes
+    /// appear where the truncated content was.
+    #[tokio::test]
+    async fn a_log_truncated_by_hand_then_a_full_disk_gets_no_nul_bytes() {
+        let fs_ = Tmpfs::mount("256k");
+        let path = fs_.0.path().join("anomalies.log");
+        let log = AnomalyLog::start(settings(path.clone(), FsyncPolicy::Never)).unwrap();
+        for i in 0..100 {
+            assert!(log.append(line(i)).await);
+        }
+        File::create(&path).unwrap(); // truncates, as `: >` does
+        let _filler = fill(&fs_.0.path().join("filler"));
+        let big: Vec<u8> = (100..200).flat_map(line).collect();
+        assert!(!log.append(big).await, "the disk is full");
+        let text = fs::read(&path).unwrap();
+        assert!(
+            !text.contains(&0),
+            "{} NUL bytes",
+            text.iter().filter(|&&b| b == 0).count()
+        );
+        assert!(text.is_empty() || text.ends_with(b"\n"));
+        log.close().await;
     }
 }

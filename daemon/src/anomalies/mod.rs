@@ -1,5 +1,5 @@
 //! Anomalies once detected: the durable JSON-lines log ([`log`], one writer
-//! thread), the recent anomalies served on `GET /anomalies` ([`recent`]) and
+//! thread, and [`tail`], reading it back at start-up), the recent anomalies served on `GET /anomalies` ([`recent`]) and
 //! the rate-limited journal events ([`journal`]). The alert sinks of
 //! [9/11] join them here.
 //!
@@ -9,6 +9,7 @@
 pub mod journal;
 pub mod log;
 pub mod recent;
+pub mod tail;
 
 pub use journal::{ANOMALY_TARGET, AnomalyEvents};
 pub use log::{AnomalyLog, AnomalyLogError, AnomalyLogSettings};
