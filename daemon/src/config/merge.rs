@@ -13,8 +13,8 @@ use toml::de::{DeTable, DeValue};
 
 use super::toml_walk::{Document, entries, join_key, quote};
 use super::{
-    Config, ConfigErrors, ConfigProblem, DetectorConfig, DetectorOverrides, KeyTable, LogKeys,
-    ROOT_KEYS, Rule, ServerKeys,
+    Config, ConfigErrors, ConfigProblem, DetectorConfig, DetectorOverrides, KeyTable, LogConfig,
+    LogKeys, ROOT_KEYS, Rule, ServerKeys,
 };
 
 /// Parses one document (no conf.d). `file` is used in problems.
@@ -270,6 +270,7 @@ impl Loader {
         log.keys.apply_to(&mut config.log);
 
         check_detector(&config.detector, &detector, &mut self.problems);
+        check_log(&config.log, &log, &mut self.problems);
         for rule in &rules {
             check_rule(&config.detector, &detector, rule, &mut self.problems);
         }
@@ -280,6 +281,29 @@ impl Loader {
         } else {
             Err(ConfigErrors(self.problems))
         }
+    }
+}
+
+/// `[log]`: `anomaly_log_file` must not name a directory (the check that
+/// start-up would otherwise fail later, or `--check-config` miss).
+fn check_log(log: &LogConfig, section: &Section<LogKeys>, problems: &mut Vec<ConfigProblem>) {
+    if !log.anomaly_log_file.is_dir() {
+        return;
+    }
+    let message = format!(
+        "{} is a directory; name a file in it, e.g. \"{}\"",
+        log.anomaly_log_file.display(),
+        log.anomaly_log_file.join("anomalies.log").display()
+    );
+    match section.origin("anomaly_log_file") {
+        Ok(Some(origin)) => problems.push(origin.problem(message)),
+        Ok(None) => problems.push(ConfigProblem {
+            file: std::path::PathBuf::from("(built-in default)"),
+            key: Some("log.anomaly_log_file".into()),
+            position: None,
+            message,
+        }),
+        Err(()) => {}
     }
 }
 

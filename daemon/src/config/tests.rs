@@ -958,3 +958,24 @@ fn missing_main_file_is_an_error_missing_conf_d_is_fine() {
     assert_eq!(config.detector.window_size, 12);
     assert_eq!(config.files, [path]);
 }
+
+#[test]
+fn a_directory_as_the_anomaly_log_is_an_error_at_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[log]\nanomaly_log_file = {:?}\n",
+        dir.path().to_str().unwrap()
+    );
+    let errors = Config::from_toml_str(&text, Path::new("a.toml")).unwrap_err();
+    let problem = &errors.0[0];
+    assert_eq!(problem.key.as_deref(), Some("log.anomaly_log_file"));
+    assert_eq!(problem.position, Some((2, 20)));
+    assert!(
+        problem.message.contains("is a directory"),
+        "{}",
+        problem.message
+    );
+    let file = dir.path().join("anomalies.log");
+    let text = format!("[log]\nanomaly_log_file = {:?}\n", file.to_str().unwrap());
+    assert!(Config::from_toml_str(&text, Path::new("a.toml")).is_ok());
+}

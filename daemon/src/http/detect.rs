@@ -103,7 +103,10 @@ async fn detect_batch(body: &[u8], format: BodyFormat, state: &AppState) -> Resp
         Ok(points) => points,
         Err(e) => return parse_error(e),
     };
-    if let Err(e) = ingest::validate_all(&points, true, format == BodyFormat::Ndjson) {
+    // NDJSON was validated line by line as it was parsed.
+    if format == BodyFormat::Json
+        && let Err(e) = ingest::validate_all(&points)
+    {
         return error(StatusCode::UNPROCESSABLE_ENTITY, e.message);
     }
     let observations = match state.table.observe_batch(&points) {

@@ -11,7 +11,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::point::{DEFAULT_SERIES, DataPoint, PointError, PointErrorKind};
+use super::point::{DEFAULT_SERIES, DataPoint, PointError, PointErrorKind, validate_point};
 use super::scan;
 
 /// Parses a JSON body: one object, or an array of objects (told apart by the
@@ -40,8 +40,8 @@ pub fn parse_json_object(body: &[u8]) -> Result<DataPoint<'_>, PointError> {
     }
 }
 
-/// Parses an NDJSON body: one object per line; blank lines are skipped.
-/// Errors name the 1-based line.
+/// Parses and validates an NDJSON body: one object per line; blank lines
+/// are skipped. Errors name the 1-based line.
 pub fn parse_ndjson_body(body: &[u8]) -> Result<Vec<DataPoint<'_>>, PointError> {
     let mut points = Vec::with_capacity(body.len() / 48 + 1);
     for (index, line) in body.split(|&b| b == b'\n').enumerate() {
@@ -58,6 +58,12 @@ pub fn parse_ndjson_body(body: &[u8]) -> Result<Vec<DataPoint<'_>>, PointError> 
                 e.message.replace(" at line 1 column ", " at column ")
             ),
         })?;
+        if let Err(message) = validate_point(&point) {
+            return Err(PointError::invalid(format!(
+                "line {}: {message}",
+                index + 1
+            )));
+        }
         points.push(point);
     }
     Ok(points)
@@ -542,7 +548,7 @@ impl<'de> Visitor<'de> for SeqField<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::point::{MAX_SERIES_NAME_BYTES, validate_point};
+    use super::super::point::{MAX_SEQ, MAX_SERIES_NAME_BYTES};
     use super::*;
 
     #[test]
@@ -700,6 +706,48 @@ mod tests {
         p.series = Cow::Borrowed("ok");
         p.timestamp = Some(-1.0);
         assert!(validate_point(&p).unwrap_err().contains("`timestamp`"));
+    }
+
+    #[test]
+    fn ndjson_validation_errors_name_the_line() {
+        let body = b"{\"value\":1}\n\n  \n{\"value\":1e300}\n";
+        let e = parse_ndjson_body(body).unwrap_err();
+        assert_eq!(e.kind, PointErrorKind::Invalid);
+        assert!(
+            e.message.starts_with("line 4: field `value`"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn huge_numbers_are_shown_short() {
+        let e = parse_ndjson_body(b"{\"value\":1e308}").unwrap_err();
+        assert!(e.message.contains("1e308"), "{}", e.message);
+        assert!(e.message.len() < 120, "{}", e.message);
+        let points = parse_json_body(b"[{\"value\":1,\"timestamp\":-1e200}]").unwrap();
+        let e = super::super::validate_all(&points).unwrap_err();
+        assert!(e.message.starts_with("item 0:"), "{}", e.message);
+        assert!(e.message.contains("-1e200"), "{}", e.message);
+        assert_eq!(super::super::short_number(1.5), "1.5");
+        assert_eq!(super::super::short_number(1700000000.25), "1700000000.25");
+    }
+
+    #[test]
+    fn seq_at_or_above_2_pow_63_is_invalid() {
+        let ok = format!("{{\"value\":1,\"seq\":{MAX_SEQ}}}");
+        assert_eq!(
+            parse_ndjson_body(ok.as_bytes()).unwrap()[0].seq,
+            Some(MAX_SEQ)
+        );
+        for seq in [MAX_SEQ + 1, u64::MAX] {
+            let body = format!("{{\"value\":1,\"seq\":{seq}}}");
+            let e = parse_ndjson_body(body.as_bytes()).unwrap_err();
+            assert_eq!(e.kind, PointErrorKind::Invalid);
+            assert!(e.message.contains("`seq`"), "{}", e.message);
+            let point = parse_json_object(body.as_bytes()).unwrap();
+            assert!(validate_point(&point).unwrap_err().contains("2^63"));
+        }
     }
 }
 

@@ -14,6 +14,10 @@ pub const MAX_SERIES_NAME_BYTES: usize = 256;
 /// Largest accepted `|value|`. Squares of larger values could overflow the
 /// window's variance, so they are rejected with 422 instead.
 pub const MAX_ABS_VALUE: f64 = 1e150;
+/// Largest accepted `seq`: 2^63 - 1. A `seq` near `u64::MAX` would make
+/// every later point of its series a duplicate; and 2^63 is where other
+/// tools' signed 64-bit integers end.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
 /// Series name used when a point names none.
 pub const DEFAULT_SERIES: &str = "default";
 
@@ -87,14 +91,22 @@ pub fn validate_point(point: &DataPoint<'_>) -> Result<(), String> {
     if !point.value.is_finite() || point.value.abs() > MAX_ABS_VALUE {
         return Err(format!(
             "field `value`: {} is out of range (at most ±{MAX_ABS_VALUE:e})",
-            point.value
+            short_number(point.value)
         ));
     }
     if let Some(ts) = point.timestamp
         && (!ts.is_finite() || ts < 0.0)
     {
         return Err(format!(
-            "field `timestamp`: {ts} is not a valid unix time (seconds since 1970, >= 0)"
+            "field `timestamp`: {} is not a valid unix time (seconds since 1970, >= 0)",
+            short_number(ts)
+        ));
+    }
+    if let Some(seq) = point.seq
+        && seq > MAX_SEQ
+    {
+        return Err(format!(
+            "field `seq`: {seq} is too large (at most 2^63 - 1 = {MAX_SEQ})"
         ));
     }
     let series = point.series.as_ref();
@@ -113,20 +125,23 @@ pub fn validate_point(point: &DataPoint<'_>) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses and validates every point; the first bad one fails the whole body.
-pub fn validate_all(points: &[DataPoint<'_>], batch: bool, ndjson: bool) -> Result<(), PointError> {
+/// A number as an error message shows it: short, in scientific notation
+/// when large or tiny (`1e308`, not 309 digits).
+pub fn short_number(x: f64) -> String {
+    if x != 0.0 && x.is_finite() && !(1e-4..1e16).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
+    }
+}
+
+/// Validates every point of a JSON array; the first bad one fails the
+/// whole body, named by its index (NDJSON is validated as it is parsed,
+/// with line numbers).
+pub fn validate_all(points: &[DataPoint<'_>]) -> Result<(), PointError> {
     for (index, point) in points.iter().enumerate() {
         if let Err(message) = validate_point(point) {
-            let message = if ndjson {
-                // NDJSON positions are lines; blank lines were skipped, so
-                // name the point's ordinal instead of guessing a line.
-                format!("point {}: {message}", index + 1)
-            } else if batch {
-                format!("item {index}: {message}")
-            } else {
-                message
-            };
-            return Err(PointError::invalid(message));
+            return Err(PointError::invalid(format!("item {index}: {message}")));
         }
     }
     Ok(())
