@@ -137,16 +137,24 @@ fn an_invalid_file_keeps_the_old_config_until_it_is_fixed() {
             "threshold_multiplier = \"high\"",
         ),
     );
-    let reply = wait_until("/ready to report the failed reload", || {
-        let reply = daemon.get("/ready");
-        (reply.status == 503).then_some(reply)
+    let reply = wait_until("/healthz to report the failed reload", || {
+        let reply = daemon.get("/healthz");
+        (reply.json()["warnings"]
+            .as_array()
+            .is_some_and(|w| !w.is_empty()))
+        .then_some(reply)
     });
-    let reasons = reply.json()["reasons"].to_string();
+    assert_eq!(reply.status, 200, "still live");
+    let warnings = reply.json()["warnings"].to_string();
     assert!(
-        reasons.contains("anomalyd.toml:3:") && reasons.contains("detector.threshold_multiplier"),
-        "{reasons}"
+        warnings.contains("anomalyd.toml:3:") && warnings.contains("detector.threshold_multiplier"),
+        "{warnings}"
     );
     assert_eq!(daemon.metric("anomalyd_config_last_reload_successful"), 0.0);
+    // Still ready: it serves on the previous configuration, and a bad file
+    // pushed to every node must not take them all out of a load balancer.
+    let ready = daemon.get("/ready");
+    assert_eq!(ready.status, 200, "{}", ready.json());
     let line = daemon.wait_for_stderr("Configuration reload failed");
     assert!(line.contains("ERROR"), "{line}");
     daemon.wait_for_stderr("anomalyd.toml:3:24: detector.threshold_multiplier");
@@ -159,8 +167,8 @@ fn an_invalid_file_keeps_the_old_config_until_it_is_fixed() {
         &path,
         &good.replace("threshold_multiplier = 3.0", "threshold_multiplier = 4.0"),
     );
-    wait_until("/ready to recover", || {
-        (daemon.get("/ready").status == 200).then_some(())
+    wait_until("/healthz to clear the warning", || {
+        (daemon.get("/healthz").json()["warnings"] == serde_json::json!([])).then_some(())
     });
     assert_eq!(daemon.metric("anomalyd_config_last_reload_successful"), 1.0);
     let reply = daemon.detect(&point("s", 11.0, 5.0)).json();

@@ -48,16 +48,18 @@ pub async fn run(
     systemd::ready(&state.status_line());
 
     let connections = TaskTracker::new();
+    let kill = CancellationToken::new();
     http::serve(
         listener,
         state.clone(),
         shutdown.clone(),
+        kill.clone(),
         connections.clone(),
     )
     .await;
 
     systemd::stopping("shutting down: finishing in-flight requests");
-    drain(&state, connections).await;
+    drain(&state, connections, kill).await;
     stop_tasks.cancel();
     tasks.close();
     tasks.wait().await;
@@ -69,8 +71,10 @@ pub async fn run(
     Ok(())
 }
 
-/// Waits for in-flight requests, at most `[server] shutdown_grace`.
-async fn drain(state: &AppState, connections: TaskTracker) {
+/// Waits for in-flight requests, at most `[server] shutdown_grace`; then
+/// drops the connections still open (for example one blocked writing to a
+/// client that does not read).
+async fn drain(state: &AppState, connections: TaskTracker, kill: CancellationToken) {
     let grace = state.config().server.shutdown_grace;
     tracing::info!(
         grace_secs = grace.as_secs_f64(),
@@ -85,6 +89,8 @@ async fn drain(state: &AppState, connections: TaskTracker) {
             grace_secs = grace.as_secs_f64(),
             "Requests still in flight after [server] shutdown_grace; closing anyway."
         );
+        kill.cancel();
+        connections.wait().await;
     }
 }
 

@@ -103,18 +103,27 @@ impl AppState {
         }
     }
 
-    /// Reasons the daemon is not fully healthy: the anomaly log cannot be
-    /// written, or the last reload failed. Empty when all is well.
-    pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
+    /// Why the daemon cannot do its job: the anomaly log cannot be
+    /// written. Empty when ready (`GET /ready`).
+    pub fn not_ready_reasons(&self) -> Vec<String> {
         let log = self.log.stats();
-        if log.failing.load(Ordering::Relaxed) {
-            problems.push(format!(
-                "the anomaly log {} cannot be written; {} anomalies are held in memory (see the daemon's log)",
-                self.config().log.anomaly_log_file.display(),
-                log.backlog.load(Ordering::Relaxed)
-            ));
+        if !log.failing.load(Ordering::Relaxed) {
+            return Vec::new();
         }
+        vec![format!(
+            "the anomaly log {} cannot be written; {} anomalies are held in memory (see the daemon's log)",
+            self.config().log.anomaly_log_file.display(),
+            log.backlog.load(Ordering::Relaxed)
+        )]
+    }
+
+    /// Everything an operator should look at (`GET /healthz`): the reasons
+    /// the daemon is not ready, and a failed last reload, which leaves the
+    /// daemon serving on its previous configuration and so ready (a bad
+    /// file pushed to every node must not pull them all out of a load
+    /// balancer). Empty when all is well.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = self.not_ready_reasons();
         if let Some(error) = self.last_reload_error() {
             problems.push(format!(
                 "the last configuration reload failed; running on the previous configuration: {error}"

@@ -6,6 +6,8 @@ mod support;
 
 use std::time::Duration;
 
+use anomalyd::api::AnomalyRecord;
+use anomalyd::detect::Side;
 use serde_json::Value;
 use support::{Server, parse_reply, read_until_closed};
 use tokio::io::AsyncWriteExt;
@@ -92,6 +94,30 @@ async fn an_idle_keep_alive_connection_closes_at_idle_timeout() {
     server.stop().await.unwrap();
 }
 
+/// With the defaults' shape (`header_read_timeout` shorter than
+/// `idle_timeout`), a kept-alive connection waiting for its next request
+/// is closed at `idle_timeout`: the header timeout only runs once a
+/// request has begun.
+#[tokio::test(start_paused = true)]
+async fn the_header_timeout_does_not_cut_an_idle_keep_alive_connection() {
+    let mut server =
+        Server::start("[server]\nheader_read_timeout = \"10s\"\nidle_timeout = \"60s\"\n").await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = Instant::now();
+    let replies = read_until_closed(&mut stream).await;
+    let idle = answered.elapsed();
+    assert_eq!(parse_reply(&replies).0, 200);
+    assert!(
+        idle >= Duration::from_secs(60) && idle < Duration::from_secs(62),
+        "closed after {idle:?} idle, expected idle_timeout (60s)"
+    );
+    server.stop().await.unwrap();
+}
+
 /// `header_read_timeout`: a client that never finishes its headers is
 /// disconnected then.
 #[tokio::test(start_paused = true)]
@@ -168,3 +194,91 @@ async fn a_request_in_flight_at_shutdown_is_answered() {
     // New connections are refused once the listener is gone.
     assert!(TcpStream::connect(server.addr).await.is_err());
 }
+
+/// A client that pipelines `request` on a connection with a small receive
+/// buffer, and never reads.
+/// It keeps writing (at most a million requests) until the server drops
+/// the connection, which the returned receiver reports.
+async fn client_that_never_reads(
+    server: &Server,
+    request: &'static [u8],
+) -> tokio::sync::oneshot::Receiver<()> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let (dropped, dropped_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (_reader, mut writer) = stream.into_split();
+        for _ in 0..1_000_000 {
+            if writer.write_all(request).await.is_err() {
+                let _ = dropped.send(());
+                return;
+            }
+        }
+    });
+    dropped_rx
+}
+
+/// A client that pipelines requests and never reads its replies blocks the
+/// server's writes; at `write_timeout` its connection is dropped (its
+/// further writes fail), and the server serves others meanwhile.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_reads_is_dropped_at_write_timeout() {
+    let mut server = Server::start(
+        "[server]\nwrite_timeout = \"30s\"\nidle_timeout = \"1h\"\nheader_read_timeout = \"1h\"\n",
+    )
+    .await;
+    let dropped = client_that_never_reads(&server, METRICS).await;
+    let (status, _) = server.request("GET", "/healthz", "").await;
+    assert_eq!(status, 200, "others are served while one client is stuck");
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(600), dropped)
+        .await
+        .expect("the stuck connection was never dropped")
+        .unwrap();
+    assert!(
+        started.elapsed() <= Duration::from_secs(31),
+        "{:?}",
+        started.elapsed()
+    );
+    server.stop().await.unwrap();
+}
+
+/// On shutdown, a connection blocked in the middle of writing a large reply
+/// to a client that does not read is dropped at the end of the grace
+/// period (a graceful close would wait for the reply to finish).
+#[tokio::test(start_paused = true)]
+async fn shutdown_drops_a_connection_blocked_in_a_write_after_the_grace() {
+    // 1,000 recent anomalies with long names: each reply is about 400 KB.
+    let mut log = Vec::new();
+    for i in 0..1000 {
+        let record = AnomalyRecord {
+            series: format!("{i:04}{}", "s".repeat(250)),
+            value: 100.0,
+            timestamp: 1_700_000_000.0 + f64::from(i),
+            mean: 1.0,
+            std_dev: 1.0,
+            threshold: 4.0,
+            direction: Side::Upper,
+            seq: None,
+        };
+        record.write_line(&mut log);
+    }
+    let mut server = Server::start_with_log(
+        "[server]\nshutdown_grace = \"5s\"\nwrite_timeout = \"1h\"\nidle_timeout = \"1h\"\nheader_read_timeout = \"1h\"\n",
+        &log,
+    )
+    .await;
+    let dropped = client_that_never_reads(&server, ANOMALIES).await;
+    let (status, _) = server.request("GET", "/healthz", "").await;
+    assert_eq!(status, 200);
+    server.begin_shutdown();
+    server.finished().await.expect("clean shutdown");
+    tokio::time::timeout(Duration::from_secs(600), dropped)
+        .await
+        .expect("the stuck connection outlived the grace period")
+        .unwrap();
+}
+
+const METRICS: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n";
+const ANOMALIES: &[u8] = b"GET /anomalies?limit=1000 HTTP/1.1\r\nHost: test\r\n\r\n";

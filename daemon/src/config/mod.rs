@@ -97,6 +97,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Time an idle keep-alive connection is kept open.
     pub idle_timeout: Duration,
+    /// Time a reply may stay blocked on a client that does not read.
+    pub write_timeout: Duration,
     /// Largest number of series tracked at once.
     pub max_series: usize,
     /// Time in-flight requests get to finish once shutdown begins.
@@ -111,6 +113,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
             max_series: 100_000,
             shutdown_grace: Duration::from_secs(10),
         }
@@ -346,6 +349,7 @@ key_table! {
         max_connections: usize = |d, k, v| d.integer(k, v, 1..),
         header_read_timeout: Duration = |d, k, v| d.duration(k, v, POSITIVE),
         idle_timeout: Duration = |d, k, v| d.duration(k, v, POSITIVE),
+        write_timeout: Duration = |d, k, v| d.duration(k, v, POSITIVE),
         max_series: usize = |d, k, v| d.integer(k, v, 1..),
         shutdown_grace: Duration = |d, k, v| d.duration(k, v, ..),
     }
@@ -616,6 +620,7 @@ impl Config {
         key(&mut out, "max_connections", &server.max_connections);
         key(&mut out, "header_read_timeout", &server.header_read_timeout);
         key(&mut out, "idle_timeout", &server.idle_timeout);
+        key(&mut out, "write_timeout", &server.write_timeout);
         key(&mut out, "max_series", &server.max_series);
         key(&mut out, "shutdown_grace", &server.shutdown_grace);
 

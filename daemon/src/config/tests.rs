@@ -317,7 +317,8 @@ fn unknown_key_in_server() {
     assert_eq!(
         message,
         "unknown key \"port\" in [server]; expected one of: listen, max_body_bytes, \
-         max_connections, header_read_timeout, idle_timeout, max_series, shutdown_grace"
+         max_connections, header_read_timeout, idle_timeout, write_timeout, max_series, \
+         shutdown_grace"
     );
 }
 

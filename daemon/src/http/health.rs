@@ -37,9 +37,10 @@ pub(super) fn healthz(state: &AppState) -> Response<ResponseBody> {
 }
 
 /// `GET /ready`: 503 with the reasons while the anomaly log cannot be
-/// written or the last reload failed.
+/// written. A failed reload does not count: the daemon keeps serving on
+/// its previous configuration, and `/healthz` reports it.
 pub(super) fn ready(state: &AppState) -> Response<ResponseBody> {
-    let problems = state.problems();
+    let problems = state.not_ready_reasons();
     let (status, reply) = if problems.is_empty() {
         (
             StatusCode::OK,

@@ -1,5 +1,6 @@
-//! The accept loop: the connection cap, per-connection timeouts, the idle
-//! watchdog, and the drain on shutdown.
+//! The accept loop: the connection cap, per-connection timeouts (idle,
+//! request headers, blocked replies) kept by a watchdog task per
+//! connection, and the drain on shutdown.
 //!
 //! The number of connections is capped by a semaphore permit taken before
 //! `accept`, so excess clients wait in the kernel's backlog instead of
@@ -7,17 +8,23 @@
 
 use std::convert::Infallible;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+// tokio's clock (the std clock outside tests), so that the timeouts
+// follow a paused test clock.
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -28,11 +35,14 @@ use crate::state::AppState;
 
 /// Accepts connections on `listener` and serves them until `shutdown` is
 /// cancelled; then stops accepting and returns. In-flight connections are
-/// told to finish and are tracked by `connections`, which the caller drains.
+/// told to finish and are tracked by `connections`, which the caller
+/// drains; cancelling `kill` drops those still open (the grace period is
+/// over).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: CancellationToken,
+    kill: CancellationToken,
     connections: TaskTracker,
 ) {
     // max_connections is fixed for the process's life; the timeouts are
@@ -59,55 +69,62 @@ pub async fn serve(
             state.clone(),
             permit,
             shutdown.clone(),
+            kill.clone(),
         ));
     }
 }
 
-/// Serves one connection until the client closes it, it is idle for
-/// `idle_timeout`, or `shutdown` asks it to finish its request and close.
+/// Serves one connection until the client closes it, or the watchdog
+/// ([`Activity::watch`]) ends it: gracefully when it is idle or on
+/// shutdown, at once when a request's headers or a blocked reply overrun
+/// their timeouts, or when `kill` is cancelled.
 async fn serve_connection(
     stream: TcpStream,
     state: Arc<AppState>,
     _permit: OwnedSemaphorePermit,
     shutdown: CancellationToken,
+    kill: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
     let server = state.config().server.clone();
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
-        .keep_alive(true);
     let activity = Arc::new(Activity::new());
-    let conn = builder.serve_connection(
-        TokioIo::new(stream),
+    // hyper's own header timeout also runs while a kept-alive connection
+    // waits for its next request, which would cut idle connections at
+    // header_read_timeout; the watchdog times headers from their first
+    // byte instead.
+    let conn = http1::Builder::new().keep_alive(true).serve_connection(
+        TokioIo::new(Tracked {
+            stream,
+            activity: activity.clone(),
+        }),
         service_fn({
             let activity = activity.clone();
             move |req| handle(req, state.clone(), activity.clone())
         }),
     );
-    // A watchdog task asks the connection to close on shutdown or after
-    // `idle_timeout` without a request. It runs apart so that the
-    // connection task, woken several times per request, polls one cheap
-    // `Notified` instead of a timer and the shutdown token.
-    let close = Arc::new(Notify::new());
-    let watchdog = {
-        let close = close.clone();
-        let idle_timeout = server.idle_timeout;
-        tokio::spawn(async move {
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                () = activity.idle_for(idle_timeout) => {}
-            }
-            close.notify_one();
-        })
-    };
+    // The watchdog runs apart so that the connection task, woken several
+    // times per request, polls two cheap `Notified`s instead of timers.
+    let ending = Arc::new(Ending::default());
+    let watchdog = tokio::spawn({
+        let ending = ending.clone();
+        let limits = Limits {
+            idle: server.idle_timeout,
+            header: server.header_read_timeout,
+            write: server.write_timeout,
+        };
+        async move { activity.watch(limits, &shutdown, &ending).await }
+    });
     let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = close.notified() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let mut graceful = false;
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            () = ending.graceful.notified(), if !graceful => {
+                graceful = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = ending.cut.notified() => break Ok(()),
+            () = kill.cancelled() => break Ok(()),
         }
     };
     watchdog.abort();
@@ -151,12 +168,47 @@ async fn accept_error(e: io::Error) {
     }
 }
 
-/// Tracks whether a connection has a request in flight and when it last
-/// finished one, for the keep-alive idle timeout.
+/// How the watchdog asks the connection task to end.
+#[derive(Default)]
+struct Ending {
+    /// Finish the request in progress, then close (idle, shutdown).
+    graceful: Notify,
+    /// Drop the connection now (a timeout overrun).
+    cut: Notify,
+}
+
+/// The timeouts a connection is held to.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    idle: Duration,
+    header: Duration,
+    write: Duration,
+}
+
+impl Limits {
+    /// How often the watchdog looks while nothing is due: a quarter of the
+    /// shortest timeout, so that a head or a blocked write that starts
+    /// meanwhile is seen well before its deadline.
+    fn check_every(&self) -> Duration {
+        (self.idle.min(self.header).min(self.write) / 4).max(Duration::from_millis(10))
+    }
+}
+
+/// "Not set" for the millisecond fields of [`Activity`].
+const UNSET: u64 = u64::MAX;
+
+/// What a connection is doing, kept with atomics by the request path and
+/// the socket wrapper and read by the watchdog. Times are milliseconds
+/// since `epoch`.
 struct Activity {
     in_flight: AtomicUsize,
-    /// Milliseconds since `epoch` when the connection last became idle.
+    /// When the connection last became idle (no request in flight).
     idle_since_ms: AtomicU64,
+    /// When the first byte of a request not yet handed to the service
+    /// arrived; the connection's start for its first request.
+    head_since_ms: AtomicU64,
+    /// Since when a write has been refused (the client does not read).
+    write_blocked_ms: AtomicU64,
     epoch: Instant,
 }
 
@@ -165,34 +217,103 @@ impl Activity {
         Activity {
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            // The first request's headers are due from the connection's
+            // start, as before its first byte the client owes us one.
+            head_since_ms: AtomicU64::new(0),
+            write_blocked_ms: AtomicU64::new(UNSET),
             epoch: Instant::now(),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     /// Marks a request in flight until the returned guard is dropped.
     fn begin(self: Arc<Self>) -> BusyOwned {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_since_ms.store(UNSET, Ordering::Release);
         BusyOwned {
             activity: self,
             finished: None,
         }
     }
 
-    /// Resolves once the connection has been idle for `timeout`.
-    async fn idle_for(&self, timeout: Duration) {
+    /// Bytes arrived: if no request is in flight, they begin the next
+    /// request's head, whose timeout starts now.
+    fn bytes_read(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0
+            && self.head_since_ms.load(Ordering::Acquire) == UNSET
+        {
+            self.head_since_ms.store(self.now_ms(), Ordering::Release);
+        }
+    }
+
+    /// A write was refused (`blocked`) or made progress.
+    fn write_blocked(&self, blocked: bool) {
+        let current = self.write_blocked_ms.load(Ordering::Acquire);
+        if blocked && current == UNSET {
+            self.write_blocked_ms
+                .store(self.now_ms(), Ordering::Release);
+        } else if !blocked && current != UNSET {
+            self.write_blocked_ms.store(UNSET, Ordering::Release);
+        }
+    }
+
+    /// Watches the connection until it must end: asks for a graceful close
+    /// when it is idle for `idle` or on `shutdown` (and keeps watching
+    /// writes), and cuts it when a request's head takes longer than
+    /// `header` or a write stays blocked for `write`.
+    async fn watch(&self, limits: Limits, shutdown: &CancellationToken, ending: &Ending) {
+        let ms = |d: Duration| d.as_millis() as u64;
+        let mut graceful = false;
         loop {
-            let idle_since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
-            let deadline = self.epoch + idle_since + timeout;
-            tokio::time::sleep_until(deadline.into()).await;
-            let still_idle_since =
-                Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
-            if self.in_flight.load(Ordering::Acquire) == 0 && still_idle_since == idle_since {
-                return;
+            let now = self.now_ms();
+            let mut next = now + ms(limits.check_every());
+            let blocked = self.write_blocked_ms.load(Ordering::Acquire);
+            if blocked != UNSET {
+                let due = blocked.saturating_add(ms(limits.write));
+                if now >= due {
+                    tracing::debug!(
+                        "A reply stayed unread for [server] write_timeout; closing the connection."
+                    );
+                    ending.cut.notify_one();
+                    return;
+                }
+                next = next.min(due);
             }
-            if self.in_flight.load(Ordering::Acquire) > 0 {
-                // Check again one timeout after the request started; the
-                // request itself is bounded by the body read timeout.
-                tokio::time::sleep(timeout).await;
+            if !graceful && self.in_flight.load(Ordering::Acquire) == 0 {
+                let head = self.head_since_ms.load(Ordering::Acquire);
+                if head != UNSET {
+                    let due = head.saturating_add(ms(limits.header));
+                    if now >= due {
+                        tracing::debug!(
+                            "Request headers did not arrive within [server] header_read_timeout; closing the connection."
+                        );
+                        ending.cut.notify_one();
+                        return;
+                    }
+                    next = next.min(due);
+                } else {
+                    let due = self
+                        .idle_since_ms
+                        .load(Ordering::Acquire)
+                        .saturating_add(ms(limits.idle));
+                    if now >= due {
+                        graceful = true;
+                        ending.graceful.notify_one();
+                        continue;
+                    }
+                    next = next.min(due);
+                }
+            }
+            let deadline = self.epoch + Duration::from_millis(next);
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = shutdown.cancelled(), if !graceful => {
+                    graceful = true;
+                    ending.graceful.notify_one();
+                }
             }
         }
     }
@@ -219,5 +340,61 @@ impl Drop for BusyOwned {
         let idle_since = at.saturating_duration_since(activity.epoch).as_millis() as u64;
         activity.idle_since_ms.store(idle_since, Ordering::Release);
         activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The client's socket, telling [`Activity`] when a request's first bytes
+/// arrive and when writes block.
+struct Tracked {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.bytes_read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.activity.write_blocked(polled.is_pending());
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.activity.write_blocked(polled.is_pending());
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

@@ -34,7 +34,14 @@ impl Server {
     /// Starts a server on `config` (TOML, merged over the defaults); the
     /// anomaly log goes to the temporary directory.
     pub async fn start(config: &str) -> Server {
+        Self::start_with_log(config, b"").await
+    }
+
+    /// Starts a server whose anomaly log already holds `log` (JSON lines),
+    /// which it reads back for `GET /anomalies`.
+    pub async fn start_with_log(config: &str, log_text: &[u8]) -> Server {
         let dir = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(dir.path().join("anomalies.log"), log_text).expect("write the log");
         let path = dir.path().join("anomalyd.toml");
         let log = dir.path().join("anomalies.log");
         let text = format!(
@@ -117,7 +124,7 @@ pub fn parse_reply(reply: &[u8]) -> (u16, String) {
 }
 
 /// Reads from `stream` until the server closes it; returns what came.
-pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+pub async fn read_until_closed(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
     let mut all = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
