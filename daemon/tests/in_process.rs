@@ -72,6 +72,40 @@ async fn bad_input_is_refused_with_the_field_named() {
     server.stop().await.unwrap();
 }
 
+/// Every numeric key at its upper bound: what `--check-config` accepts,
+/// the server starts with and serves (a huge `max_connections` used to pass
+/// the check and then panic at start).
+#[tokio::test]
+async fn the_server_starts_with_every_key_at_its_upper_bound() {
+    let mut server = Server::start(
+        "[server]\nmax_body_bytes = 1073741824\nmax_connections = 1000000\n\
+         header_read_timeout = \"1d\"\nidle_timeout = \"1d\"\nwrite_timeout = \"1d\"\n\
+         max_series = 100000000\nshutdown_grace = \"1h\"\n\
+         [detector]\nwindow_size = 1000000\nthreshold_multiplier = 1000.0\n\
+         min_std_dev = 1e150\nmin_relative_std_dev = 0.999\nmax_excluded_run = 1000000\n\
+         series_ttl = \"365d\"\n\
+         [log]\nbacklog = 10000000\nrecent_anomalies = 1000000\nkeep = 1000\n\
+         journal_anomaly_rate = 1000000\n",
+    )
+    .await;
+    for value in [1.0, 2.0, 3.0] {
+        let (status, body) = server
+            .request(
+                "POST",
+                "/detect",
+                &format!(r#"{{"series":"cpu","value":{value}}}"#),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, _) = server.request("GET", "/anomalies?limit=10000", "").await;
+    assert_eq!(status, 200);
+    let (status, body) = server.request("GET", "/anomalies?limit=10001", "").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("at most 10000"), "{body}");
+    server.stop().await.unwrap();
+}
+
 /// `idle_timeout` (5 minutes here): a kept-alive connection with no
 /// request is closed then, not before.
 #[tokio::test(start_paused = true)]

@@ -291,7 +291,18 @@ const TOP_KEYS: &[&str] = &[
 ];
 
 const PROBABILITY: std::ops::RangeInclusive<f64> = 0.0..=1.0;
-const NON_NEGATIVE: std::ops::RangeFrom<f64> = 0.0..;
+/// Sizes (noise, amplitudes, magnitudes): non-negative, and small enough
+/// that generated values stay within what anomalyd accepts (±1e150).
+const NON_NEGATIVE: std::ops::RangeInclusive<f64> = 0.0..=1e100;
+/// Levels and trends: within ±1e100, for the same reason.
+const LEVEL: std::ops::RangeInclusive<f64> = -1e100..=1e100;
+/// `data_frequency`: at most one point a day (0: as fast as possible).
+const FREQUENCY: std::ops::RangeInclusive<f64> = 0.0..=86_400.0;
+/// `season_period`: more than zero, at most a year.
+const PERIOD: (Bound<Duration>, Bound<Duration>) = (
+    Bound::Excluded(Duration::ZERO),
+    Bound::Included(Duration::from_secs(365 * 86_400)),
+);
 
 impl PatternKeys {
     /// Reads `name` if it is a pattern key; `false` when it is not one.
@@ -303,26 +314,18 @@ impl PatternKeys {
         value: &Spanned<DeValue<'_>>,
     ) -> bool {
         match name {
-            "data_frequency" => self.data_frequency = doc.float(dotted, value, NON_NEGATIVE),
+            "data_frequency" => self.data_frequency = doc.float(dotted, value, FREQUENCY),
             "value_range" => {
-                self.value_range = pair(doc, dotted, value, |doc, key, v| {
-                    doc.float(key, v, f64::MIN..=f64::MAX)
-                })
-                .and_then(|(lo, hi)| ordered(doc, dotted, value, lo, hi, true))
+                self.value_range = pair(doc, dotted, value, |doc, key, v| doc.float(key, v, LEVEL))
+                    .and_then(|(lo, hi)| ordered(doc, dotted, value, lo, hi, true))
             }
             "anomaly_probability" => {
                 self.anomaly_probability = doc.float(dotted, value, PROBABILITY)
             }
             "noise" => self.noise = doc.float(dotted, value, NON_NEGATIVE),
-            "season_period" => {
-                self.season_period = doc.duration(
-                    dotted,
-                    value,
-                    (Bound::Excluded(Duration::ZERO), Bound::Unbounded),
-                )
-            }
+            "season_period" => self.season_period = doc.duration(dotted, value, PERIOD),
             "season_amplitude" => self.season_amplitude = doc.float(dotted, value, NON_NEGATIVE),
-            "trend" => self.trend = doc.float(dotted, value, f64::MIN..=f64::MAX),
+            "trend" => self.trend = doc.float(dotted, value, LEVEL),
             "anomaly_magnitude" => {
                 self.anomaly_magnitude = pair(doc, dotted, value, |doc, key, v| {
                     doc.float(key, v, NON_NEGATIVE)
@@ -493,7 +496,8 @@ fn read_root(doc: &mut Document<'_>, root: &DeTable<'_>) -> GeneratorConfig {
                     doc.parse_str(name, value, "a socket address such as \"127.0.0.1:8002\"")
             }
             "shutdown_grace" => {
-                if let Some(d) = doc.duration(name, value, ..) {
+                let an_hour = Duration::from_secs(3600);
+                if let Some(d) = doc.duration(name, value, Duration::ZERO..=an_hour) {
                     config.shutdown_grace = d;
                 }
             }
@@ -754,5 +758,30 @@ mod tests {
         let unnamed = problems("[[series]]\nnoise = 1\n");
         assert!(unnamed[0].contains("needs a `name`"), "{unnamed:?}");
         assert!(problems("data_frequency = -1\n")[0].contains("data_frequency"));
+    }
+
+    /// Every numeric key at its bounds: the bound is accepted, beyond it
+    /// is refused naming the key.
+    #[test]
+    fn numeric_keys_are_bounded() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("batch_size", "100000", "100001"),
+            ("queue_size", "100000000", "100000001"),
+            ("shutdown_grace", "\"1h\"", "\"3601s\""),
+            ("data_frequency", "86400.0", "86401.0"),
+            ("value_range", "[-1e100, 1e100]", "[0.0, 1e101]"),
+            ("noise", "1e100", "1e101"),
+            ("season_period", "\"365d\"", "\"366d\""),
+            ("season_amplitude", "1e100", "1e101"),
+            ("trend", "-1e100", "-1e101"),
+            ("anomaly_magnitude", "[1.0, 1e100]", "[1.0, 1e101]"),
+            ("level_shift_magnitude", "[1.0, 1e100]", "[1.0, 1e101]"),
+            ("burst_length", "[1, 10000]", "[1, 10001]"),
+        ];
+        for (key, ok, bad) in cases {
+            assert!(parse(&format!("{key} = {ok}\n")).is_ok(), "{key} = {ok}");
+            let problems = problems(&format!("{key} = {bad}\n"));
+            assert!(problems[0].contains(key), "{key} = {bad}: {problems:?}");
+        }
     }
 }

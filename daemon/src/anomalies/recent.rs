@@ -12,6 +12,9 @@ use crate::api::AnomalyRecord;
 
 /// Default number of records a query returns when it names no `limit`.
 pub const DEFAULT_LIMIT: usize = 100;
+/// Largest `limit` a query may ask for: a reply stays a few MB however
+/// large `recent_anomalies` is.
+pub const MAX_LIMIT: usize = 10_000;
 
 /// A query on the recent anomalies.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -79,9 +82,15 @@ impl RecentAnomalies {
     }
 
     /// The newest records matching `query`, oldest first. `limit` defaults
-    /// to [`DEFAULT_LIMIT`] and is capped at the capacity.
+    /// to [`DEFAULT_LIMIT`] and is capped at [`MAX_LIMIT`] and the
+    /// capacity. Only the records returned are cloned under the lock; the
+    /// caller serialises them after it is released.
     pub fn query(&self, query: &Query) -> Vec<AnomalyRecord> {
-        let limit = query.limit.unwrap_or(DEFAULT_LIMIT).min(self.capacity());
+        let limit = query
+            .limit
+            .unwrap_or(DEFAULT_LIMIT)
+            .min(MAX_LIMIT)
+            .min(self.capacity());
         let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<AnomalyRecord> = records
             .iter()

@@ -32,14 +32,26 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use crate::detect::{DetectorSettings, Direction};
+use crate::ingest::MAX_ABS_VALUE;
 use toml_walk::{Document, float_literal, format_duration, quote};
 
 /// Where the daemon looks for its configuration file by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/anomalyd/anomalyd.toml";
 
-/// The accepted range of durations that must be strictly positive.
-const POSITIVE: (Bound<Duration>, Bound<Duration>) =
-    (Bound::Excluded(Duration::ZERO), Bound::Unbounded);
+/// One day: the longest connection timeout.
+const DAY: Duration = Duration::from_secs(86_400);
+/// Connection timeouts: more than zero, at most a day.
+const TIMEOUT: (Bound<Duration>, Bound<Duration>) =
+    (Bound::Excluded(Duration::ZERO), Bound::Included(DAY));
+/// `series_ttl`: more than zero, at most a year.
+const TTL: (Bound<Duration>, Bound<Duration>) = (
+    Bound::Excluded(Duration::ZERO),
+    Bound::Included(Duration::from_secs(365 * 86_400)),
+);
+/// `shutdown_grace`: at most an hour (systemd's stop timeout is shorter).
+const GRACE: std::ops::RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3600);
+/// Largest `threshold_multiplier`.
+const MAX_MULTIPLIER: f64 = 1000.0;
 
 /// The spellings of [`Direction`] in the file.
 const DIRECTIONS: &[(&str, Direction)] = &[
@@ -300,14 +312,14 @@ key_table! {
         window_size: usize = |d, k, v| d.integer(k, v, 1..=1_000_000),
         /// See [`DetectorConfig::threshold_multiplier`].
         threshold_multiplier: f64 =
-            |d, k, v| d.float(k, v, (Bound::Excluded(0.0), Bound::Unbounded)),
+            |d, k, v| d.float(k, v, (Bound::Excluded(0.0), Bound::Included(MAX_MULTIPLIER))),
         /// See [`DetectorConfig::direction`].
         direction: Direction = |d, k, v| d.choice(k, v, DIRECTIONS),
         /// See [`DetectorConfig::min_samples`] (here `None` means "not
         /// overridden").
         min_samples: usize = |d, k, v| d.integer(k, v, 1..=1_000_000),
         /// See [`DetectorConfig::min_std_dev`].
-        min_std_dev: f64 = |d, k, v| d.float(k, v, 0.0..),
+        min_std_dev: f64 = |d, k, v| d.float(k, v, 0.0..=MAX_ABS_VALUE),
         /// See [`DetectorConfig::min_relative_std_dev`].
         min_relative_std_dev: f64 = |d, k, v| d.float(k, v, 0.0..1.0),
         /// See [`DetectorConfig::exclude_anomalies`].
@@ -315,7 +327,7 @@ key_table! {
         /// See [`DetectorConfig::max_excluded_run`].
         max_excluded_run: usize = |d, k, v| d.integer(k, v, 0..=1_000_000),
         /// See [`DetectorConfig::series_ttl`].
-        series_ttl: Duration = |d, k, v| d.duration(k, v, POSITIVE),
+        series_ttl: Duration = |d, k, v| d.duration(k, v, TTL),
     }
 }
 
@@ -346,12 +358,12 @@ key_table! {
             "a socket address such as \"127.0.0.1:8001\" or \"[::1]:8001\"",
         ),
         max_body_bytes: usize = |d, k, v| d.integer(k, v, 1..=1 << 30),
-        max_connections: usize = |d, k, v| d.integer(k, v, 1..),
-        header_read_timeout: Duration = |d, k, v| d.duration(k, v, POSITIVE),
-        idle_timeout: Duration = |d, k, v| d.duration(k, v, POSITIVE),
-        write_timeout: Duration = |d, k, v| d.duration(k, v, POSITIVE),
-        max_series: usize = |d, k, v| d.integer(k, v, 1..),
-        shutdown_grace: Duration = |d, k, v| d.duration(k, v, ..),
+        max_connections: usize = |d, k, v| d.integer(k, v, 1..=1_000_000),
+        header_read_timeout: Duration = |d, k, v| d.duration(k, v, TIMEOUT),
+        idle_timeout: Duration = |d, k, v| d.duration(k, v, TIMEOUT),
+        write_timeout: Duration = |d, k, v| d.duration(k, v, TIMEOUT),
+        max_series: usize = |d, k, v| d.integer(k, v, 1..=100_000_000),
+        shutdown_grace: Duration = |d, k, v| d.duration(k, v, GRACE),
     }
 }
 
@@ -360,7 +372,7 @@ key_table! {
     struct LogKeys => LogConfig {
         anomaly_log_file: PathBuf = |d, k, v| d.path_buf(k, v),
         fsync: FsyncPolicy = |d, k, v| d.choice(k, v, FSYNC_POLICIES),
-        backlog: usize = |d, k, v| d.integer(k, v, 1..),
+        backlog: usize = |d, k, v| d.integer(k, v, 1..=10_000_000),
         recent_anomalies: usize = |d, k, v| d.integer(k, v, 1..=1_000_000),
         keep: usize = |d, k, v| d.integer(k, v, 1..=1000),
         level: LogLevel = |d, k, v| d.choice(k, v, LOG_LEVELS),

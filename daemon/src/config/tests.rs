@@ -443,19 +443,19 @@ fn integers_out_of_range() {
             "[server]\nmax_connections = 0\n",
             "server.max_connections",
             (2, 19),
-            "must be at least 1, got 0",
+            "must be between 1 and 1000000, got 0",
         ),
         (
             "[server]\nmax_series = -5\n",
             "server.max_series",
             (2, 14),
-            "must be at least 1, got -5",
+            "must be between 1 and 100000000, got -5",
         ),
         (
             "[log]\nbacklog = 0\n",
             "log.backlog",
             (2, 11),
-            "must be at least 1, got 0",
+            "must be between 1 and 10000000, got 0",
         ),
         (
             "[log]\nrecent_anomalies = 0x0\n",
@@ -486,31 +486,31 @@ fn floats_checked() {
             "[detector]\nthreshold_multiplier = 0\n",
             "detector.threshold_multiplier",
             (2, 24),
-            "must be greater than 0, got 0",
+            "must be greater than 0 and at most 1000, got 0",
         ),
         (
             "[detector]\nthreshold_multiplier = -1.5\n",
             "detector.threshold_multiplier",
             (2, 24),
-            "must be greater than 0, got -1.5",
+            "must be greater than 0 and at most 1000, got -1.5",
         ),
         (
             "[detector]\nthreshold_multiplier = inf\n",
             "detector.threshold_multiplier",
             (2, 24),
-            "must be a finite number greater than 0, got inf",
+            "must be a finite number greater than 0 and at most 1000, got inf",
         ),
         (
             "[detector]\nmin_std_dev = nan\n",
             "detector.min_std_dev",
             (2, 15),
-            "must be a finite number at least 0, got nan",
+            "must be a finite number between 0 and 1e150, got nan",
         ),
         (
             "[detector]\nmin_std_dev = -0.1\n",
             "detector.min_std_dev",
             (2, 15),
-            "must be at least 0, got -0.1",
+            "must be between 0 and 1e150, got -0.1",
         ),
         (
             "[detector]\nmin_relative_std_dev = 1\n",
@@ -587,7 +587,7 @@ fn bad_durations() {
         Some("detector.series_ttl"),
         (2, 14),
     );
-    assert_eq!(message, "must be greater than 0s, got 0s");
+    assert_eq!(message, "must be greater than 0s and at most 365d, got 0s");
     let message = only_problem(
         "[[rule]]\nseries = \"x\"\nseries_ttl = 1.5\n",
         Some("rule[1].series_ttl"),
@@ -979,4 +979,161 @@ fn a_directory_as_the_anomaly_log_is_an_error_at_its_key() {
     let file = dir.path().join("anomalies.log");
     let text = format!("[log]\nanomaly_log_file = {:?}\n", file.to_str().unwrap());
     assert!(Config::from_toml_str(&text, Path::new("a.toml")).is_ok());
+}
+
+/// Every numeric key at its documented bounds: the bound itself is
+/// accepted, one step beyond is refused with the range named. Every key
+/// of every section is either here or known not to be numeric, so a new
+/// key cannot go without a bound.
+#[test]
+fn every_numeric_key_has_a_bound_that_check_config_enforces() {
+    // (section, key, lowest, below it, highest, above it)
+    let bounds: &[(&str, &str, &str, &str, &str, &str)] = &[
+        (
+            "server",
+            "max_body_bytes",
+            "1",
+            "0",
+            "1073741824",
+            "1073741825",
+        ),
+        ("server", "max_connections", "1", "0", "1000000", "1000001"),
+        (
+            "server",
+            "header_read_timeout",
+            "\"1ms\"",
+            "\"0s\"",
+            "\"1d\"",
+            "\"86401s\"",
+        ),
+        (
+            "server",
+            "idle_timeout",
+            "\"1ms\"",
+            "\"0s\"",
+            "\"1d\"",
+            "\"86401s\"",
+        ),
+        (
+            "server",
+            "write_timeout",
+            "\"1ms\"",
+            "\"0s\"",
+            "\"1d\"",
+            "\"86401s\"",
+        ),
+        ("server", "max_series", "1", "0", "100000000", "100000001"),
+        (
+            "server",
+            "shutdown_grace",
+            "\"0s\"",
+            "-",
+            "\"1h\"",
+            "\"3601s\"",
+        ),
+        ("detector", "window_size", "1", "0", "1000000", "1000001"),
+        (
+            "detector",
+            "threshold_multiplier",
+            "0.001",
+            "0.0",
+            "1000.0",
+            "1000.5",
+        ),
+        ("detector", "min_samples", "1", "0", "1", "-"),
+        ("detector", "min_std_dev", "0.0", "-0.5", "1e150", "1e151"),
+        (
+            "detector",
+            "min_relative_std_dev",
+            "0.0",
+            "-0.5",
+            "0.999",
+            "1.0",
+        ),
+        (
+            "detector",
+            "max_excluded_run",
+            "0",
+            "-1",
+            "1000000",
+            "1000001",
+        ),
+        (
+            "detector",
+            "series_ttl",
+            "\"1ms\"",
+            "\"0s\"",
+            "\"365d\"",
+            "\"366d\"",
+        ),
+        ("log", "backlog", "1", "0", "10000000", "10000001"),
+        ("log", "recent_anomalies", "1", "0", "1000000", "1000001"),
+        ("log", "keep", "1", "0", "1000", "1001"),
+        (
+            "log",
+            "journal_anomaly_rate",
+            "0",
+            "-1",
+            "1000000",
+            "1000001",
+        ),
+    ];
+    let not_numeric = [
+        "server.listen",
+        "detector.direction",
+        "detector.exclude_anomalies",
+        "log.anomaly_log_file",
+        "log.fsync",
+        "log.level",
+        "log.journal",
+    ];
+    let sections = [
+        ("server", ServerKeys::KEYS),
+        ("detector", DetectorOverrides::KEYS),
+        ("log", LogKeys::KEYS),
+    ];
+    for (section, keys) in sections {
+        for key in keys {
+            let dotted = format!("{section}.{key}");
+            let bounded = bounds.iter().any(|b| b.0 == section && b.1 == *key);
+            assert!(
+                bounded || not_numeric.contains(&dotted.as_str()),
+                "{dotted} has no bound in this test"
+            );
+        }
+    }
+    let parse = |section: &str, key: &str, value: &str| {
+        // min_samples must not exceed window_size: test it at window 1.
+        let extra = if key == "min_samples" {
+            "window_size = 1\n"
+        } else {
+            ""
+        };
+        let text = format!("[{section}]\n{extra}{key} = {value}\n");
+        Config::from_toml_str(&text, Path::new("bounds.toml"))
+    };
+    for &(section, key, low, below, high, above) in bounds {
+        for ok in [low, high] {
+            assert!(
+                parse(section, key, ok).is_ok(),
+                "{section}.{key} = {ok} is refused"
+            );
+        }
+        for bad in [below, above] {
+            if bad == "-" {
+                continue;
+            }
+            let errors = parse(section, key, bad).expect_err(&format!("{section}.{key} = {bad}"));
+            let problem = &errors.0[0];
+            assert_eq!(
+                problem.key.as_deref(),
+                Some(format!("{section}.{key}").as_str())
+            );
+            assert!(
+                problem.message.contains("must be") || problem.message.contains("must not"),
+                "{section}.{key} = {bad}: {}",
+                problem.message
+            );
+        }
+    }
 }

@@ -338,16 +338,18 @@ impl<'t> Document<'t> {
                 return None;
             }
         };
+        let short = |b: Bound<&f64>| b.map(|x| ShortFloat(*x));
+        let (start, end) = (short(range.start_bound()), short(range.end_bound()));
         match number {
             Some(n) if n.is_finite() && range.contains(&n) => Some(n),
             Some(n) if n.is_finite() => {
-                self.out_of_range(key, value, range.start_bound(), range.end_bound(), text);
+                self.out_of_range(key, value, start.as_ref(), end.as_ref(), text);
                 None
             }
             _ => {
                 let message = format!(
                     "must be a finite number {}, got {text}",
-                    describe_range(range.start_bound(), range.end_bound())
+                    describe_range(start.as_ref(), end.as_ref())
                 );
                 self.report(Some(key), Some(value.span()), message);
                 None
@@ -536,6 +538,15 @@ pub fn float_literal(value: f64) -> String {
         // Debug prints the shortest representation that round-trips and
         // always includes a `.` or an exponent.
         format!("{value:?}")
+    }
+}
+
+/// A bound shown short: `1e150`, not 151 digits.
+struct ShortFloat(f64);
+
+impl fmt::Display for ShortFloat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::ingest::short_number(self.0))
     }
 }
 

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use percent_encoding::percent_decode_str;
 
 use crate::anomalies::Query;
+use crate::anomalies::recent::MAX_LIMIT;
 
 /// Parses the query string of `GET /anomalies`.
 pub fn parse_anomalies_query(raw: &str) -> Result<Query, String> {
@@ -15,11 +16,17 @@ pub fn parse_anomalies_query(raw: &str) -> Result<Query, String> {
         let (key, value) = (key?, value?);
         match key.as_str() {
             "limit" => {
-                query.limit = Some(value.parse::<usize>().map_err(|_| {
+                let limit = value.parse::<usize>().map_err(|_| {
                     format!(
                         "query parameter `limit`: expected a non-negative integer, got `{value}`"
                     )
-                })?);
+                })?;
+                if limit > MAX_LIMIT {
+                    return Err(format!(
+                        "query parameter `limit`: at most {MAX_LIMIT}, got {limit}; page with `since`"
+                    ));
+                }
+                query.limit = Some(limit);
             }
             "series" => query.series = Some(value),
             "since" => {
@@ -108,6 +115,12 @@ mod tests {
                 .contains("`foo`")
         );
         assert!(parse_anomalies_query("series=%zz").is_err());
+        assert_eq!(
+            parse_anomalies_query("limit=10000").unwrap().limit,
+            Some(10_000)
+        );
+        let e = parse_anomalies_query("limit=10001").unwrap_err();
+        assert!(e.contains("at most 10000"), "{e}");
     }
 
     #[test]

@@ -44,10 +44,17 @@ impl Server {
         std::fs::write(dir.path().join("anomalies.log"), log_text).expect("write the log");
         let path = dir.path().join("anomalyd.toml");
         let log = dir.path().join("anomalies.log");
-        let text = format!(
-            "{config}\n[log]\nanomaly_log_file = {:?}\n",
+        let log_key = format!(
+            "anomaly_log_file = {:?}\n",
             log.to_str().expect("UTF-8 temp path")
         );
+        // The log goes to the temporary directory, in the test's [log]
+        // table if it has one.
+        let text = if config.contains("[log]\n") {
+            config.replacen("[log]\n", &format!("[log]\n{log_key}"), 1)
+        } else {
+            format!("{config}\n[log]\n{log_key}")
+        };
         std::fs::write(&path, &text).expect("write the configuration");
         let config = Config::load(&path).expect("valid test configuration");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
