@@ -225,3 +225,71 @@ fn restart_on_same_port_after_kill_keeps_serving() {
     let daemon = TestDaemon::start_in(dir, port, "");
     assert_eq!(daemon.detect(r#"{"value": 1}"#).status, 200);
 }
+
+/// `replay` on hostile input: every problem is a bad line with its number,
+/// memory stays bounded, and `--skip-bad` says what it skipped.
+#[test]
+fn replay_names_every_bad_line_and_bounds_memory() {
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    // A line without end: stops at the bound (1 MiB by default), exit 65.
+    let out = run_anomalyd(&["replay".as_ref(), "/dev/zero".as_ref()]);
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/dev/zero:1: the line is longer than 1048576 bytes"),
+        "{}",
+        stderr(&out)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let ndjson = dir.path().join("points.ndjson");
+    let mut text = b"{\"value\":1}\n{\"value\":2}\n".to_vec();
+    text.extend_from_slice(b"{\"series\":\"\xff\",\"value\":3}\n");
+    text.extend_from_slice(&vec![b' '; 2 << 20]);
+    text.extend_from_slice(b"\n{\"value\":4}\n");
+    std::fs::write(&ndjson, &text).unwrap();
+    let out = run_anomalyd(&["replay".as_ref(), ndjson.as_os_str()]);
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "non-UTF-8 is a bad line: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("points.ndjson:3:"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run_anomalyd(&["replay".as_ref(), "--skip-bad".as_ref(), ndjson.as_os_str()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("skipped 2 bad line(s)"), "{err}");
+    assert!(
+        err.contains("points.ndjson:3:") && err.contains("points.ndjson:4:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("(total)                                     3"),
+        "{err}"
+    );
+
+    // A CSV header with a byte order mark is read; a repeated column is not.
+    let csv = dir.path().join("points.csv");
+    std::fs::write(&csv, b"\xEF\xBB\xBFtimestamp,value\n1,10\n2,11\n").unwrap();
+    let out = run_anomalyd(&["replay".as_ref(), csv.as_os_str()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::write(&csv, "value,value\n1,2\n").unwrap();
+    let out = run_anomalyd(&["replay".as_ref(), csv.as_os_str()]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(
+        stderr(&out).contains("`value` appears twice"),
+        "{}",
+        stderr(&out)
+    );
+
+    // An empty input is no error, but says so.
+    let empty = dir.path().join("empty.ndjson");
+    std::fs::write(&empty, "").unwrap();
+    let out = run_anomalyd(&["replay".as_ref(), empty.as_os_str()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("no points read"), "{}", stderr(&out));
+}

@@ -3,4 +3,5 @@
 //! detectors and series table as the server, and never touch its HTTP
 //! layer, its anomaly log or the service shell.
 
+pub mod lines;
 pub mod replay;
