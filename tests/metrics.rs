@@ -7,7 +7,53 @@ fn metrics_move_with_points_anomalies_bad_requests_and_reloads() {
     assert_eq!(m("anomalyd_points_received_total"), 0.0);
     assert_eq!(m("anomalyd_config_last_reload_successful"), 1.0);
     assert!(m("anomalyd_config_last_reload_success_timestamp_seconds") > 1.7e9);
-    assert_eq!(m("anomalyd_build_info{version=\"0.1.0\"}"), 1.0);
+    // The build: version, the commit built from, and the compiler.
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |out| String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        );
+    let text = String::from_utf8(daemon.get("/metrics").body).unwrap();
+    let build = text
+        .lines()
+        .find(|line| line.starts_with("anomalyd_build_info{"))
+        .expect("anomalyd_build_info");
+    assert!(
+        build.starts_with(&format!(
+            "anomalyd_build_info{{version=\"0.1.0\",commit=\"{commit}\",rustc=\"rustc 1."
+        )) && build.ends_with("\"} 1"),
+        "{build}"
+    );
+    // The standard process metrics, about this very daemon.
+    let fds = m("process_open_fds");
+    assert!(fds >= 4.0 && fds <= m("process_max_fds"), "{fds}");
+    assert!(m("process_resident_memory_bytes") > 1e6);
+    assert!(m("process_cpu_seconds_total") >= 0.0);
+    let started = m("process_start_time_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        started > now - 600.0 && started <= now + 1.0,
+        "{started} vs {now}"
+    );
+    // /healthz and /ready are told apart.
+    daemon.get("/healthz");
+    daemon.get("/ready");
+    daemon.get("/ready");
+    assert_eq!(
+        m("anomalyd_http_request_duration_seconds_count{route=\"/healthz\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("anomalyd_http_request_duration_seconds_count{route=\"/ready\"}"),
+        2.0
+    );
 
     for (i, v) in [10.0, 12.0, 10.0, 12.0].into_iter().enumerate() {
         daemon.detect(&point("a", v, i as f64));

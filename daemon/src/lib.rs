@@ -16,7 +16,8 @@
 //! - [`anomalies`]: where anomalies go: the durable log, the recent list,
 //!   journal events.
 //! - [`series`]: the table of live series and their detectors.
-//! - [`metrics`]: Prometheus metrics and the text-format writer.
+//! - [`metrics`]: Prometheus metrics and the text-format writer;
+//!   [`process`]: the standard `process_*` metrics from `/proc/self`.
 //! - [`api`]: wire types of replies and the anomaly record.
 //! - [`ingest`]: point formats (JSON, its fast scanner, NDJSON) and point
 //!   validation.
@@ -46,6 +47,7 @@ pub mod detect;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod process;
 pub mod reload;
 pub mod series;
 pub mod service;

@@ -90,18 +90,21 @@ pub enum Route {
     Anomalies,
     /// `/metrics`.
     Metrics,
-    /// `/healthz` and `/ready`.
-    Health,
+    /// `/healthz`.
+    Healthz,
+    /// `/ready`.
+    Ready,
     /// Any other path (answered 404).
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 5] = [
+    const ALL: [Route; 6] = [
         Route::Detect,
         Route::Anomalies,
         Route::Metrics,
-        Route::Health,
+        Route::Healthz,
+        Route::Ready,
         Route::Other,
     ];
 
@@ -111,7 +114,8 @@ impl Route {
             "/detect" => Route::Detect,
             "/anomalies" => Route::Anomalies,
             "/metrics" => Route::Metrics,
-            "/healthz" | "/ready" => Route::Health,
+            "/healthz" => Route::Healthz,
+            "/ready" => Route::Ready,
             _ => Route::Other,
         }
     }
@@ -121,7 +125,8 @@ impl Route {
             Route::Detect => "/detect",
             Route::Anomalies => "/anomalies",
             Route::Metrics => "/metrics",
-            Route::Health => "health",
+            Route::Healthz => "/healthz",
+            Route::Ready => "/ready",
             Route::Other => "other",
         }
     }
@@ -335,6 +340,7 @@ impl Metrics {
     pub fn render(&self, snapshot: &Snapshot) -> String {
         let mut out = String::with_capacity(8192);
         render_build_info(&mut out);
+        crate::process::ProcessStats::read().render(&mut out);
         self.render_points(&mut out, snapshot);
         self.render_anomaly_log(&mut out, snapshot);
         self.render_reloads(&mut out);
@@ -515,13 +521,23 @@ fn render_build_info(out: &mut String) {
         out,
         "anomalyd_build_info",
         "gauge",
-        "Always 1; the version label says which anomalyd runs.",
+        "Always 1; the labels say which anomalyd runs: version, git commit, compiler.",
     );
     let _ = writeln!(
         out,
-        "anomalyd_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
+        "anomalyd_build_info{{version=\"{}\",commit=\"{}\",rustc=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        escape_label(env!("ANOMALYD_COMMIT")),
+        escape_label(env!("ANOMALYD_RUSTC")),
     );
+}
+
+/// A label value escaped as the text format wants (`\\`, `\"`, `\n`).
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Writes the `# HELP` and `# TYPE` lines of a metric family.
