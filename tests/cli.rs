@@ -83,7 +83,13 @@ fn runs_on_built_in_defaults_and_picks_up_a_config_file_that_appears_later() {
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = TestDaemon::spawn_command(dir, command);
     assert_eq!(daemon.addr.to_string(), "127.0.0.1:8001");
-    daemon.wait_for_stderr("built-in defaults");
+    // The first diagnostic says what starts, and on which configuration.
+    let line = daemon.wait_for_stderr("Starting anomalyd.");
+    assert!(
+        line.contains("version=0.1.0") && line.contains("commit="),
+        "{line}"
+    );
+    assert!(line.contains("built-in defaults"), "{line}");
     for i in 0..30 {
         daemon.detect(&point("d", if i % 2 == 0 { 1.0 } else { 2.0 }, i as f64));
     }

@@ -81,6 +81,12 @@ fn run_replay(config: Arc<Config>, args: ReplayArgs) -> ExitCode {
 }
 
 fn daemon(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
+    tracing::info!(
+        version = %env!("CARGO_PKG_VERSION"),
+        commit = %env!("ANOMALYD_COMMIT"),
+        files = %config.sources(),
+        "Starting anomalyd."
+    );
     if config.files.is_empty() {
         tracing::info!(
             path = DEFAULT_CONFIG_PATH,

@@ -49,14 +49,14 @@ pub async fn reload(state: &AppState, trigger: Trigger) -> Outcome {
     let current = state.config();
     let outcome = match loaded {
         Err(errors) => {
-            let text = errors.to_string();
+            let text = errors.one_line();
             let repeated = state.last_reload_error().as_deref() == Some(text.as_str());
             // The watcher sees every save of a file being edited: report a
             // given problem once, not at each event.
             if trigger == Trigger::Signal || !repeated {
                 tracing::error!(
                     problems = errors.0.len(),
-                    "Configuration reload failed; still running on the previous configuration:\n{text}"
+                    "Configuration reload failed; still running on the previous configuration: {text}"
                 );
                 state.metrics.reload(false, unix_now());
                 state.set_last_reload_error(Some(text.clone()));

@@ -35,6 +35,11 @@ pub async fn run(
             return ExitCode::FAILURE;
         }
     };
+    tracing::info!(
+        version = %env!("CARGO_PKG_VERSION"),
+        file = %config.file.as_ref().map_or_else(|| "built-in defaults".to_owned(), |p| p.display().to_string()),
+        "Starting anomaly-generator."
+    );
     let count_mode = options.count.is_some();
     let generator = Generator::new(config.clone(), options);
     let stop_producing = CancellationToken::new();
@@ -228,7 +233,8 @@ fn reload(generator: &Generator, path: Option<&std::path::Path>, trigger: Trigge
             }
         }
         Err(errors) => tracing::error!(
-            "Configuration reload failed; still running on the previous configuration:\n{errors}"
+            "Configuration reload failed; still running on the previous configuration: {}",
+            errors.one_line()
         ),
     }
     if signal {

@@ -61,6 +61,16 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl ConfigErrors {
+    /// Every problem on one line, separated by `; `: log lines must not
+    /// span lines (line-oriented tools would lose the rest).
+    pub fn one_line(&self) -> String {
+        self.0
+            .iter()
+            .map(|problem| problem.to_string().replace(['\r', '\n'], " "))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// Prints `PROGRAM: invalid configuration (N problem(s)):` and one
     /// indented line per problem on stderr, as both daemons do at start-up.
     pub fn eprint(&self, program: &str) {
