@@ -192,7 +192,7 @@ fn a_new_listen_address_waits_for_a_restart_and_the_rest_applies() {
     let before = daemon.reloads_ok();
     rename_over(&path, &text);
     daemon.wait_for_reload(before);
-    let line = daemon.wait_for_stderr("only after a restart");
+    let line = daemon.wait_for_stderr("only a restart applies it");
     assert!(line.contains("server.listen"), "{line}");
     // Same address, new body limit.
     let big = format!("[{}]", vec![point("x", 1.0, 1.0); 5].join(","));
@@ -276,4 +276,54 @@ fn an_unchanged_save_reloads_nothing() {
         .count();
     assert_eq!(reloads, 1, "{:?}", daemon.stderr());
     assert_eq!(daemon.reloads_ok(), before + 1.0);
+}
+
+/// A change of a key that needs a restart is reported once. Its reload
+/// applies nothing, so it logs nothing more; with the daemon's stderr
+/// written into the configuration directory, a reload that logged would
+/// trigger the next one (14 reloads in 3 s, idle, before the fix).
+#[test]
+fn a_restart_only_change_is_reported_once_and_does_not_feed_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::helper::free_port();
+    let detector = "window_size = 4\nthreshold_multiplier = 3.0\n";
+    let config = write_config(dir.path(), port, &config_text(dir.path(), detector));
+    let stderr_log = dir.path().join("stderr.log");
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(r#"exec "$0" --config "$1" 2>>"$2""#)
+        .arg(binary("anomalyd"))
+        .arg(&config)
+        .arg(&stderr_log);
+    let daemon = TestDaemon::spawn_command(dir, command);
+    let warnings = || {
+        fs::read_to_string(&stderr_log)
+            .unwrap_or_default()
+            .matches("only a restart applies it")
+            .count()
+    };
+    let before = daemon.reloads_ok();
+    let text = fs::read_to_string(&config).unwrap();
+    let other_port = crate::helper::free_port();
+    let moved = text.replace(&format!(":{port}\""), &format!(":{other_port}\""));
+    assert_ne!(moved, text);
+    rename_over(&config, &moved);
+    wait_until("the restart-only warning", || {
+        (warnings() == 1).then_some(())
+    });
+
+    // A change that applies now: exactly one more reload, and still one
+    // warning, whatever the reloads wrote into the directory meanwhile.
+    rename_over(
+        &config,
+        &moved.replace("threshold_multiplier = 3.0", "threshold_multiplier = 4.0"),
+    );
+    daemon.wait_for_reload(before);
+    warm_up(&daemon);
+    let reply = daemon.detect(&point("s", 11.0, 9.0)).json();
+    assert!((multiplier(&reply) - 4.0).abs() < 1e-9, "{reply}");
+    assert_eq!(daemon.reloads_ok(), before + 1.0);
+    assert_eq!(warnings(), 1);
+    assert_eq!(daemon.addr.port(), port, "still on the port it started on");
 }

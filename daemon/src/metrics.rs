@@ -687,7 +687,10 @@ mod tests {
                 text.contains(&format!("# HELP {name} ")),
                 "{name} has no HELP"
             );
-            assert!(name.starts_with("anomalyd_"));
+            assert!(
+                name.starts_with("anomalyd_") || name.starts_with("process_"),
+                "{name}"
+            );
         }
     }
 }

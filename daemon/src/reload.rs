@@ -32,7 +32,8 @@ pub enum Outcome {
         /// Keys whose new value waits for a restart.
         restart_needed: Vec<&'static str>,
     },
-    /// The files give the configuration already in force.
+    /// The files give the configuration already in force, apart from keys
+    /// that wait for a restart.
     Unchanged,
     /// The files are invalid; the previous configuration stays.
     Invalid(String),
@@ -63,46 +64,16 @@ pub async fn reload(state: &AppState, trigger: Trigger) -> Outcome {
             }
             Outcome::Invalid(text)
         }
-        Ok(new) if same_settings(&new, &current) => {
-            let recovered = state.last_reload_error().is_some();
-            if recovered || trigger == Trigger::Signal {
-                state.metrics.reload(true, unix_now());
-                state.set_last_reload_error(None);
-                tracing::info!(
-                    "Configuration re-read; nothing changed{}.",
-                    if recovered {
-                        " (the invalid version was fixed)"
-                    } else {
-                        ""
-                    }
-                );
-            }
-            Outcome::Unchanged
-        }
         Ok(mut new) => {
-            if trigger == Trigger::Watch {
-                systemd::reloading();
-            }
             let restart_needed = keep_start_up_settings(&mut new, &current);
-            let changes = changed_keys(&current, &new);
-            for key in &restart_needed {
-                tracing::warn!(
-                    key = %key,
-                    "Configuration key changed but takes effect only after a restart; the rest is applied."
-                );
+            report_restart_needed(state, &restart_needed, trigger);
+            if same_settings(&new, &current) {
+                unchanged(state, trigger);
+                Outcome::Unchanged
+            } else {
+                applied(state, new, &current, trigger).await;
+                Outcome::Applied { restart_needed }
             }
-            apply(state, Arc::new(new)).await;
-            state.metrics.reload(true, unix_now());
-            state.set_last_reload_error(None);
-            tracing::info!(
-                files = %state.config().sources(),
-                changed = %changes.join(", "),
-                "Configuration reloaded."
-            );
-            if trigger == Trigger::Watch {
-                systemd::ready(&state.status_line());
-            }
-            Outcome::Applied { restart_needed }
         }
     };
     if trigger == Trigger::Signal {
@@ -113,6 +84,58 @@ pub async fn reload(state: &AppState, trigger: Trigger) -> Outcome {
         systemd::ready(&state.status_line());
     }
     outcome
+}
+
+/// Says which keys wait for a restart: on SIGHUP (the operator asked),
+/// and otherwise only when the set changed, so that writes in the
+/// configuration directory (a log file kept there) cannot make a reload
+/// log and so trigger the next one.
+fn report_restart_needed(state: &AppState, keys: &[&'static str], trigger: Trigger) {
+    let keys = keys.join(", ");
+    let previous = state.swap_pending_restart(keys.clone());
+    if !keys.is_empty() && (trigger == Trigger::Signal || previous != keys) {
+        tracing::warn!(
+            keys = %keys,
+            "Configuration changed where only a restart applies it; these keys keep their running values until then."
+        );
+    }
+}
+
+/// A reload that found nothing to apply: said only on SIGHUP or when it
+/// fixes a failed one.
+fn unchanged(state: &AppState, trigger: Trigger) {
+    let recovered = state.last_reload_error().is_some();
+    if recovered || trigger == Trigger::Signal {
+        state.metrics.reload(true, unix_now());
+        state.set_last_reload_error(None);
+        tracing::info!(
+            "Configuration re-read; nothing to apply{}.",
+            if recovered {
+                " (the invalid version was fixed)"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
+/// Applies `new`, which differs from `current` in keys that apply now.
+async fn applied(state: &AppState, new: Config, current: &Config, trigger: Trigger) {
+    if trigger == Trigger::Watch {
+        systemd::reloading();
+    }
+    let changes = changed_keys(current, &new);
+    apply(state, Arc::new(new)).await;
+    state.metrics.reload(true, unix_now());
+    state.set_last_reload_error(None);
+    tracing::info!(
+        files = %state.config().sources(),
+        changed = %changes.join(", "),
+        "Configuration reloaded."
+    );
+    if trigger == Trigger::Watch {
+        systemd::ready(&state.status_line());
+    }
 }
 
 /// Puts `config` in force.

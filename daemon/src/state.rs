@@ -38,6 +38,8 @@ pub struct AppState {
     /// Rate limiter of the per-anomaly journal events.
     pub journal: AnomalyEvents,
     last_reload_error: Mutex<Option<String>>,
+    /// Keys whose new value waits for a restart, as last reported.
+    pending_restart: Mutex<String>,
     /// Points per second over the last status interval, as `f64` bits.
     points_rate: AtomicU64,
 }
@@ -63,6 +65,18 @@ impl AppState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Records the keys that wait for a restart (comma-separated, empty for
+    /// none) and returns the previous record.
+    pub fn swap_pending_restart(&self, keys: String) -> String {
+        std::mem::replace(
+            &mut *self
+                .pending_restart
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+            keys,
+        )
     }
 
     /// Records the result of a reload: `Some(problems)` after a failure.
@@ -198,6 +212,7 @@ pub fn build_state(
         log,
         metrics,
         last_reload_error: Mutex::new(None),
+        pending_restart: Mutex::new(String::new()),
         points_rate: AtomicU64::new(0f64.to_bits()),
     }))
 }
