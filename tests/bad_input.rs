@@ -155,3 +155,95 @@ fn max_series_refuses_new_series_only() {
         "existing series keep working"
     );
 }
+
+/// Sends raw bytes on a fresh connection and reads until the server
+/// closes it.
+fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// Attacks that held up when the daemon was attacked, kept as regression
+/// tests: request smuggling, deep nesting, hostile strings, `seq` edges.
+#[test]
+fn smuggling_nesting_hostile_strings_and_seq_edges_are_refused_cleanly() {
+    let daemon = TestDaemon::start("");
+    let addr = daemon.addr;
+    // Content-Length and Transfer-Encoding together: the chunked body wins,
+    // the connection is closed after the reply, and the request hidden
+    // behind the empty chunked body is never answered.
+    let replies = raw(
+        addr,
+        b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\
+          Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(replies.matches("HTTP/1.1 ").count(), 1, "{replies}");
+    assert!(replies.starts_with("HTTP/1.1 400"), "{replies}");
+    assert!(!replies.contains("no such endpoint"), "{replies}");
+    // Two different Content-Lengths: refused.
+    let replies = raw(
+        addr,
+        b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nContent-Length: 12\r\n\r\n{\"value\":1} ",
+    );
+    assert!(replies.starts_with("HTTP/1.1 400"), "{replies}");
+
+    // 100,000-deep nesting, as the body and inside a field.
+    let deep = "[".repeat(100_000);
+    let reply = daemon.detect(&deep);
+    assert_eq!(reply.status, 422, "{}", reply.error());
+    let reply = daemon.detect(&format!("{{\"value\": {deep}"));
+    assert!(matches!(reply.status, 400 | 422), "{}", reply.error());
+    assert!(reply.error().contains("value") || reply.error().contains("recursion"));
+
+    // Hostile series names: a lone surrogate, control characters escaped
+    // and raw.
+    let reply = daemon.detect(r#"{"value": 1, "series": "a\ud800b"}"#);
+    assert!(matches!(reply.status, 400 | 422), "{}", reply.error());
+    assert!(reply.error().contains("hex escape"), "{}", reply.error());
+    let reply = daemon.detect(r#"{"value": 1, "series": "a\u0001b"}"#);
+    assert_eq!(reply.status, 422);
+    assert!(
+        reply.error().contains("control characters"),
+        "{}",
+        reply.error()
+    );
+    let reply = daemon.detect("{\"value\": 1, \"series\": \"a\u{1}b\"}");
+    assert_eq!(reply.status, 400, "{}", reply.error());
+
+    // seq at its edges.
+    for (seq, status) in [
+        ("0", 200),
+        ("9223372036854775807", 200),
+        ("9223372036854775808", 422),
+        ("18446744073709551615", 422),
+        ("18446744073709551616", 422),
+        ("-1", 422),
+        ("1.5", 422),
+    ] {
+        let reply = daemon.detect(&format!(
+            r#"{{"value": 1, "series": "q{seq}", "seq": {seq}}}"#
+        ));
+        assert_eq!(
+            reply.status,
+            status,
+            "seq {seq}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        if status == 422 {
+            assert!(
+                reply.error().contains("`seq`"),
+                "seq {seq}: {}",
+                reply.error()
+            );
+        }
+    }
+    // Still serving.
+    assert_eq!(daemon.detect(r#"{"value": 1}"#).status, 200);
+}
