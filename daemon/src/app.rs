@@ -18,19 +18,21 @@ use tokio_util::task::TaskTracker;
 
 use crate::anomalies::log;
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
-use crate::http;
+use crate::http::{self, Role};
 use crate::service::{reload as reload_loop, status, systemd, watch};
 use crate::state::{AppState, build_state};
 
 pub use crate::state::AppError;
 
-/// Serves on `listener` until `shutdown` is cancelled, then drains and
-/// closes the anomaly log. Reloads on each `hangup` signal (SIGHUP,
+/// Serves on `listener` (and the probes and metrics on `admin`, when
+/// given) until `shutdown` is cancelled, then drains and closes the
+/// anomaly log. Reloads on each `hangup` signal (SIGHUP,
 /// installed by the caller before it announces the address, so an early
 /// SIGHUP cannot kill the process) and on changes of the files under
 /// `config_path` (or the default path when `None`).
 pub async fn run(
     listener: TcpListener,
+    admin: Option<TcpListener>,
     config: Arc<Config>,
     config_path: Option<PathBuf>,
     hangup: Option<Signal>,
@@ -49,8 +51,19 @@ pub async fn run(
 
     let connections = TaskTracker::new();
     let kill = CancellationToken::new();
+    if let Some(admin) = admin {
+        connections.spawn(http::serve(
+            admin,
+            Role::Admin,
+            state.clone(),
+            shutdown.clone(),
+            kill.clone(),
+            connections.clone(),
+        ));
+    }
     http::serve(
         listener,
+        Role::Main,
         state.clone(),
         shutdown.clone(),
         kill.clone(),

@@ -114,6 +114,18 @@ async fn serve(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let admin = match config.server.admin_listen {
+        None => None,
+        Some(admin) => match tokio::net::TcpListener::bind(admin).await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                eprintln!(
+                    "{PROGRAM}: cannot listen on {admin}: {e} (is another process using the port? see [server] admin_listen)"
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     // Install every handler before announcing the address: until then a
     // signal would take its default action (SIGHUP kills).
     let signals = match Signals::install() {
@@ -126,6 +138,12 @@ async fn serve(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
     let addr = listener.local_addr().unwrap_or(listen);
     runtime::announce_listening(addr);
     tracing::info!(%addr, "Listening.");
+    if let Some(admin) = &admin
+        && let Ok(admin_addr) = admin.local_addr()
+    {
+        runtime::announce("admin listening on", admin_addr);
+        tracing::info!(addr = %admin_addr, "Serving /healthz, /ready and /metrics on the admin address.");
+    }
     let shutdown = CancellationToken::new();
     let finished = CancellationToken::new();
     let signal_task = tokio::spawn(signals.shutdown.graceful_then_exit(finished.clone(), {
@@ -140,6 +158,7 @@ async fn serve(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
     }));
     let result = app::run(
         listener,
+        admin,
         config,
         config_path,
         Some(signals.hangup),

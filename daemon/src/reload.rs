@@ -172,6 +172,10 @@ fn keep_start_up_settings(new: &mut Config, current: &Config) -> Vec<&'static st
         new.server.listen = current.server.listen;
         changed.push("server.listen");
     }
+    if new.server.admin_listen != current.server.admin_listen {
+        new.server.admin_listen = current.server.admin_listen;
+        changed.push("server.admin_listen");
+    }
     if new.server.max_connections != current.server.max_connections {
         new.server.max_connections = current.server.max_connections;
         changed.push("server.max_connections");

@@ -72,6 +72,38 @@ async fn bad_input_is_refused_with_the_field_named() {
     server.stop().await.unwrap();
 }
 
+/// With the main address saturated (`max_connections` held by silent
+/// clients), probes and scrapes are still answered on `admin_listen`,
+/// which serves nothing else.
+#[tokio::test(start_paused = true)]
+async fn the_admin_address_answers_probes_while_the_main_one_is_saturated() {
+    let mut server = Server::start(
+        "[server]\nmax_connections = 2\nadmin_listen = \"127.0.0.1:0\"\nheader_read_timeout = \"1h\"\n",
+    )
+    .await;
+    let admin = server.admin_addr.expect("admin address bound");
+    let _held: Vec<TcpStream> = vec![
+        TcpStream::connect(server.addr).await.unwrap(),
+        TcpStream::connect(server.addr).await.unwrap(),
+    ];
+    // A third client on the main address waits in the kernel's backlog.
+    let waiting = tokio::time::timeout(
+        Duration::from_secs(30),
+        server.request("GET", "/healthz", ""),
+    )
+    .await;
+    assert!(waiting.is_err(), "the main address should be saturated");
+    for path in ["/healthz", "/ready", "/metrics"] {
+        let (status, body) = support::request_at(admin, "GET", path, "").await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (status, body) = support::request_at(admin, "POST", "/detect", r#"{"value":1}"#).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("admin address"), "{body}");
+    drop(_held);
+    server.stop().await.unwrap();
+}
+
 /// Every numeric key at its upper bound: what `--check-config` accepts,
 /// the server starts with and serves (a huge `max_connections` used to pass
 /// the check and then panic at start).

@@ -101,6 +101,9 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address and port to listen on.
     pub listen: SocketAddr,
+    /// A second address serving only `/healthz`, `/ready` and `/metrics`,
+    /// outside `max_connections`; unset by default.
+    pub admin_listen: Option<SocketAddr>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// Largest number of simultaneous connections.
@@ -121,6 +124,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            admin_listen: None,
             max_body_bytes: 1 << 20,
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
@@ -356,6 +360,11 @@ key_table! {
             k,
             v,
             "a socket address such as \"127.0.0.1:8001\" or \"[::1]:8001\"",
+        ),
+        admin_listen: SocketAddr = |d, k, v| d.parse_str(
+            k,
+            v,
+            "a socket address such as \"127.0.0.1:8002\" or \"[::1]:8001\"",
         ),
         max_body_bytes: usize = |d, k, v| d.integer(k, v, 1..=1 << 30),
         max_connections: usize = |d, k, v| d.integer(k, v, 1..=1_000_000),
@@ -628,6 +637,10 @@ impl Config {
         let server = &self.server;
         out.push_str("\n[server]\n");
         key(&mut out, "listen", &server.listen);
+        match &server.admin_listen {
+            Some(addr) => key(&mut out, "admin_listen", addr),
+            None => out.push_str("# admin_listen = (unset)\n"),
+        }
         key(&mut out, "max_body_bytes", &server.max_body_bytes);
         key(&mut out, "max_connections", &server.max_connections);
         key(&mut out, "header_read_timeout", &server.header_read_timeout);

@@ -316,7 +316,7 @@ fn unknown_key_in_server() {
     let message = only_problem("[server]\n  port = 80\n", Some("server.port"), (2, 3));
     assert_eq!(
         message,
-        "unknown key \"port\" in [server]; expected one of: listen, max_body_bytes, \
+        "unknown key \"port\" in [server]; expected one of: listen, admin_listen, max_body_bytes, \
          max_connections, header_read_timeout, idle_timeout, write_timeout, max_series, \
          shutdown_grace"
     );
@@ -1080,6 +1080,7 @@ fn every_numeric_key_has_a_bound_that_check_config_enforces() {
     ];
     let not_numeric = [
         "server.listen",
+        "server.admin_listen",
         "detector.direction",
         "detector.exclude_anomalies",
         "log.anomaly_log_file",

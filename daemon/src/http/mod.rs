@@ -27,5 +27,5 @@ pub mod router;
 pub mod server;
 
 pub use reply::{ResponseBody, error, json};
-pub use router::route;
-pub use server::serve;
+pub use router::{route, route_admin};
+pub use server::{Role, serve};

@@ -29,3 +29,20 @@ pub async fn route(req: Request<Incoming>, state: &AppState) -> Response<Respons
         ),
     }
 }
+
+/// Routes a request on the admin address (`[server] admin_listen`), which
+/// serves only probes and metrics.
+pub fn route_admin(req: Request<Incoming>, state: &AppState) -> Response<ResponseBody> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics") => health::metrics(state),
+        (&Method::GET | &Method::HEAD, "/healthz") => health::healthz(state),
+        (&Method::GET | &Method::HEAD, "/ready") => health::ready(state),
+        (_, "/metrics" | "/healthz" | "/ready") => method_not_allowed("GET, HEAD"),
+        (_, path) => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no such endpoint `{path}` on the admin address; it serves GET /healthz, /ready and /metrics (the rest is on [server] listen)"
+            ),
+        ),
+    }
+}

@@ -29,9 +29,23 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::reply::ResponseBody;
-use super::router::route;
+use super::router::{route, route_admin};
 use crate::metrics::Route;
 use crate::state::AppState;
+
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Every endpoint, within `[server] max_connections`.
+    Main,
+    /// Only `/healthz`, `/ready` and `/metrics` (`[server] admin_listen`),
+    /// within its own [`ADMIN_MAX_CONNECTIONS`], so probes and scrapes are
+    /// answered while the main address is saturated.
+    Admin,
+}
+
+/// Connections the admin address serves at once.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// Accepts connections on `listener` and serves them until `shutdown` is
 /// cancelled; then stops accepting and returns. In-flight connections are
@@ -40,6 +54,7 @@ use crate::state::AppState;
 /// over).
 pub async fn serve(
     listener: TcpListener,
+    role: Role,
     state: Arc<AppState>,
     shutdown: CancellationToken,
     kill: CancellationToken,
@@ -47,7 +62,11 @@ pub async fn serve(
 ) {
     // max_connections is fixed for the process's life; the timeouts are
     // read per connection, so a reload changes them for new connections.
-    let permits = Arc::new(Semaphore::new(state.config().server.max_connections));
+    let cap = match role {
+        Role::Main => state.config().server.max_connections,
+        Role::Admin => ADMIN_MAX_CONNECTIONS,
+    };
+    let permits = Arc::new(Semaphore::new(cap));
     loop {
         // Take the permit before accepting (see the module documentation).
         let permit = tokio::select! {
@@ -66,6 +85,7 @@ pub async fn serve(
         };
         connections.spawn(serve_connection(
             stream,
+            role,
             state.clone(),
             permit,
             shutdown.clone(),
@@ -80,6 +100,7 @@ pub async fn serve(
 /// their timeouts, or when `kill` is cancelled.
 async fn serve_connection(
     stream: TcpStream,
+    role: Role,
     state: Arc<AppState>,
     _permit: OwnedSemaphorePermit,
     shutdown: CancellationToken,
@@ -99,7 +120,7 @@ async fn serve_connection(
         }),
         service_fn({
             let activity = activity.clone();
-            move |req| handle(req, state.clone(), activity.clone())
+            move |req| handle(req, role, state.clone(), activity.clone())
         }),
     );
     // The watchdog runs apart so that the connection task, woken several
@@ -136,6 +157,7 @@ async fn serve_connection(
 /// Answers one request, with its metrics and the connection's activity.
 async fn handle(
     req: Request<Incoming>,
+    role: Role,
     state: Arc<AppState>,
     activity: Arc<Activity>,
 ) -> Result<Response<ResponseBody>, Infallible> {
@@ -143,7 +165,10 @@ async fn handle(
     let started = Instant::now();
     let route_label = Route::of(req.uri().path());
     state.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-    let response = route(req, &state).await;
+    let response = match role {
+        Role::Main => route(req, &state).await,
+        Role::Admin => route_admin(req, &state),
+    };
     state.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     let finished = Instant::now();
     state.metrics.request(

@@ -19,7 +19,12 @@ pub fn build(workers: Option<usize>) -> std::io::Result<Runtime> {
 /// Prints `listening on ADDR` on stdout and flushes it: the first line
 /// of stdout, which tests and scripts read the bound address from.
 pub fn announce_listening(addr: SocketAddr) {
+    announce("listening on", addr);
+}
+
+/// Prints `WHAT ADDR` as a line on stdout and flushes it.
+pub fn announce(what: &str, addr: SocketAddr) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "listening on {addr}");
+    let _ = writeln!(out, "{what} {addr}");
     let _ = out.flush();
 }

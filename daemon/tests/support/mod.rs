@@ -24,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 pub struct Server {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where the admin address listens, when the config sets one (the
+    /// test binds it on port 0 whatever the config says).
+    pub admin_addr: Option<SocketAddr>,
     /// Its directory: the configuration file and the anomaly log.
     pub dir: TempDir,
     shutdown: CancellationToken,
@@ -60,8 +63,16 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("bound address");
         let shutdown = CancellationToken::new();
+        let admin = match config.server.admin_listen {
+            Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind admin")),
+            None => None,
+        };
+        let admin_addr = admin
+            .as_ref()
+            .map(|a| a.local_addr().expect("admin address"));
         let task = tokio::spawn(app::run(
             listener,
+            admin,
             Arc::new(config),
             Some(path),
             None,
@@ -69,6 +80,7 @@ impl Server {
         ));
         Server {
             addr,
+            admin_addr,
             dir,
             shutdown,
             task,
@@ -102,16 +114,22 @@ impl Server {
     /// Sends one request with `Connection: close` and returns the status
     /// and body.
     pub async fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.expect("send");
-        let mut reply = Vec::new();
-        stream.read_to_end(&mut reply).await.expect("read reply");
-        parse_reply(&reply)
+        request_at(self.addr, method, path, body).await
     }
+}
+
+/// Sends one request to `addr` with `Connection: close` and returns the
+/// status and body.
+pub async fn request_at(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.expect("read reply");
+    parse_reply(&reply)
 }
 
 /// The status and body of one HTTP/1.1 reply (no chunked encoding: the
