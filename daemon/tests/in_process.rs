@@ -104,6 +104,44 @@ async fn the_admin_address_answers_probes_while_the_main_one_is_saturated() {
     server.stop().await.unwrap();
 }
 
+/// The errors hyper answers itself (a URI or headers too large, a request
+/// that is not HTTP) carry the same JSON error body as every other status.
+#[tokio::test]
+async fn errors_hyper_answers_itself_carry_a_json_error() {
+    let mut server = Server::start("").await;
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    let many_headers = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..200)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
+    let huge_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "v".repeat(600_000)
+    );
+    let cases = [
+        (long_uri, 414, "URI"),
+        (many_headers, 431, "headers"),
+        (huge_header, 431, "headers"),
+        ("NOT HTTP AT ALL\r\n\r\n".to_owned(), 400, "HTTP"),
+    ];
+    for (request, status, needle) in cases {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let _ = stream.write_all(request.as_bytes()).await;
+        let reply = read_until_closed(&mut stream).await;
+        let (got, body) = parse_reply(&reply);
+        assert_eq!(got, status, "{body}");
+        let error: Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {body:?}"));
+        let message = error["error"].as_str().expect("an error message");
+        assert!(message.contains(needle), "{status}: {message}");
+    }
+    let (status, _) = server.request("GET", "/healthz", "").await;
+    assert_eq!(status, 200);
+    server.stop().await.unwrap();
+}
+
 /// Every numeric key at its upper bound: what `--check-config` accepts,
 /// the server starts with and serves (a huge `max_connections` used to pass
 /// the check and then panic at start).

@@ -117,6 +117,7 @@ async fn serve_connection(
         TokioIo::new(Tracked {
             stream,
             activity: activity.clone(),
+            replacing: None,
         }),
         service_fn({
             let activity = activity.clone();
@@ -369,10 +370,85 @@ impl Drop for BusyOwned {
 }
 
 /// The client's socket, telling [`Activity`] when a request's first bytes
-/// arrive and when writes block.
+/// arrive and when writes block, and giving hyper's own error replies a
+/// JSON body (see [`json_error_for`]).
 struct Tracked {
     stream: TcpStream,
     activity: Arc<Activity>,
+    /// A replacement reply being written, and how much of it is written.
+    replacing: Option<(Vec<u8>, usize)>,
+}
+
+impl Tracked {
+    /// Writes `buf`, or the JSON reply that replaces it when it is one of
+    /// hyper's empty error replies; hyper is told its bytes were written.
+    fn write_or_replace(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.replacing.is_none()
+            && let Some(reply) = json_error_for(buf)
+        {
+            self.replacing = Some((reply, 0));
+        }
+        let Some((reply, written)) = self.replacing.as_mut() else {
+            return Pin::new(&mut self.stream).poll_write(cx, buf);
+        };
+        while *written < reply.len() {
+            match Pin::new(&mut self.stream).poll_write(cx, &reply[*written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.replacing = None;
+        Poll::Ready(Ok(buf.len()))
+    }
+}
+
+/// hyper answers some malformed requests itself (a URI or headers too
+/// large, a request that is not HTTP) with an empty body and closes the
+/// connection. Every other error reply has a JSON body naming the
+/// problem, so those get one too: `head` is recognised as such a reply by
+/// its 4xx/5xx status with `content-length: 0`, which no handler sends.
+fn json_error_for(head: &[u8]) -> Option<Vec<u8>> {
+    let rest = head.strip_prefix(b"HTTP/1.1 ")?;
+    if !head.ends_with(b"\r\n\r\n")
+        || !head
+            .windows(18)
+            .any(|w| w.eq_ignore_ascii_case(b"content-length: 0\r"))
+    {
+        return None;
+    }
+    let status = std::str::from_utf8(rest.get(..3)?).ok()?;
+    let (reason, message) = match status {
+        "400" => (
+            "Bad Request",
+            "malformed HTTP request: the request line or headers could not be parsed",
+        ),
+        "414" => (
+            "URI Too Long",
+            "the request URI is too long; shorten it or send the data in the body",
+        ),
+        "431" => (
+            "Request Header Fields Too Large",
+            "the request headers are too large or too many (at most 100 headers and about 400 KB)",
+        ),
+        "505" => (
+            "HTTP Version Not Supported",
+            "HTTP version not supported; use HTTP/1.1",
+        ),
+        _ => return None,
+    };
+    let body = serde_json::to_vec(&crate::api::ErrorReply {
+        error: message.to_owned(),
+    })
+    .ok()?;
+    let mut reply = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    reply.extend_from_slice(&body);
+    Some(reply)
 }
 
 impl AsyncRead for Tracked {
@@ -396,7 +472,7 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        let polled = self.write_or_replace(cx, buf);
         self.activity.write_blocked(polled.is_pending());
         polled
     }
@@ -406,7 +482,17 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        // hyper's error replies are a head alone, in one slice.
+        let polled = match bufs.iter().filter(|b| !b.is_empty()).collect::<Vec<_>>()[..] {
+            [only]
+                if self.replacing.is_some()
+                    || only.starts_with(b"HTTP/1.1 4")
+                    || only.starts_with(b"HTTP/1.1 5") =>
+            {
+                self.write_or_replace(cx, only)
+            }
+            _ => Pin::new(&mut self.stream).poll_write_vectored(cx, bufs),
+        };
         self.activity.write_blocked(polled.is_pending());
         polled
     }
@@ -421,5 +507,23 @@ impl AsyncWrite for Tracked {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_hypers_empty_error_replies_are_replaced() {
+        let hyper_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: Wed, 02 Dec 2026 14:11:54 GMT\r\n\r\n";
+        let reply = String::from_utf8(json_error_for(hyper_431).unwrap()).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 431 "), "{reply}");
+        assert!(reply.ends_with("\"}"), "{reply}");
+        let ours = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n";
+        assert_eq!(json_error_for(ours), None);
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(json_error_for(ok), None);
+        assert_eq!(json_error_for(b"{\"value\":1}"), None);
     }
 }
