@@ -76,7 +76,7 @@ measure() { # name workload points-per-request command...
     kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
     rm -f "$TMP/$name".*.* "$TMP/anomalies.log"
     local points=$((requests * per))
-    awk -v n="$name" -v w="$workload" -v i="$instructions" -v p="$points" -v per="$per" 'BEGIN { printf "%-9s %-7s %9d %-8s %14d instructions %8.0f per %s\n", n, w, p, (per == 1 ? "requests" : "points"), i, i / p, (per == 1 ? "request" : "point") }'
+    awk -v n="$name" -v w="$workload" -v i="$instructions" -v p="$points" -v per="$per" 'BEGIN { printf "%-9s %-7s %9d %-8s %14.0f instructions %8.0f per %s\n", n, w, p, (per == 1 ? "requests" : "points"), i, i / p, (per == 1 ? "request" : "point") }'
     echo "$instructions $points" >"$TMP/$name-$workload.result"
 }
 for workload in single ndjson; do
