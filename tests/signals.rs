@@ -241,3 +241,57 @@ fn sighup_rotates_even_while_the_config_is_invalid() {
     assert_eq!(lines.len(), 1);
     assert!(lines[0].contains("\"series\":\"b\""), "{lines:?}");
 }
+
+/// With `[log] rotate = "external"` (the package's setting, beside its
+/// logrotate file), SIGHUP reloads and reopens but never renames or
+/// deletes; SIGUSR1 only reopens (logrotate's postrotate).
+#[test]
+fn with_external_rotation_signals_only_reopen() {
+    let daemon = TestDaemon::start(
+        "[detector]\nwindow_size = 4\n[log]\nrotate = \"external\"\nkeep = 1\nanomaly_log_file = \"anomalies.log\"\n",
+    );
+    let log = daemon.log_path();
+    assert_eq!(spike(&daemon, "a")["logged"], true);
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_metric("anomalyd_anomaly_log_rotations_total", |v| v >= 1.0);
+    assert_eq!(spike(&daemon, "b")["logged"], true);
+    assert_eq!(read_lines(&log).len(), 2, "SIGHUP renamed nothing");
+    let rotated = |n: u32| PathBuf::from(format!("{}.{n}", log.display()));
+    assert!(!rotated(1).exists());
+
+    // logrotate: rename, then SIGUSR1.
+    let moved = daemon.dir.path().join("anomalies.log.1");
+    std::fs::rename(&log, &moved).unwrap();
+    daemon.signal(libc::SIGUSR1);
+    daemon.wait_for_metric("anomalyd_anomaly_log_rotations_total", |v| v >= 2.0);
+    assert_eq!(spike(&daemon, "c")["logged"], true);
+    assert_eq!(read_lines(&moved).len(), 2);
+    assert_eq!(read_lines(&log).len(), 1, "a fresh file at the path");
+    // A second SIGHUP still leaves logrotate's file alone (keep = 1 would
+    // have deleted it).
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_metric("anomalyd_anomaly_log_rotations_total", |v| v >= 3.0);
+    assert_eq!(read_lines(&moved).len(), 2);
+    assert!(!rotated(2).exists());
+}
+
+/// With anomalyd rotating (the default), the file beyond `keep` is deleted
+/// with a log line, not replaced silently by a rename.
+#[test]
+fn self_rotation_says_which_old_file_it_deletes() {
+    let mut daemon = TestDaemon::start(
+        "[detector]\nwindow_size = 4\n[log]\nkeep = 1\nanomaly_log_file = \"anomalies.log\"\n",
+    );
+    for (round, series) in ["a", "b", "c"].into_iter().enumerate() {
+        assert_eq!(spike(&daemon, series)["logged"], true);
+        daemon.signal(libc::SIGHUP);
+        daemon.wait_for_metric("anomalyd_anomaly_log_rotations_total", |v| {
+            v >= (round + 1) as f64
+        });
+    }
+    let line = daemon.wait_for_stderr("Deleted the oldest rotated anomaly log");
+    assert!(line.contains("anomalies.log.1"), "{line}");
+    let kept = read_lines(&PathBuf::from(format!("{}.1", daemon.log_path().display())));
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].contains("\"series\":\"c\""), "{kept:?}");
+}

@@ -16,7 +16,7 @@ use tokio::signal::unix::Signal;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::anomalies::log;
+use crate::anomalies::log::{self, AnomalyLogSettings, Rotation};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::http::{self, Role};
 use crate::service::{reload as reload_loop, status, systemd, watch};
@@ -36,6 +36,7 @@ pub async fn run(
     config: Arc<Config>,
     config_path: Option<PathBuf>,
     hangup: Option<Signal>,
+    reopen: Option<Signal>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let state = build_state(config, config_path)?;
@@ -44,6 +45,9 @@ pub async fn run(
     tasks.spawn(housekeeping(state.clone(), stop_tasks.clone()));
     tasks.spawn(reloads(state.clone(), hangup, stop_tasks.clone()));
     tasks.spawn(status_updates(state.clone(), stop_tasks.clone()));
+    if let Some(reopen) = reopen {
+        tasks.spawn(reopen_on_sigusr1(state.clone(), reopen, stop_tasks.clone()));
+    }
     if let Some(interval) = systemd::watchdog_interval() {
         tasks.spawn(systemd::watchdog(interval, stop_tasks.clone()));
     }
@@ -128,6 +132,26 @@ async fn reloads(state: Arc<AppState>, hangup: Option<Signal>, stop: Cancellatio
         }
     })
     .await;
+}
+
+/// Reopens the anomaly log at its path on each SIGUSR1 (logrotate's
+/// `postrotate`), renaming and deleting nothing, and reloading nothing.
+async fn reopen_on_sigusr1(state: Arc<AppState>, mut usr1: Signal, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            received = usr1.recv() => if received.is_none() { return },
+            () = stop.cancelled() => return,
+        }
+        let settings = AnomalyLogSettings::from_config(&state.config().log);
+        match state.log.reopen(settings).await {
+            Rotation::Failed(e) => {
+                tracing::error!(signal = "SIGUSR1", error = %e, "Cannot reopen the anomaly log.");
+            }
+            _ => {
+                tracing::info!(signal = "SIGUSR1", path = %state.config().log.anomaly_log_file.display(), "Anomaly log reopened.")
+            }
+        }
+    }
 }
 
 /// Refreshes systemd's `STATUS=` line with the points rate.

@@ -135,6 +135,15 @@ async fn serve(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // SIGUSR1 reopens the anomaly log (logrotate's postrotate).
+    let reopen = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+    {
+        Ok(reopen) => reopen,
+        Err(e) => {
+            eprintln!("{PROGRAM}: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let addr = listener.local_addr().unwrap_or(listen);
     runtime::announce_listening(addr);
     tracing::info!(%addr, "Listening.");
@@ -162,6 +171,7 @@ async fn serve(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
         config,
         config_path,
         Some(signals.hangup),
+        Some(reopen),
         shutdown,
     )
     .await;

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::FsyncPolicy;
+use crate::config::{FsyncPolicy, RotateMode};
 use crate::metrics::LogStats;
 
 /// Largest number of queued messages the writer folds into one write.
@@ -47,8 +47,22 @@ pub struct AnomalyLogSettings {
     pub fsync: FsyncPolicy,
     /// Lines kept in memory while the file cannot be written.
     pub backlog: usize,
-    /// Rotated files kept by [`AnomalyLog::rotate`].
+    /// Rotated files kept when anomalyd rotates.
     pub keep: usize,
+    /// Who rotates: anomalyd (rename and shift) or an outside tool (only
+    /// reopen).
+    pub rotate: RotateMode,
+}
+
+/// What a reconfiguration does to the file besides applying settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RotateAction {
+    /// Nothing.
+    None,
+    /// Rotate as `rotate` says: rename and shift, or reopen.
+    AsConfigured,
+    /// Reopen the file at its path (SIGUSR1), whatever `rotate` says.
+    Reopen,
 }
 
 impl AnomalyLogSettings {
@@ -59,6 +73,7 @@ impl AnomalyLogSettings {
             fsync: log.fsync,
             backlog: log.backlog,
             keep: log.keep,
+            rotate: log.rotate,
         }
     }
 }
@@ -82,7 +97,7 @@ enum Message {
     /// Switch to new settings (possibly a new path), and rotate if asked.
     Reconfigure {
         settings: AnomalyLogSettings,
-        rotate: bool,
+        rotate: RotateAction,
         done: oneshot::Sender<Rotation>,
     },
     /// Write out what can be written, sync, and stop.
@@ -148,6 +163,25 @@ impl AnomalyLog {
     /// file, lines appended after it to the new one; with `rotate`, the file
     /// is then rotated (see [`Rotation`]). Returns once done.
     pub async fn reconfigure(&self, settings: AnomalyLogSettings, rotate: bool) -> Rotation {
+        let action = if rotate {
+            RotateAction::AsConfigured
+        } else {
+            RotateAction::None
+        };
+        self.send_reconfigure(settings, action).await
+    }
+
+    /// Applies `settings` and reopens the file at its path, never renaming
+    /// or deleting (SIGUSR1: an outside tool has moved the file).
+    pub async fn reopen(&self, settings: AnomalyLogSettings) -> Rotation {
+        self.send_reconfigure(settings, RotateAction::Reopen).await
+    }
+
+    async fn send_reconfigure(
+        &self,
+        settings: AnomalyLogSettings,
+        rotate: RotateAction,
+    ) -> Rotation {
         let (done, answer) = oneshot::channel();
         let message = Message::Reconfigure {
             settings,
@@ -219,7 +253,7 @@ struct Writer {
 enum Control {
     Reconfigure {
         settings: AnomalyLogSettings,
-        rotate: bool,
+        rotate: RotateAction,
         done: oneshot::Sender<Rotation>,
     },
     Close(oneshot::Sender<CloseReport>),
@@ -509,7 +543,7 @@ impl Writer {
 
     /// Applies new settings, switching files when the path changed, then
     /// rotates if asked.
-    fn reconfigure(&mut self, settings: AnomalyLogSettings, rotate: bool) -> Rotation {
+    fn reconfigure(&mut self, settings: AnomalyLogSettings, rotate: RotateAction) -> Rotation {
         let path_changed = settings.path != self.settings.path;
         if path_changed {
             self.sync();
@@ -526,10 +560,13 @@ impl Writer {
                 self.enter_failure(&e);
             }
         }
-        if !rotate {
-            return Rotation::NotAsked;
-        }
-        let outcome = self.rotate();
+        let outcome = match (rotate, self.settings.rotate) {
+            (RotateAction::None, _) => return Rotation::NotAsked,
+            (RotateAction::AsConfigured, RotateMode::SelfManaged) => self.rotate(),
+            (RotateAction::AsConfigured, RotateMode::External) | (RotateAction::Reopen, _) => {
+                self.reopen_in_place()
+            }
+        };
         match &outcome {
             Rotation::Rotated | Rotation::Reopened => {
                 self.stats.rotations.fetch_add(1, Ordering::Relaxed);
@@ -543,6 +580,19 @@ impl Writer {
         // Lines held back while the old file failed go to the fresh one.
         self.retry_backlog();
         outcome
+    }
+
+    /// Reopens the file at its path (creating it if an outside tool moved
+    /// it away), renaming and deleting nothing.
+    fn reopen_in_place(&mut self) -> Rotation {
+        self.sync();
+        match self.reopen() {
+            Ok(()) => Rotation::Reopened,
+            Err(e) => {
+                self.enter_failure(&e);
+                Rotation::Failed(e.to_string())
+            }
+        }
     }
 
     /// Rotates the file: renames `path` to `path.1` after shifting
@@ -582,6 +632,20 @@ impl Writer {
             PathBuf::from(name)
         };
         let keep = self.settings.keep.max(1);
+        // The oldest file kept goes: say so, rather than let a rename
+        // replace it silently.
+        let oldest = numbered(keep);
+        match fs::remove_file(&oldest) {
+            Ok(()) => tracing::info!(
+                path = %oldest.display(),
+                keep,
+                "Deleted the oldest rotated anomaly log ([log] keep)."
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Rotation::Failed(format!("deleting {}: {e}", oldest.display()));
+            }
+        }
         for n in (1..keep).rev() {
             match fs::rename(numbered(n), numbered(n + 1)) {
                 Ok(()) => {}
@@ -732,6 +796,7 @@ mod tests {
             fsync,
             backlog: 4,
             keep: 3,
+            rotate: RotateMode::SelfManaged,
         }
     }
 

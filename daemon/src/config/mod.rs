@@ -69,6 +69,12 @@ pub const LOG_LEVELS: &[(&str, LogLevel)] = &[
     ("trace", LogLevel::Trace),
 ];
 
+/// The spellings of [`RotateMode`] in the file.
+const ROTATE_MODES: &[(&str, RotateMode)] = &[
+    ("self", RotateMode::SelfManaged),
+    ("external", RotateMode::External),
+];
+
 /// The spellings of [`FsyncPolicy`] in the file.
 const FSYNC_POLICIES: &[(&str, FsyncPolicy)] = &[
     ("never", FsyncPolicy::Never),
@@ -381,6 +387,7 @@ key_table! {
     struct LogKeys => LogConfig {
         anomaly_log_file: PathBuf = |d, k, v| d.path_buf(k, v),
         fsync: FsyncPolicy = |d, k, v| d.choice(k, v, FSYNC_POLICIES),
+        rotate: RotateMode = |d, k, v| d.choice(k, v, ROTATE_MODES),
         backlog: usize = |d, k, v| d.integer(k, v, 1..=10_000_000),
         recent_anomalies: usize = |d, k, v| d.integer(k, v, 1..=1_000_000),
         keep: usize = |d, k, v| d.integer(k, v, 1..=1000),
@@ -439,6 +446,30 @@ pub enum FsyncPolicy {
     Interval,
     /// fsync after every write.
     Always,
+}
+
+/// Who rotates the anomaly log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RotateMode {
+    /// anomalyd: SIGHUP renames the file to `.1` (shifting older ones,
+    /// deleting beyond `keep`) and starts a fresh one.
+    SelfManaged,
+    /// An outside tool (logrotate): SIGHUP and SIGUSR1 only reopen the
+    /// file at its path; anomalyd never renames or deletes a file.
+    External,
+}
+
+impl RotateMode {
+    /// The spelling used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        name_of(ROTATE_MODES, self)
+    }
+}
+
+impl TomlValue for RotateMode {
+    fn toml(&self) -> String {
+        quote(self.as_str())
+    }
 }
 
 impl FsyncPolicy {
@@ -508,6 +539,8 @@ pub struct LogConfig {
     pub anomaly_log_file: PathBuf,
     /// When the log is flushed to disk.
     pub fsync: FsyncPolicy,
+    /// Who rotates the log: anomalyd on SIGHUP, or an outside tool.
+    pub rotate: RotateMode,
     /// Lines kept in memory while the log cannot be written.
     pub backlog: usize,
     /// Anomalies kept in memory for `GET /anomalies`.
@@ -538,6 +571,7 @@ impl Default for LogConfig {
         Self {
             anomaly_log_file: PathBuf::from("anomalies.log"),
             fsync: FsyncPolicy::Interval,
+            rotate: RotateMode::SelfManaged,
             backlog: 10_000,
             recent_anomalies: 1_000,
             keep: 7,
@@ -667,6 +701,7 @@ impl Config {
         out.push_str("\n[log]\n");
         key(&mut out, "anomaly_log_file", &log.anomaly_log_file);
         key(&mut out, "fsync", &log.fsync);
+        key(&mut out, "rotate", &log.rotate);
         key(&mut out, "backlog", &log.backlog);
         key(&mut out, "recent_anomalies", &log.recent_anomalies);
         key(&mut out, "keep", &log.keep);

@@ -344,8 +344,8 @@ fn unknown_key_in_log() {
     let message = only_problem("[log]\nfile = \"x\"\n", Some("log.file"), (2, 1));
     assert_eq!(
         message,
-        "unknown key \"file\" in [log]; expected one of: anomaly_log_file, fsync, backlog, \
-         recent_anomalies, keep, level, journal, journal_anomaly_rate"
+        "unknown key \"file\" in [log]; expected one of: anomaly_log_file, fsync, rotate, \
+         backlog, recent_anomalies, keep, level, journal, journal_anomaly_rate"
     );
 }
 
@@ -1085,6 +1085,7 @@ fn every_numeric_key_has_a_bound_that_check_config_enforces() {
         "detector.exclude_anomalies",
         "log.anomaly_log_file",
         "log.fsync",
+        "log.rotate",
         "log.level",
         "log.journal",
     ];

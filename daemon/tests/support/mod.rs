@@ -76,6 +76,7 @@ impl Server {
             Arc::new(config),
             Some(path),
             None,
+            None,
             shutdown.clone(),
         ));
         Server {
