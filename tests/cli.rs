@@ -299,3 +299,61 @@ fn replay_names_every_bad_line_and_bounds_memory() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("no points read"), "{}", stderr(&out));
 }
+
+/// `--check-config` also checks that the anomaly log can be written, as
+/// the user running it, and creates nothing.
+#[test]
+fn check_config_checks_that_the_anomaly_log_can_be_written() {
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("logs/anomalyd/anomalies.log");
+    let config = write_config(
+        dir.path(),
+        0,
+        &format!(
+            "[log]\nanomaly_log_file = {:?}\n",
+            missing.to_str().unwrap()
+        ),
+    );
+    let out = run_anomalyd(&[
+        "--check-config".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("will create it"), "{}", stderr(&out));
+    assert!(!dir.path().join("logs").exists(), "nothing created");
+
+    // A read-only file system (root ignores permissions, not this).
+    let ro = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs"])
+        .arg(ro.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "mounting a tmpfs needs root");
+    let blocked = ro.path().join("anomalies.log");
+    let config = write_config(
+        dir.path(),
+        0,
+        &format!(
+            "[log]\nanomaly_log_file = {:?}\n",
+            blocked.to_str().unwrap()
+        ),
+    );
+    let out = run_anomalyd(&[
+        "--check-config".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(ro.path())
+        .status();
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("anomaly_log_file") && stderr(&out).contains("Read-only file system"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anomalyd::app;
 use anomalyd::cli::{Cli, Command, ReplayArgs};
+use anomalyd::commands::check;
 use anomalyd::commands::replay::{self, ReplayError, ReplayOptions};
 use anomalyd::config::{self, Config, DEFAULT_CONFIG_PATH};
 use anomalyd::service::signals::Signals;
@@ -35,16 +36,36 @@ fn main() -> ExitCode {
     };
     telemetry::init(PROGRAM, config.log.settings());
     if cli.check_config {
-        print!("{}", config.to_toml());
-        eprintln!(
-            "{PROGRAM}: configuration is valid ({}).",
-            describe_sources(&config)
-        );
-        return ExitCode::SUCCESS;
+        return check_config(&config);
     }
     match cli.command {
         Some(Command::Replay(args)) => run_replay(config, args),
         None => daemon(config, cli.config),
+    }
+}
+
+/// `--check-config`: prints the effective configuration, and checks that
+/// the anomaly log can be written (creating nothing).
+fn check_config(config: &Config) -> ExitCode {
+    let log = &config.log.anomaly_log_file;
+    match check::anomaly_log_writable(log) {
+        Ok(note) => {
+            print!("{}", config.to_toml());
+            if let Some(note) = note {
+                eprintln!("{PROGRAM}: note: [log] anomaly_log_file: {note}.");
+            }
+            eprintln!(
+                "{PROGRAM}: configuration is valid ({}).",
+                describe_sources(config)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!(
+                "{PROGRAM}: [log] anomaly_log_file: {why}; the daemon could not log anomalies (check the path and the user it runs as)."
+            );
+            ExitCode::from(EX_CONFIG)
+        }
     }
 }
 
