@@ -17,32 +17,39 @@ pub async fn route(req: Request<Incoming>, state: &AppState) -> Response<Respons
             anomalies::anomalies(req.uri().query(), state)
         }
         (_, "/anomalies") => method_not_allowed("GET, HEAD"),
-        (&Method::GET | &Method::HEAD, "/metrics") => health::metrics(state),
-        (&Method::GET | &Method::HEAD, "/healthz") => health::healthz(state),
-        (&Method::GET | &Method::HEAD, "/ready") => health::ready(state),
-        (_, "/metrics" | "/healthz" | "/ready") => method_not_allowed("GET, HEAD"),
-        (_, path) => error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no such endpoint `{path}`; try POST /detect, GET /anomalies, /metrics, /healthz or /ready"
-            ),
-        ),
+        (_, path) => health_routes(&req, state).unwrap_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no such endpoint `{path}`; try POST /detect, GET /anomalies, /metrics, /healthz or /ready"
+                ),
+            )
+        }),
     }
 }
 
 /// Routes a request on the admin address (`[server] admin_listen`), which
 /// serves only probes and metrics.
 pub fn route_admin(req: Request<Incoming>, state: &AppState) -> Response<ResponseBody> {
-    match (req.method(), req.uri().path()) {
+    health_routes(&req, state).unwrap_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no such endpoint `{}` on the admin address; it serves GET /healthz, /ready and /metrics (the rest is on [server] listen)",
+                req.uri().path()
+            ),
+        )
+    })
+}
+
+/// The probes and metrics both addresses serve; `None` for other paths.
+fn health_routes(req: &Request<Incoming>, state: &AppState) -> Option<Response<ResponseBody>> {
+    let response = match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/metrics") => health::metrics(state),
         (&Method::GET | &Method::HEAD, "/healthz") => health::healthz(state),
         (&Method::GET | &Method::HEAD, "/ready") => health::ready(state),
         (_, "/metrics" | "/healthz" | "/ready") => method_not_allowed("GET, HEAD"),
-        (_, path) => error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no such endpoint `{path}` on the admin address; it serves GET /healthz, /ready and /metrics (the rest is on [server] listen)"
-            ),
-        ),
-    }
+        _ => return None,
+    };
+    Some(response)
 }
