@@ -482,16 +482,22 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        // hyper's error replies are a head alone, in one slice.
-        let polled = match bufs.iter().filter(|b| !b.is_empty()).collect::<Vec<_>>()[..] {
-            [only]
+        // hyper's error replies are a head alone, in one slice; look at
+        // the slices without allocating (this is every reply's path).
+        let mut nonempty = bufs.iter().filter(|b| !b.is_empty());
+        let only = match (nonempty.next(), nonempty.next()) {
+            (Some(only), None)
                 if self.replacing.is_some()
                     || only.starts_with(b"HTTP/1.1 4")
                     || only.starts_with(b"HTTP/1.1 5") =>
             {
-                self.write_or_replace(cx, only)
+                Some(&**only)
             }
-            _ => Pin::new(&mut self.stream).poll_write_vectored(cx, bufs),
+            _ => None,
+        };
+        let polled = match only {
+            Some(only) => self.write_or_replace(cx, only),
+            None => Pin::new(&mut self.stream).poll_write_vectored(cx, bufs),
         };
         self.activity.write_blocked(polled.is_pending());
         polled
