@@ -55,11 +55,13 @@ pub fn read_tail<T: serde::de::DeserializeOwned>(path: &Path, max: usize) -> io:
     let scanned = bytes.len() as u64;
     // Unless the scan reached the start of the file, the first piece is
     // the end of a line that began before it.
-    let lines = bytes.split(|&b| b == b'\n').skip(usize::from(!whole));
+    let mut lines = bytes.split(|&b| b == b'\n');
+    if !whole {
+        lines.next();
+    }
     let mut records = Vec::new();
     let mut unreadable = 0;
-    let complete: Vec<&[u8]> = lines.collect();
-    for line in complete.iter().rev() {
+    for line in lines.rev() {
         if records.len() >= max {
             break;
         }
