@@ -41,10 +41,11 @@ pub async fn run<R, F>(
     // One pending change is enough: the reload reads the files afresh.
     let (changes, mut changed) = mpsc::channel(1);
     let watcher = tokio::spawn(watch::run(main, ignored, stop.clone(), changes));
+    let mut watching = true;
     loop {
         let event = tokio::select! {
             received = recv_hangup(&mut hangup) => Event::Hangup(received),
-            change = changed.recv() => Event::Change(change),
+            change = changed.recv(), if watching => Event::Change(change),
             () = stop.cancelled() => Event::Stop,
         };
         let trigger = match event {
@@ -56,8 +57,8 @@ pub async fn run<R, F>(
             Event::Change(Some(())) => Trigger::Watch,
             Event::Change(None) => {
                 // The watcher gave up (it said why): SIGHUP still works.
-                wait_for_signals_only(&mut hangup, &stop, &mut reload).await;
-                break;
+                watching = false;
+                continue;
             }
             Event::Stop => break,
         };
@@ -74,28 +75,6 @@ enum Event {
     Hangup(Option<()>),
     Change(Option<()>),
     Stop,
-}
-
-/// The rest of the loop without a watcher.
-async fn wait_for_signals_only<R, F>(
-    hangup: &mut Option<Signal>,
-    stop: &CancellationToken,
-    reload: &mut R,
-) where
-    R: FnMut(Trigger) -> F,
-    F: Future<Output = ()>,
-{
-    loop {
-        let received = tokio::select! {
-            received = recv_hangup(hangup) => received,
-            () = stop.cancelled() => return,
-        };
-        if received.is_none() {
-            return;
-        }
-        tracing::info!(signal = "SIGHUP", "Reloading the configuration.");
-        reload(Trigger::Signal).await;
-    }
 }
 
 /// The next SIGHUP; pending forever without a handler.
