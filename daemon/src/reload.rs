@@ -6,7 +6,8 @@
 //! detector settings and rules take effect at each series' next point with
 //! its window kept (resized when `window_size` changed), the anomaly log
 //! switches files between two writes, and the log level and limits change
-//! at once. Settings bound at start-up (`listen`, `max_connections`) keep
+//! at once. Settings bound at start-up (`listen`, `admin_listen`,
+//! `max_connections`, `[log] journal`) keep
 //! their old values and are logged as needing a restart. An invalid
 //! configuration is logged with file, key, line and column and the daemon
 //! keeps running on the previous one; metrics and `/ready` show the failure
@@ -180,6 +181,11 @@ fn keep_start_up_settings(new: &mut Config, current: &Config) -> Vec<&'static st
         new.server.max_connections = current.server.max_connections;
         changed.push("server.max_connections");
     }
+    // The journald layer is chosen when telemetry starts.
+    if new.log.journal != current.log.journal {
+        new.log.journal = current.log.journal;
+        changed.push("log.journal");
+    }
     changed
 }
 
@@ -265,11 +271,16 @@ mod tests {
     fn start_up_settings_keep_their_values() {
         let current = Config::default();
         let mut new = config(
-            "[server]\nlisten = \"127.0.0.1:9\"\nmax_connections = 5\nmax_body_bytes = 10\n",
+            "[server]\nlisten = \"127.0.0.1:9\"\nmax_connections = 5\nmax_body_bytes = 10\n\
+             [log]\njournal = true\n",
             "x.toml",
         );
         let changed = keep_start_up_settings(&mut new, &current);
-        assert_eq!(changed, ["server.listen", "server.max_connections"]);
+        assert_eq!(
+            changed,
+            ["server.listen", "server.max_connections", "log.journal"]
+        );
+        assert!(!new.log.journal);
         assert_eq!(new.server.listen, current.server.listen);
         assert_eq!(new.server.max_connections, current.server.max_connections);
         assert_eq!(new.server.max_body_bytes, 10, "the rest is applied");

@@ -652,6 +652,20 @@ fn read_log(doc: &mut Document<'_>, table: &DeTable<'_>, log: &mut LogSettings) 
     }
 }
 
+/// Every key a generator configuration file may set, as `key` at the top
+/// level, `log.key`, or `series.key` for what only a `[[series]]` has (a
+/// series may also set `seed`, `anomaly_detection_url` and every signal
+/// key). The man page `anomaly-generator.toml(5)` and the shipped
+/// `/etc/anomalyd/generator.toml` must document each one (a test checks it).
+pub fn known_keys() -> Vec<String> {
+    let top = TOP_KEYS
+        .iter()
+        .filter(|key| !matches!(**key, "log" | "series"));
+    let mut keys: Vec<String> = top.chain(PATTERN_KEYS).map(|key| key.to_string()).collect();
+    keys.extend(["log.level", "log.journal", "series.name"].map(String::from));
+    keys
+}
+
 /// The configuration to start on: `explicit` if given (it must exist),
 /// else [`DEFAULT_CONFIG_PATH`] if it exists, else the built-in defaults.
 pub fn load(explicit: Option<&Path>) -> Result<GeneratorConfig, ConfigErrors> {

@@ -215,9 +215,13 @@ fn reload(generator: &Generator, path: Option<&std::path::Path>, trigger: Trigge
         Ok(new) => {
             let current = generator.config.borrow().clone();
             if new != *current {
-                if new.listen != current.listen {
+                let restart_only = [
+                    ("listen", new.listen != current.listen),
+                    ("log.journal", new.log.journal != current.log.journal),
+                ];
+                for (key, _) in restart_only.iter().filter(|(_, changed)| *changed) {
                     tracing::warn!(
-                        key = "listen",
+                        key,
                         "Configuration key changed but takes effect only after a restart; the rest is applied."
                     );
                 }

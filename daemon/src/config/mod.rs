@@ -85,6 +85,24 @@ const FSYNC_POLICIES: &[(&str, FsyncPolicy)] = &[
 /// The tables allowed at the top level of a file.
 const ROOT_KEYS: &[&str] = &["server", "detector", "rule", "log"];
 
+/// Every key a configuration file may set, as `section.key`, in
+/// documentation order; `rule.series` stands for `[[rule]]`, which may also
+/// set every `detector.*` key. The man page `anomalyd.toml(5)` and the
+/// shipped `/etc/anomalyd/anomalyd.toml` must document each one (a test
+/// checks it).
+pub fn known_keys() -> Vec<String> {
+    let sections = [
+        ("server", ServerKeys::KEYS),
+        ("detector", DetectorOverrides::KEYS),
+        ("rule", &["series"][..]),
+        ("log", LogKeys::KEYS),
+    ];
+    sections
+        .iter()
+        .flat_map(|(section, keys)| keys.iter().map(move |key| format!("{section}.{key}")))
+        .collect()
+}
+
 /// The complete, validated configuration of the daemon. `Default` is the
 /// built-in defaults (with no file read).
 #[derive(Clone, Debug, Default, PartialEq)]
