@@ -35,3 +35,7 @@ mod metrics;
 /// anomaly-generator: reproducibility, detection quality against labels,
 /// delivery through restarts and lost replies, refusals, reload.
 mod generator;
+
+/// Man pages and shipped configs document every flag and key, with the
+/// built-in defaults.
+mod docs;
