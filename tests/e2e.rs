@@ -39,3 +39,7 @@ mod generator;
 /// Man pages and shipped configs document every flag and key, with the
 /// built-in defaults.
 mod docs;
+
+/// The shipped logrotate file run by the real logrotate against a loaded
+/// daemon.
+mod logrotate;
