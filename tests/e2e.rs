@@ -43,3 +43,6 @@ mod docs;
 /// The shipped logrotate file run by the real logrotate against a loaded
 /// daemon.
 mod logrotate;
+
+/// `GET /series`, `GET /series/{name}`, `/anomalies` filters and `time`.
+mod series;

@@ -14,7 +14,12 @@ use crate::detect::Side;
 
 /// One anomaly: the record served on `GET /anomalies` and written as one
 /// JSON line to the anomaly log.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// Serialised with `time` (the timestamp in RFC 3339, UTC, milliseconds;
+/// `null` outside years 1970..9999) after `timestamp`, so that `tail -f`
+/// of the log reads without a converter; `time` is derived, so reading a
+/// record ignores it (old lines have none).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct AnomalyRecord {
     /// Series the point belongs to.
     pub series: String,
@@ -33,6 +38,27 @@ pub struct AnomalyRecord {
     /// The point's `seq`, when it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+}
+
+impl Serialize for AnomalyRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut record = serializer.serialize_struct("AnomalyRecord", 9)?;
+        record.serialize_field("series", &self.series)?;
+        record.serialize_field("value", &self.value)?;
+        record.serialize_field("timestamp", &self.timestamp)?;
+        record.serialize_field("time", &crate::clock::rfc3339_millis(self.timestamp))?;
+        record.serialize_field("mean", &self.mean)?;
+        record.serialize_field("std_dev", &self.std_dev)?;
+        record.serialize_field("threshold", &self.threshold)?;
+        record.serialize_field("direction", &self.direction)?;
+        if let Some(seq) = self.seq {
+            record.serialize_field("seq", &seq)?;
+        } else {
+            record.skip_field("seq")?;
+        }
+        record.end()
+    }
 }
 
 impl AnomalyRecord {
@@ -201,5 +227,25 @@ mod tests {
         assert!(!String::from_utf8_lossy(&line).contains("seq"));
         let back: AnomalyRecord = serde_json::from_slice(&line).unwrap();
         assert_eq!(back, rec);
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "{\"series\":\"cpu\",\"value\":99.5,\"timestamp\":1700000000.25,\
+             \"time\":\"2023-11-14T22:13:20.250Z\",\"mean\":45.0,\"std_dev\":2.5,\
+             \"threshold\":52.5,\"direction\":\"upper\"}\n"
+        );
+    }
+
+    #[test]
+    fn old_records_without_time_still_read() {
+        let old = r#"{"series":"a","value":5.0,"timestamp":3.0,"mean":1.0,"std_dev":1.0,"threshold":4.0,"direction":"upper","seq":7}"#;
+        let record: AnomalyRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.seq, Some(7));
+        let mut line = Vec::new();
+        record.write_line(&mut line);
+        assert!(
+            String::from_utf8(line)
+                .unwrap()
+                .contains(r#""time":"1970-01-01T00:00:03.000Z""#)
+        );
     }
 }

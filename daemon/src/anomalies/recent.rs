@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::api::AnomalyRecord;
+use crate::config::SeriesGlob;
 
 /// Default number of records a query returns when it names no `limit`.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -23,8 +24,25 @@ pub struct Query {
     pub limit: Option<usize>,
     /// Only this series.
     pub series: Option<String>,
+    /// Only series matching this glob.
+    pub series_glob: Option<SeriesGlob>,
     /// Only points whose timestamp is at or after this (unix seconds).
     pub since: Option<f64>,
+    /// Only points whose timestamp is before this (unix seconds).
+    pub until: Option<f64>,
+}
+
+impl Query {
+    /// Whether `record` passes every filter of the query.
+    fn matches(&self, record: &AnomalyRecord) -> bool {
+        self.series.as_deref().is_none_or(|s| record.series == s)
+            && self
+                .series_glob
+                .as_ref()
+                .is_none_or(|g| g.matches(&record.series))
+            && self.since.is_none_or(|t| record.timestamp >= t)
+            && self.until.is_none_or(|t| record.timestamp < t)
+    }
 }
 
 /// Recent anomalies, newest last, bounded in count.
@@ -95,8 +113,7 @@ impl RecentAnomalies {
         let mut out: Vec<AnomalyRecord> = records
             .iter()
             .rev()
-            .filter(|r| query.series.as_deref().is_none_or(|s| r.series == s))
-            .filter(|r| query.since.is_none_or(|t| r.timestamp >= t))
+            .filter(|r| query.matches(r))
             .take(limit)
             .cloned()
             .collect();
@@ -144,6 +161,24 @@ mod tests {
             ..Query::default()
         });
         assert_eq!(since.len(), 2);
+        let window = store.query(&Query {
+            since: Some(4.0),
+            until: Some(6.0),
+            ..Query::default()
+        });
+        assert_eq!(
+            window.iter().map(|r| r.timestamp).collect::<Vec<_>>(),
+            vec![4.0, 5.0],
+            "since is inclusive, until exclusive"
+        );
+        let glob = store.query(&Query {
+            series_glob: Some(SeriesGlob::new("[b]*").unwrap()),
+            ..Query::default()
+        });
+        assert_eq!(
+            glob.iter().map(|r| r.timestamp).collect::<Vec<_>>(),
+            vec![3.0, 5.0, 7.0]
+        );
         let limited = store.query(&Query {
             limit: Some(2),
             ..Query::default()

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::cli::InputFormat;
-use crate::clock::unix_now;
 use crate::config::Config;
 use crate::detect::Verdict;
 use crate::ingest::{self, DataPoint};
@@ -356,8 +355,7 @@ impl<W: Write> Replayer<'_, W> {
             Verdict::Normal(_) => {}
             Verdict::Anomaly(..) => {
                 entry.anomalies += 1;
-                let timestamp = point.timestamp.unwrap_or_else(unix_now);
-                if let Some(record) = observation.record(point, timestamp) {
+                if let Some(record) = observation.record(point) {
                     self.record_buf.clear();
                     record.write_line(&mut self.record_buf);
                     self.out

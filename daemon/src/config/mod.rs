@@ -142,6 +142,13 @@ pub struct ServerConfig {
     pub max_series: usize,
     /// Time in-flight requests get to finish once shutdown begins.
     pub shutdown_grace: Duration,
+    /// Whether the dashboard's routes (`/series`, `/series/{name}`) are
+    /// served and histories kept.
+    pub dashboard: bool,
+    /// Points of history kept per series for the dashboard.
+    pub history_points: usize,
+    /// Most series that keep a history (the most recently updated ones).
+    pub history_series: usize,
 }
 
 impl Default for ServerConfig {
@@ -156,6 +163,9 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(30),
             max_series: 100_000,
             shutdown_grace: Duration::from_secs(10),
+            dashboard: true,
+            history_points: 300,
+            history_series: 1000,
         }
     }
 }
@@ -397,6 +407,9 @@ key_table! {
         write_timeout: Duration = |d, k, v| d.duration(k, v, TIMEOUT),
         max_series: usize = |d, k, v| d.integer(k, v, 1..=100_000_000),
         shutdown_grace: Duration = |d, k, v| d.duration(k, v, GRACE),
+        dashboard: bool = |d, k, v| d.boolean(k, v),
+        history_points: usize = |d, k, v| d.integer(k, v, 1..=100_000),
+        history_series: usize = |d, k, v| d.integer(k, v, 0..=1_000_000),
     }
 }
 
@@ -415,12 +428,48 @@ key_table! {
     }
 }
 
+/// A glob over series names, as `[[rule]] series` and the `series_glob`
+/// query parameters take it: `*` (also across `/` and `.`), `?`, `[abc]`,
+/// `{a,b}`; a backslash escapes the next character.
+#[derive(Clone, Debug)]
+pub struct SeriesGlob {
+    text: String,
+    matcher: GlobMatcher,
+}
+
+impl SeriesGlob {
+    /// Compiles `text`; the error says what is wrong with the pattern.
+    pub fn new(text: &str) -> Result<SeriesGlob, globset::Error> {
+        let glob = GlobBuilder::new(text).literal_separator(false).build()?;
+        Ok(SeriesGlob {
+            text: text.to_owned(),
+            matcher: glob.compile_matcher(),
+        })
+    }
+
+    /// Whether the series `name` matches.
+    pub fn matches(&self, name: &str) -> bool {
+        self.matcher.is_match(name)
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl PartialEq for SeriesGlob {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
 /// A `[[rule]]`: detector overrides for the series matching a glob.
 #[derive(Clone, Debug)]
 pub struct Rule {
     /// The glob text, e.g. `cpu.*` (`*` also matches `/` and `.`).
     pub series: String,
-    matcher: GlobMatcher,
+    matcher: SeriesGlob,
     /// The `[detector]` keys this rule overrides.
     pub overrides: DetectorOverrides,
     /// The file the rule comes from.
@@ -434,10 +483,9 @@ impl Rule {
         overrides: DetectorOverrides,
         file: impl Into<PathBuf>,
     ) -> Result<Rule, globset::Error> {
-        let glob = GlobBuilder::new(series).literal_separator(false).build()?;
         Ok(Rule {
             series: series.to_owned(),
-            matcher: glob.compile_matcher(),
+            matcher: SeriesGlob::new(series)?,
             overrides,
             file: file.into(),
         })
@@ -445,7 +493,7 @@ impl Rule {
 
     /// Whether this rule applies to the series `series`.
     pub fn matches(&self, series: &str) -> bool {
-        self.matcher.is_match(series)
+        self.matcher.matches(series)
     }
 }
 
@@ -700,6 +748,9 @@ impl Config {
         key(&mut out, "write_timeout", &server.write_timeout);
         key(&mut out, "max_series", &server.max_series);
         key(&mut out, "shutdown_grace", &server.shutdown_grace);
+        key(&mut out, "dashboard", &server.dashboard);
+        key(&mut out, "history_points", &server.history_points);
+        key(&mut out, "history_series", &server.history_series);
 
         out.push_str("\n[detector]\n");
         DetectorOverrides::from(&self.detector).write_toml(&mut out, |key| {

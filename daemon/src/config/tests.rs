@@ -318,7 +318,7 @@ fn unknown_key_in_server() {
         message,
         "unknown key \"port\" in [server]; expected one of: listen, admin_listen, max_body_bytes, \
          max_connections, header_read_timeout, idle_timeout, write_timeout, max_series, \
-         shutdown_grace"
+         shutdown_grace, dashboard, history_points, history_series"
     );
 }
 
@@ -1023,6 +1023,8 @@ fn every_numeric_key_has_a_bound_that_check_config_enforces() {
             "\"86401s\"",
         ),
         ("server", "max_series", "1", "0", "100000000", "100000001"),
+        ("server", "history_points", "1", "0", "100000", "100001"),
+        ("server", "history_series", "0", "-1", "1000000", "1000001"),
         (
             "server",
             "shutdown_grace",
@@ -1081,6 +1083,7 @@ fn every_numeric_key_has_a_bound_that_check_config_enforces() {
     let not_numeric = [
         "server.listen",
         "server.admin_listen",
+        "server.dashboard",
         "detector.direction",
         "detector.exclude_anomalies",
         "log.anomaly_log_file",

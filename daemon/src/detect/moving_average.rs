@@ -74,6 +74,13 @@ impl DetectorState {
         verdict
     }
 
+    /// The baseline the next point would be judged against under
+    /// `settings`; `None` while warming up.
+    pub fn current_baseline(&self, settings: &DetectorSettings) -> Option<Baseline> {
+        let have = self.window.len();
+        (have >= settings.min_samples && have > 0).then(|| self.baseline(settings))
+    }
+
     /// The baseline of the current window under `settings`.
     #[inline]
     fn baseline(&self, settings: &DetectorSettings) -> Baseline {

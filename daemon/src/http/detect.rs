@@ -9,7 +9,6 @@ use hyper::{Request, Response, StatusCode};
 use super::body::{BodyError, BodyFormat, body_format, read_body};
 use super::reply::{ResponseBody, error, json, json_bytes, too_large};
 use crate::api::{AnomalyRecord, BatchReply, PointReply, STATUS_OK};
-use crate::clock::unix_now;
 use crate::detect::{Direction, Verdict};
 use crate::ingest::{self, DataPoint, PointError, PointErrorKind};
 use crate::series::Observation;
@@ -81,10 +80,7 @@ async fn detect_point(body: &[u8], state: &AppState) -> Response<ResponseBody> {
     if observation.duplicate {
         state.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
     }
-    // The clock is read only for an anomaly without a timestamp.
-    let record = matches!(observation.verdict, Verdict::Anomaly(..))
-        .then(|| observation.record(&point, point.timestamp.unwrap_or_else(unix_now)))
-        .flatten();
+    let record = observation.record(&point);
     let logged = match record {
         Some(record) => state.record_anomalies(std::slice::from_ref(&record)).await,
         None => true,
@@ -136,20 +132,12 @@ async fn detect_batch(body: &[u8], format: BodyFormat, state: &AppState) -> Resp
     )
 }
 
-/// The records of the anomalous points of a batch. The clock is read once
-/// per request, and only if a point without a timestamp needs it.
+/// The records of the anomalous points of a batch, in batch order.
 fn anomaly_records(points: &[DataPoint<'_>], observations: &[Observation]) -> Vec<AnomalyRecord> {
-    let mut now = None;
     points
         .iter()
         .zip(observations)
-        .filter(|(_, obs)| matches!(obs.verdict, Verdict::Anomaly(..)))
-        .filter_map(|(point, obs)| {
-            let timestamp = point
-                .timestamp
-                .unwrap_or_else(|| *now.get_or_insert_with(unix_now));
-            obs.record(point, timestamp)
-        })
+        .filter_map(|(point, obs)| obs.record(point))
         .collect()
 }
 

@@ -3,8 +3,9 @@
 //!
 //! - [`server`]: accept loop, connection cap, idle watchdog.
 //! - [`router`]: path and method to handler.
-//! - `detect`, `anomalies`, `health`: the handlers of `POST /detect`,
-//!   `GET /anomalies`, and `/healthz`, `/ready`, `/metrics`.
+//! - `detect`, `anomalies`, `series`, `health`: the handlers of
+//!   `POST /detect`, `GET /anomalies`, `GET /series[/{name}]`, and
+//!   `/healthz`, `/ready`, `/metrics`.
 //! - [`query`]: query-string parsing; [`body`]: reading request bodies;
 //!   [`reply`]: JSON replies and the shared error answers.
 //!
@@ -24,6 +25,7 @@ mod health;
 pub mod query;
 pub mod reply;
 pub mod router;
+mod series;
 pub mod server;
 
 pub use reply::{ResponseBody, error, json};

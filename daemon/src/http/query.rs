@@ -8,6 +8,10 @@ use percent_encoding::percent_decode_str;
 
 use crate::anomalies::Query;
 use crate::anomalies::recent::MAX_LIMIT;
+use crate::clock::parse_rfc3339;
+use crate::config::SeriesGlob;
+use crate::series::query::MAX_LIMIT as SERIES_MAX_LIMIT;
+use crate::series::{SeriesQuery, SeriesSort};
 
 /// Parses the query string of `GET /anomalies`.
 pub fn parse_anomalies_query(raw: &str) -> Result<Query, String> {
@@ -29,20 +33,84 @@ pub fn parse_anomalies_query(raw: &str) -> Result<Query, String> {
                 query.limit = Some(limit);
             }
             "series" => query.series = Some(value),
-            "since" => {
-                let since = value.parse::<f64>().ok().filter(|t| t.is_finite()).ok_or_else(|| {
-                    format!("query parameter `since`: expected unix seconds (a number), got `{value}`")
-                })?;
-                query.since = Some(since);
-            }
+            "series_glob" => query.series_glob = Some(parse_glob(&value)?),
+            "since" => query.since = Some(parse_time("since", &value)?),
+            "until" => query.until = Some(parse_time("until", &value)?),
             other => {
                 return Err(format!(
-                    "unknown query parameter `{other}`; expected `limit`, `series` or `since`"
+                    "unknown query parameter `{other}`; expected `limit`, `series`, `series_glob`, `since` or `until`"
                 ));
             }
         }
     }
     Ok(query)
+}
+
+/// Parses the query string of `GET /series`.
+pub fn parse_series_query(raw: &str) -> Result<SeriesQuery, String> {
+    let mut query = SeriesQuery::default();
+    for (key, value) in pairs(raw) {
+        let (key, value) = (key?, value?);
+        match key.as_str() {
+            "limit" => {
+                let limit = value.parse::<usize>().map_err(|_| {
+                    format!(
+                        "query parameter `limit`: expected a non-negative integer, got `{value}`"
+                    )
+                })?;
+                if limit > SERIES_MAX_LIMIT {
+                    return Err(format!(
+                        "query parameter `limit`: at most {SERIES_MAX_LIMIT}, got {limit}; narrow with `series_glob`"
+                    ));
+                }
+                query.limit = limit;
+            }
+            "sort" => {
+                query.sort = SeriesSort::NAMES
+                    .iter()
+                    .find(|(name, _)| *name == value)
+                    .map(|&(_, sort)| sort)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = SeriesSort::NAMES.iter().map(|n| n.0).collect();
+                        format!(
+                            "query parameter `sort`: expected one of {}, got `{value}`",
+                            names.join(", ")
+                        )
+                    })?;
+            }
+            "series_glob" => query.series_glob = Some(parse_glob(&value)?),
+            other => {
+                return Err(format!(
+                    "unknown query parameter `{other}`; expected `limit`, `sort` or `series_glob`"
+                ));
+            }
+        }
+    }
+    Ok(query)
+}
+
+/// A time given as unix seconds (a number) or RFC 3339, for the query
+/// parameter `key`.
+pub fn parse_time(key: &str, value: &str) -> Result<f64, String> {
+    if let Ok(unix) = value.parse::<f64>() {
+        return if unix.is_finite() {
+            Ok(unix)
+        } else {
+            Err(format!(
+                "query parameter `{key}`: `{value}` is not a finite number"
+            ))
+        };
+    }
+    parse_rfc3339(value).map_err(|e| {
+        format!(
+            "query parameter `{key}`: expected unix seconds or RFC 3339 time, got `{value}` ({e})"
+        )
+    })
+}
+
+/// The glob of a `series_glob` query parameter.
+pub fn parse_glob(value: &str) -> Result<SeriesGlob, String> {
+    SeriesGlob::new(value).map_err(|e| format!("query parameter `series_glob`: {e}"))
 }
 
 /// The decoded `(key, value)` pairs of a query string, each with the error
@@ -62,11 +130,10 @@ fn pairs(raw: &str) -> impl Iterator<Item = Pair> + '_ {
     })
 }
 
-/// Decodes one query component: `+` is a space and `%XX` a byte; the
-/// bytes must be UTF-8. `None` for a `%` not followed by two hex digits,
-/// which `percent-encoding` would pass through as text: a typo in a
-/// query deserves an error, not a silent near-miss.
-pub fn decode_component(raw: &str) -> Option<String> {
+/// Decodes one path component: `%XX` is a byte (`+` stays a `+`), the
+/// bytes must be UTF-8, and a `%` not followed by two hex digits is an
+/// error (`None`), as in queries.
+pub fn decode_path_component(raw: &str) -> Option<String> {
     let bytes = raw.as_bytes();
     let malformed = bytes.iter().enumerate().any(|(i, &b)| {
         b == b'%'
@@ -77,15 +144,22 @@ pub fn decode_component(raw: &str) -> Option<String> {
     if malformed {
         return None;
     }
-    let spaced = if raw.contains('+') {
-        Cow::Owned(raw.replace('+', " "))
-    } else {
-        Cow::Borrowed(raw)
-    };
-    percent_decode_str(&spaced)
+    percent_decode_str(raw)
         .decode_utf8()
         .ok()
         .map(Cow::into_owned)
+}
+
+/// Decodes one query component: `+` is a space and `%XX` a byte; the
+/// bytes must be UTF-8. `None` for a `%` not followed by two hex digits,
+/// which `percent-encoding` would pass through as text: a typo in a
+/// query deserves an error, not a silent near-miss.
+pub fn decode_component(raw: &str) -> Option<String> {
+    if raw.contains('+') {
+        decode_path_component(&raw.replace('+', " "))
+    } else {
+        decode_path_component(raw)
+    }
 }
 
 #[cfg(test)]
@@ -115,12 +189,60 @@ mod tests {
                 .contains("`foo`")
         );
         assert!(parse_anomalies_query("series=%zz").is_err());
+        let q = parse_anomalies_query("since=2023-11-14T22:13:20Z&until=1700000001.5").unwrap();
+        assert_eq!(
+            (q.since, q.until),
+            (Some(1_700_000_000.0), Some(1_700_000_001.5))
+        );
+        let q = parse_anomalies_query("until=2023-11-14T23:13:20%2B01:00").unwrap();
+        assert_eq!(q.until, Some(1_700_000_000.0));
+        let e = parse_anomalies_query("until=2023-11-14").unwrap_err();
+        assert!(e.contains("`until`") && e.contains("RFC 3339"), "{e}");
+        assert!(
+            parse_anomalies_query("since=inf")
+                .unwrap_err()
+                .contains("finite")
+        );
+        let q = parse_anomalies_query("series_glob=cpu.*").unwrap();
+        assert!(q.series_glob.unwrap().matches("cpu.host1"));
+        let e = parse_anomalies_query("series_glob=%5Bcpu").unwrap_err();
+        assert!(e.contains("`series_glob`"), "{e}");
         assert_eq!(
             parse_anomalies_query("limit=10000").unwrap().limit,
             Some(10_000)
         );
         let e = parse_anomalies_query("limit=10001").unwrap_err();
         assert!(e.contains("at most 10000"), "{e}");
+    }
+
+    #[test]
+    fn parses_series_queries() {
+        let q = parse_series_query("limit=5&sort=name&series_glob=cpu.*").unwrap();
+        assert_eq!((q.limit, q.sort), (5, SeriesSort::Name));
+        assert!(q.series_glob.unwrap().matches("cpu.a"));
+        let q = parse_series_query("").unwrap();
+        assert_eq!((q.limit, q.sort), (100, SeriesSort::Anomalies));
+        for sort in ["points", "anomalies", "name", "last_seen"] {
+            assert!(
+                parse_series_query(&format!("sort={sort}")).is_ok(),
+                "{sort}"
+            );
+        }
+        let e = parse_series_query("sort=size").unwrap_err();
+        assert!(e.contains("`sort`") && e.contains("last_seen"), "{e}");
+        let e = parse_series_query("limit=10001").unwrap_err();
+        assert!(e.contains("at most 10000"), "{e}");
+        assert!(
+            parse_series_query("series=cpu")
+                .unwrap_err()
+                .contains("`series`")
+        );
+    }
+
+    #[test]
+    fn path_components_keep_plus_signs() {
+        assert_eq!(decode_path_component("a+b%2Fc").as_deref(), Some("a+b/c"));
+        assert_eq!(decode_path_component("%zz"), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::reply::{ResponseBody, error, method_not_allowed};
-use super::{anomalies, detect, health};
+use super::{anomalies, detect, health, series};
 use crate::state::AppState;
 
 /// Routes one request to its handler.
@@ -17,15 +17,35 @@ pub async fn route(req: Request<Incoming>, state: &AppState) -> Response<Respons
             anomalies::anomalies(req.uri().query(), state)
         }
         (_, "/anomalies") => method_not_allowed("GET, HEAD"),
+        (_, "/series") | (_, "/events" | "/") if !state.config().server.dashboard => {
+            dashboard_off(req.uri().path())
+        }
+        (_, path) if path.starts_with("/series/") && !state.config().server.dashboard => {
+            dashboard_off(path)
+        }
+        (&Method::GET | &Method::HEAD, "/series") => series::list(req.uri().query(), state),
+        (_, "/series") => method_not_allowed("GET, HEAD"),
+        (&Method::GET | &Method::HEAD, path) if path.starts_with("/series/") => {
+            series::detail(&path["/series/".len()..], state)
+        }
+        (_, path) if path.starts_with("/series/") => method_not_allowed("GET, HEAD"),
         (_, path) => health_routes(&req, state).unwrap_or_else(|| {
             error(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "no such endpoint `{path}`; try POST /detect, GET /anomalies, /metrics, /healthz or /ready"
+                    "no such endpoint `{path}`; try POST /detect, GET /anomalies, /series, /metrics, /healthz or /ready"
                 ),
             )
         }),
     }
+}
+
+/// 404 for the dashboard's routes while `[server] dashboard = false`.
+fn dashboard_off(path: &str) -> Response<ResponseBody> {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("`{path}` is part of the dashboard, which is off ([server] dashboard = false)"),
+    )
 }
 
 /// Routes a request on the admin address (`[server] admin_listen`), which

@@ -7,10 +7,12 @@
 //! through it, so they give the same verdicts for the same stream.
 //!
 //! Memory is what limits the number of series, so a series is stored
-//! compactly (see the `shard` module): at window 30, about 350 bytes, 240 of
+//! compactly (see the `shard` module): at window 30, about 390 bytes, 240 of
 //! them the window's points.
 
+mod history;
 mod keys;
+pub mod query;
 mod rings;
 mod shard;
 
@@ -19,9 +21,13 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use crate::api::AnomalyRecord;
+use crate::clock::unix_now;
 use crate::config::{Config, SeriesSettings};
 use crate::detect::{Baseline, Direction, Side, Verdict};
 use crate::ingest::DataPoint;
+pub use history::HistoryPoint;
+pub use query::{SeriesDetail, SeriesQuery, SeriesSort, SeriesSummary};
+pub use shard::SeriesStats;
 use shard::{Shard, Slot, hash_name};
 
 /// Number of independently locked shards; a power of two.
@@ -46,6 +52,9 @@ pub struct Observation {
     pub verdict: Verdict,
     /// The direction setting the point was judged with.
     pub direction: Direction,
+    /// The point's timestamp, or the server's clock for a point without
+    /// one (read once per request).
+    pub timestamp: f64,
 }
 
 impl Observation {
@@ -54,17 +63,18 @@ impl Observation {
         duplicate: true,
         verdict: Verdict::WarmingUp { have: 0, need: 0 },
         direction: Direction::Upper,
+        timestamp: 0.0,
     };
 
     /// The anomaly record for `point`, when the verdict is an anomaly.
-    pub fn record(&self, point: &DataPoint<'_>, timestamp: f64) -> Option<AnomalyRecord> {
+    pub fn record(&self, point: &DataPoint<'_>) -> Option<AnomalyRecord> {
         let Verdict::Anomaly(baseline, side) = self.verdict else {
             return None;
         };
         Some(AnomalyRecord {
             series: point.series.to_string(),
             value: point.value,
-            timestamp,
+            timestamp: self.timestamp,
             mean: baseline.mean,
             std_dev: baseline.std_dev,
             threshold: crossed_threshold(&baseline, side),
@@ -142,6 +152,12 @@ pub struct SeriesTable {
     profiles: RwLock<Arc<Profiles>>,
     next_generation: AtomicU32,
     started: Instant,
+    /// Points of history per series; 0: no history (dashboard off).
+    history_points: AtomicUsize,
+    /// Most series with a history.
+    history_series: AtomicUsize,
+    /// Series that have a history now.
+    history_count: AtomicUsize,
 }
 
 impl SeriesTable {
@@ -156,6 +172,9 @@ impl SeriesTable {
             hasher,
             count: AtomicUsize::new(0),
             max_series: AtomicUsize::new(max_series),
+            history_points: AtomicUsize::new(history_points(&config)),
+            history_series: AtomicUsize::new(config.server.history_series),
+            history_count: AtomicUsize::new(0),
             profiles: RwLock::new(Arc::new(Profiles::new(config, 0))),
             next_generation: AtomicU32::new(1),
             started: Instant::now(),
@@ -167,6 +186,10 @@ impl SeriesTable {
     pub fn set_config(&self, config: Arc<Config>) {
         self.max_series
             .store(config.server.max_series, Ordering::Relaxed);
+        self.history_points
+            .store(history_points(&config), Ordering::Relaxed);
+        self.history_series
+            .store(config.server.history_series, Ordering::Relaxed);
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         *self.profiles.write().unwrap_or_else(|p| p.into_inner()) =
             Arc::new(Profiles::new(config, generation));
@@ -238,7 +261,8 @@ impl SeriesTable {
     pub fn observe_point(&self, point: &DataPoint<'_>) -> Result<Observation, TooManySeries> {
         let profiles = self.current();
         let now = self.now_secs();
-        self.observe_one(&profiles, point, now)
+        let timestamp = point.timestamp.unwrap_or_else(unix_now);
+        self.observe_one(&profiles, point, now, timestamp)
     }
 
     /// Applies `points` in order. Either every point is applied or, when new
@@ -254,8 +278,18 @@ impl SeriesTable {
     ) -> Result<Vec<Observation>, TooManySeries> {
         let profiles = self.current();
         let now = self.now_secs();
+        // The clock is read once per batch, and only if a point needs it.
+        let mut wall = None;
+        let mut timestamp_of = |point: &DataPoint<'_>| {
+            point
+                .timestamp
+                .unwrap_or_else(|| *wall.get_or_insert_with(unix_now))
+        };
         if let [point] = points {
-            return self.observe_one(&profiles, point, now).map(|obs| vec![obs]);
+            let timestamp = timestamp_of(point);
+            return self
+                .observe_one(&profiles, point, now, timestamp)
+                .map(|obs| vec![obs]);
         }
         let hashes: Vec<u64> = points
             .iter()
@@ -278,7 +312,9 @@ impl SeriesTable {
                         Self::create(&profiles, &mut shard, hash, name, now)
                     }
                 };
-                observations[i as usize] = Self::apply(&profiles, &mut shard, id, point, now);
+                let timestamp = timestamp_of(point);
+                observations[i as usize] =
+                    self.apply(&profiles, &mut shard, id, point, now, timestamp);
             }
         }
         self.settle_reservation(missing, created);
@@ -330,6 +366,7 @@ impl SeriesTable {
         profiles: &Profiles,
         point: &DataPoint<'_>,
         now: u32,
+        timestamp: f64,
     ) -> Result<Observation, TooManySeries> {
         let name = point.series.as_ref();
         let hash = hash_name(&self.hasher, name);
@@ -341,15 +378,17 @@ impl SeriesTable {
                 Self::create(profiles, &mut shard, hash, name, now)
             }
         };
-        Ok(Self::apply(profiles, &mut shard, id, point, now))
+        Ok(self.apply(profiles, &mut shard, id, point, now, timestamp))
     }
 
     fn apply(
+        &self,
         profiles: &Profiles,
         shard: &mut Shard,
         id: u32,
         point: &DataPoint<'_>,
         now: u32,
+        timestamp: f64,
     ) -> Observation {
         let mut series = shard.series(id);
         let state = &mut *series.slot;
@@ -368,6 +407,7 @@ impl SeriesTable {
                         need: settings.min_samples,
                     },
                     direction: settings.direction,
+                    timestamp,
                 };
             }
             state.last_seq = Some(seq);
@@ -379,11 +419,47 @@ impl SeriesTable {
             series = shard.series(id);
         }
         let (state, ring) = series.into_ring();
+        let verdict = state.detector.observe(ring, point.value, settings);
+        let stats = &mut state.stats;
+        stats.points += 1;
+        stats.anomalies += u64::from(verdict.is_anomaly());
+        stats.last_value = point.value;
+        stats.last_timestamp = timestamp;
+        self.record_history(
+            shard,
+            id,
+            HistoryPoint::new(timestamp, point.value, &verdict),
+        );
         Observation {
             duplicate: false,
-            verdict: state.detector.observe(ring, point.value, settings),
+            verdict,
             direction: settings.direction,
+            timestamp,
         }
+    }
+
+    /// Appends to the history of series `id`, giving it one if there is
+    /// room under `history_series`.
+    #[inline]
+    fn record_history(&self, shard: &mut Shard, id: u32, point: HistoryPoint) {
+        let capacity = self.history_points.load(Ordering::Relaxed);
+        if capacity == 0 {
+            return;
+        }
+        if shard.slot(id).history == history::NO_HISTORY {
+            let limit = self.history_series.load(Ordering::Relaxed);
+            let room = self
+                .history_count
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < limit).then_some(n + 1)
+                })
+                .is_ok();
+            if !room {
+                return;
+            }
+            shard.add_history(id);
+        }
+        shard.push_history(id, point, capacity);
     }
 
     /// Forgets series that received no point for longer than their
@@ -392,17 +468,65 @@ impl SeriesTable {
         let profiles = self.current();
         let now = self.now_secs();
         let mut removed = 0;
+        let mut histories = 0;
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            removed += shard.retain(|name, state| {
+            let gone = shard.retain(|name, state| {
                 let settings = profiles.settings_of(name, state);
                 u64::from(now.saturating_sub(state.last_seen)) <= settings.series_ttl.as_secs()
             });
+            removed += gone.series;
+            histories += gone.histories;
         }
         if removed > 0 {
             self.count.fetch_sub(removed, Ordering::AcqRel);
+            self.history_count.fetch_sub(histories, Ordering::AcqRel);
         }
+        self.rebalance_histories();
         removed
+    }
+
+    /// Keeps histories for the most recently updated series: drops every
+    /// history when history is off, the excess after `history_series`
+    /// shrank, and, when more series exist than may have one, the
+    /// histories of series updated before the `history_series`-th most
+    /// recent update, making room for newer series at their next point.
+    fn rebalance_histories(&self) {
+        let limit = if self.history_points.load(Ordering::Relaxed) == 0 {
+            0
+        } else {
+            self.history_series.load(Ordering::Relaxed)
+        };
+        let with_history = self.history_count.load(Ordering::Acquire);
+        if with_history == 0 || (self.len() <= limit && with_history <= limit) {
+            return;
+        }
+        // The `limit`-th most recent update time: series updated earlier
+        // lose their history.
+        let cutoff = if limit == 0 {
+            u32::MAX
+        } else {
+            let mut seen: Vec<u32> = Vec::with_capacity(self.len());
+            for shard in self.shards.iter() {
+                let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+                seen.extend(shard.iter().map(|(_, slot)| slot.last_seen));
+            }
+            if seen.len() <= limit {
+                return;
+            }
+            let (_, nth, _) = seen.select_nth_unstable_by(limit - 1, |a, b| b.cmp(a));
+            *nth
+        };
+        let mut dropped = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for id in 0..shard.len() as u32 {
+                if shard.slot(id).last_seen < cutoff {
+                    dropped += usize::from(shard.drop_history(id));
+                }
+            }
+        }
+        self.history_count.fetch_sub(dropped, Ordering::AcqRel);
     }
 
     /// Counts series and series still warming up.
@@ -422,6 +546,16 @@ impl SeriesTable {
             }
         }
         stats
+    }
+}
+
+/// The history length the configuration asks for: 0 when the dashboard
+/// is off (nothing reads a history then).
+fn history_points(config: &Config) -> usize {
+    if config.server.dashboard {
+        config.server.history_points
+    } else {
+        0
     }
 }
 
@@ -616,6 +750,172 @@ mod tests {
         assert_eq!(table.len(), 2);
     }
 
+    fn at(series: &str, value: f64, timestamp: f64) -> DataPoint<'static> {
+        DataPoint {
+            timestamp: Some(timestamp),
+            ..point(series, value, None)
+        }
+    }
+
+    /// Sends `series` four points of 10.0 then `spike`, at timestamps 0..5.
+    fn warm_then(table: &SeriesTable, series: &str, spike: f64) {
+        for t in 0..4 {
+            table
+                .observe_point(&at(series, 10.0 + f64::from(t % 2), f64::from(t)))
+                .unwrap();
+        }
+        table.observe_point(&at(series, spike, 4.0)).unwrap();
+    }
+
+    #[test]
+    fn the_list_counts_orders_filters_and_limits() {
+        let table = SeriesTable::new(config(
+            "[detector]
+window_size = 4
+",
+        ));
+        warm_then(&table, "b.calm", 10.0);
+        warm_then(&table, "a.spiky", 100.0);
+        table.observe_point(&at("a.spiky", 200.0, 5.0)).unwrap();
+        table.observe_point(&at("c.new", 1.0, 9.0)).unwrap();
+        // A duplicate counts nothing.
+        let with_seq = DataPoint {
+            seq: Some(1),
+            ..at("c.new", 1.0, 9.5)
+        };
+        table.observe_point(&with_seq).unwrap();
+        table.observe_point(&with_seq).unwrap();
+        let names = |query: &SeriesQuery| -> Vec<String> {
+            table.list(query).into_iter().map(|s| s.series).collect()
+        };
+        let all = table.list(&SeriesQuery::default());
+        assert_eq!(
+            all.iter().map(|s| s.series.as_str()).collect::<Vec<_>>(),
+            ["a.spiky", "b.calm", "c.new"],
+            "most anomalies first, then most points"
+        );
+        let spiky = &all[0];
+        assert_eq!((spiky.points, spiky.anomalies), (6, 2));
+        assert_eq!((spiky.last_value, spiky.last_seen), (200.0, 5.0));
+        assert!(!spiky.warming_up);
+        let new = &all[2];
+        assert_eq!((new.points, new.anomalies, new.warming_up), (2, 0, true));
+        let sort = |sort| SeriesQuery {
+            sort,
+            ..SeriesQuery::default()
+        };
+        assert_eq!(
+            names(&sort(SeriesSort::Name)),
+            ["a.spiky", "b.calm", "c.new"]
+        );
+        assert_eq!(names(&sort(SeriesSort::LastSeen))[0], "c.new");
+        assert_eq!(
+            names(&sort(SeriesSort::Points)),
+            ["a.spiky", "b.calm", "c.new"]
+        );
+        let limited = SeriesQuery {
+            limit: 1,
+            sort: SeriesSort::Name,
+            series_glob: None,
+        };
+        assert_eq!(names(&limited), ["a.spiky"]);
+        let glob = SeriesQuery {
+            series_glob: Some(crate::config::SeriesGlob::new("{b,c}.*").unwrap()),
+            ..SeriesQuery::default()
+        };
+        assert_eq!(names(&glob), ["b.calm", "c.new"]);
+    }
+
+    #[test]
+    fn the_list_limit_holds_across_shards() {
+        let table = SeriesTable::new(config(""));
+        for i in 0..500 {
+            for _ in 0..=(i % 7) {
+                table
+                    .observe_point(&point(&format!("s{i:03}"), 1.0, None))
+                    .unwrap();
+            }
+        }
+        let query = SeriesQuery {
+            limit: 10,
+            sort: SeriesSort::Points,
+            series_glob: None,
+        };
+        let top = table.list(&query);
+        assert_eq!(top.len(), 10);
+        assert!(top.iter().all(|s| s.points == 7), "the busiest: {top:?}");
+        let names: Vec<&str> = top.iter().map(|s| s.series.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "ties by name");
+        assert_eq!(names[0], "s006");
+    }
+
+    #[test]
+    fn detail_shows_rule_settings_baseline_and_history() {
+        let table = SeriesTable::new(config(
+            "[detector]
+window_size = 4
+[[rule]]
+series = \"lat.*\"
+direction = \"both\"
+[server]
+history_points = 3
+",
+        ));
+        warm_then(&table, "lat.api", 100.0);
+        let detail = table.detail("lat.api").unwrap();
+        assert_eq!(detail.rule.as_deref(), Some("lat.*"));
+        assert_eq!(detail.settings.direction, Direction::Both);
+        assert_eq!(detail.settings.window_size, 4);
+        assert_eq!(detail.summary.points, 5);
+        // The spike entered the window (exclude_anomalies is off).
+        assert_eq!(detail.mean, Some((10.0 + 11.0 + 11.0 + 100.0) / 4.0));
+        assert!(detail.threshold.unwrap() > detail.mean.unwrap());
+        let times: Vec<f64> = detail.points.iter().map(|p| p.timestamp).collect();
+        assert_eq!(times, [2.0, 3.0, 4.0], "the newest history_points");
+        let last = detail.points.last().unwrap();
+        assert!(last.anomaly);
+        assert_eq!((last.value, last.mean), (100.0, Some(10.5)));
+        assert_eq!(detail.points[0].mean, None, "warming up");
+        warm_then(&table, "cpu", 10.0);
+        assert_eq!(table.detail("cpu").unwrap().rule, None);
+        assert!(table.detail("nope").is_none());
+    }
+
+    #[test]
+    fn history_goes_to_the_most_recently_updated_series() {
+        let mut table = SeriesTable::new(config(
+            "[server]
+history_series = 2
+",
+        ));
+        let history = |table: &SeriesTable, name| table.detail(name).unwrap().points.len();
+        table.observe_point(&point("a", 1.0, None)).unwrap();
+        table.observe_point(&point("b", 1.0, None)).unwrap();
+        advance(&mut table, 2);
+        table.observe_point(&point("c", 1.0, None)).unwrap();
+        assert_eq!((history(&table, "a"), history(&table, "b")), (1, 1));
+        assert_eq!(history(&table, "c"), 0, "no room yet");
+        advance(&mut table, 2);
+        table.observe_point(&point("b", 2.0, None)).unwrap();
+        table.sweep_idle();
+        // `a` is the least recently updated: it makes room for `c`.
+        assert_eq!(history(&table, "a"), 0);
+        table.observe_point(&point("c", 2.0, None)).unwrap();
+        assert_eq!((history(&table, "b"), history(&table, "c")), (2, 1));
+        // Off: every history goes at the next sweep, and none is kept.
+        table.set_config(config(
+            "[server]
+dashboard = false
+",
+        ));
+        table.sweep_idle();
+        table.observe_point(&point("b", 3.0, None)).unwrap();
+        assert_eq!((history(&table, "b"), history(&table, "c")), (0, 0));
+        assert_eq!(table.history_count.load(Ordering::Relaxed), 0);
+    }
+
     mod props {
         use super::*;
         use crate::detect::SeriesDetector;
@@ -692,6 +992,7 @@ mod tests {
                                 need: s.min_samples,
                             },
                             direction: s.direction,
+                            timestamp: point.timestamp.expect("test points carry timestamps"),
                         };
                     }
                     *last_seq = Some(seq);
@@ -700,6 +1001,7 @@ mod tests {
                     duplicate: false,
                     verdict: detector.observe(point.value, s),
                     direction: s.direction,
+                    timestamp: point.timestamp.expect("test points carry timestamps"),
                 }
             }
 

@@ -1,6 +1,6 @@
 //! One shard of the series table: the storage of its series, found by name.
 //!
-//! A series is a [`Slot`] (88 bytes) in a dense vector, its name in
+//! A series is a [`Slot`] (128 bytes) in a dense vector, its name in
 //! [`Keys`], its window ring in [`Rings`] and a `u32` (the slot's index) in a
 //! hashbrown index. A `HashMap<Box<str>, State>` paid its load factor (44% to
 //! 87.5%) on 113-byte buckets, plus a heap allocation per name and one per
@@ -19,9 +19,32 @@ use std::hash::BuildHasher;
 use hashbrown::HashTable;
 
 use super::Hasher;
+use super::history::{HistoryPoint, HistoryPool, NO_HISTORY};
 use super::keys::Keys;
 use super::rings::{RingId, Rings};
 use crate::detect::DetectorState;
+
+/// What a series has seen, for `GET /series` and the dashboard.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SeriesStats {
+    /// Points applied (duplicates not counted).
+    pub points: u64,
+    /// Of those, anomalies.
+    pub anomalies: u64,
+    /// Value of the last applied point.
+    pub last_value: f64,
+    /// Timestamp of the last applied point (unix seconds).
+    pub last_timestamp: f64,
+}
+
+/// Series removed by a sweep, and how many of them had a history.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Removed {
+    /// Series removed.
+    pub(super) series: usize,
+    /// Histories freed with them.
+    pub(super) histories: usize,
+}
 
 /// One series, but its name and ring.
 #[derive(Debug)]
@@ -36,6 +59,11 @@ pub(super) struct Slot {
     pub(super) generation: u32,
     /// When the last point arrived (table clock, seconds).
     pub(super) last_seen: u32,
+    /// Index of the series' history in the shard's pool, or
+    /// [`NO_HISTORY`].
+    pub(super) history: u32,
+    /// Counters and the last point.
+    pub(super) stats: SeriesStats,
     /// Offset of the name in [`Keys`].
     key: u32,
     ring: RingId,
@@ -57,6 +85,7 @@ pub(super) struct Shard {
     slots: Vec<Slot>,
     keys: Keys,
     rings: Rings,
+    histories: HistoryPool,
 }
 
 impl Shard {
@@ -68,6 +97,7 @@ impl Shard {
             slots: Vec::new(),
             keys: Keys::default(),
             rings: Rings::default(),
+            histories: HistoryPool::default(),
         }
     }
 
@@ -107,6 +137,8 @@ impl Shard {
             profile,
             generation,
             last_seen: now,
+            history: NO_HISTORY,
+            stats: SeriesStats::default(),
             key,
             ring,
         });
@@ -154,16 +186,65 @@ impl Shard {
         self.slots.iter().map(|s| (self.keys.get(s.key), s))
     }
 
-    /// Removes the series for which `keep(name, slot)` is false; returns how
-    /// many were removed.
-    pub(super) fn retain(&mut self, mut keep: impl FnMut(&[u8], &Slot) -> bool) -> usize {
+    /// The name of series `id`.
+    pub(super) fn name(&self, id: u32) -> &[u8] {
+        self.keys.get(self.slots[id as usize].key)
+    }
+
+    /// The slot of series `id`.
+    pub(super) fn slot(&self, id: u32) -> &Slot {
+        &self.slots[id as usize]
+    }
+
+    /// Gives series `id` an empty history.
+    pub(super) fn add_history(&mut self, id: u32) {
+        let slot = &mut self.slots[id as usize];
+        if slot.history == NO_HISTORY {
+            slot.history = self.histories.alloc();
+        }
+    }
+
+    /// Drops the history of series `id`; returns whether it had one.
+    pub(super) fn drop_history(&mut self, id: u32) -> bool {
+        let slot = &mut self.slots[id as usize];
+        let had = slot.history != NO_HISTORY;
+        if had {
+            self.histories.free(slot.history);
+            slot.history = NO_HISTORY;
+        }
+        had
+    }
+
+    /// Appends to the history of series `id`, if it has one, keeping its
+    /// newest `capacity` points.
+    #[inline]
+    pub(super) fn push_history(&mut self, id: u32, point: HistoryPoint, capacity: usize) {
+        let history = self.slots[id as usize].history;
+        if history != NO_HISTORY {
+            self.histories.push(history, point, capacity);
+        }
+    }
+
+    /// The history of series `id`, oldest first (empty when it has none).
+    pub(super) fn history(&self, id: u32) -> impl Iterator<Item = &HistoryPoint> {
+        let history = self.slots[id as usize].history;
+        (history != NO_HISTORY)
+            .then(|| self.histories.get(history).iter())
+            .into_iter()
+            .flatten()
+    }
+
+    /// Removes the series for which `keep(name, slot)` is false.
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&[u8], &Slot) -> bool) -> Removed {
         let before = self.slots.len();
+        let mut histories = 0;
         let mut i = 0;
         while i < self.slots.len() {
             let slot = &self.slots[i];
             if keep(self.keys.get(slot.key), slot) {
                 i += 1;
             } else {
+                histories += usize::from(self.drop_history(i as u32));
                 // The last slot moves to `i`, which is looked at next.
                 self.remove(i);
             }
@@ -172,7 +253,10 @@ impl Shard {
         if removed > 0 {
             self.shrink();
         }
-        removed
+        Removed {
+            series: removed,
+            histories,
+        }
     }
 
     /// Removes slot `i`, moving the last slot into its place.
@@ -287,6 +371,14 @@ mod tests {
             assert_eq!(shard.keys.get(slot.key), name.as_bytes());
             assert_eq!(slot.last_seen, *tag as u32);
             assert!(shard.rings.get(slot.ring).iter().all(|x| x == tag));
+            // Every seventh series has a history holding its tag.
+            let history: Vec<f64> = shard.history(id).map(|p| p.value).collect();
+            let expected: &[f64] = if (*tag as u32).is_multiple_of(7) {
+                &[*tag]
+            } else {
+                &[]
+            };
+            assert_eq!(history, expected, "history of {name}");
         }
     }
 
@@ -303,12 +395,31 @@ mod tests {
             let (slot, ring) = series_mut(&mut shard, id, capacity);
             slot.last_seen = i;
             ring.fill(f64::from(i));
+            if i % 7 == 0 {
+                shard.add_history(id);
+                let point = HistoryPoint {
+                    timestamp: f64::from(i),
+                    value: f64::from(i),
+                    baseline: None,
+                    anomaly: false,
+                };
+                shard.push_history(id, point, 4);
+            }
             live.push((name, f64::from(i)));
         }
         check(&shard, &hasher, &live);
         let removed = shard.retain(|name, _| !name.ends_with(b"3") && !name.ends_with(b"5"));
+        let histories = (0..2_000u32)
+            .filter(|i| i % 7 == 0 && matches!(i % 10, 3 | 5))
+            .count();
         live.retain(|(name, _)| !name.ends_with('3') && !name.ends_with('5'));
-        assert_eq!(removed, 400);
+        assert_eq!(
+            removed,
+            Removed {
+                series: 400,
+                histories
+            }
+        );
         check(&shard, &hasher, &live);
         assert_eq!(find(&shard, &hasher, "s13"), None);
         // Removing most series shrinks the slots and compacts the names.
@@ -361,8 +472,8 @@ mod tests {
 
     #[test]
     fn slots_stay_small() {
-        // 1M series at window 30 take 1M × (88 + 240 + 4 ring owner + about
-        // 8 name + 5 to 10 index) bytes: about 330 MiB.
-        assert_eq!(std::mem::size_of::<Slot>(), 88);
+        // 1M series at window 30 take 1M × (128 + 240 + 4 ring owner + about
+        // 8 name + 5 to 10 index) bytes: about 370 MiB, without histories.
+        assert_eq!(std::mem::size_of::<Slot>(), 128);
     }
 }

@@ -1,0 +1,271 @@
+//! Reading the table for people and scripts: the list of series
+//! (`GET /series`) and one series in detail with its recent history
+//! (`GET /series/{name}`). Plain data with serde derives; the HTTP side
+//! only parses the query and serialises.
+
+use std::cmp::Ordering;
+
+use serde::Serialize;
+
+use super::history::HistoryPoint;
+use super::shard::{SeriesStats, Shard};
+use super::{Profiles, SeriesTable, hash_name};
+use crate::config::SeriesGlob;
+use crate::detect::Direction;
+
+/// Default number of series `GET /series` returns.
+pub const DEFAULT_LIMIT: usize = 100;
+/// Largest `limit` of `GET /series`.
+pub const MAX_LIMIT: usize = 10_000;
+
+/// The order of `GET /series`; ties are broken by name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SeriesSort {
+    /// Most anomalies first (then most points): the default.
+    #[default]
+    Anomalies,
+    /// Most points first.
+    Points,
+    /// By name, ascending (byte order).
+    Name,
+    /// Most recently updated first (by the last point's timestamp).
+    LastSeen,
+}
+
+impl SeriesSort {
+    /// The names the `sort` query parameter takes.
+    pub const NAMES: &'static [(&'static str, SeriesSort)] = &[
+        ("anomalies", SeriesSort::Anomalies),
+        ("points", SeriesSort::Points),
+        ("name", SeriesSort::Name),
+        ("last_seen", SeriesSort::LastSeen),
+    ];
+
+    fn order(self, a: (&SeriesStats, &[u8]), b: (&SeriesStats, &[u8])) -> Ordering {
+        let primary = match self {
+            SeriesSort::Anomalies => {
+                b.0.anomalies
+                    .cmp(&a.0.anomalies)
+                    .then(b.0.points.cmp(&a.0.points))
+            }
+            SeriesSort::Points => b.0.points.cmp(&a.0.points),
+            SeriesSort::Name => Ordering::Equal,
+            SeriesSort::LastSeen => b.0.last_timestamp.total_cmp(&a.0.last_timestamp),
+        };
+        primary.then_with(|| a.1.cmp(b.1))
+    }
+}
+
+/// A query of `GET /series`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesQuery {
+    /// At most this many series.
+    pub limit: usize,
+    /// The order.
+    pub sort: SeriesSort,
+    /// Only series matching this glob.
+    pub series_glob: Option<SeriesGlob>,
+}
+
+impl Default for SeriesQuery {
+    fn default() -> Self {
+        SeriesQuery {
+            limit: DEFAULT_LIMIT,
+            sort: SeriesSort::default(),
+            series_glob: None,
+        }
+    }
+}
+
+/// One series in `GET /series`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SeriesSummary {
+    /// The series name.
+    pub series: String,
+    /// Points applied (duplicates not counted).
+    pub points: u64,
+    /// Value of the last point.
+    pub last_value: f64,
+    /// Timestamp of the last point (unix seconds).
+    pub last_seen: f64,
+    /// Anomalies among the points.
+    pub anomalies: u64,
+    /// True while the window holds fewer than `min_samples` points.
+    pub warming_up: bool,
+}
+
+/// The detector settings in force for a series.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SettingsView {
+    /// `window_size`.
+    pub window_size: usize,
+    /// `threshold_multiplier`.
+    pub threshold_multiplier: f64,
+    /// `direction`.
+    pub direction: Direction,
+    /// `min_samples` (resolved).
+    pub min_samples: usize,
+    /// `min_std_dev`.
+    pub min_std_dev: f64,
+    /// `min_relative_std_dev`.
+    pub min_relative_std_dev: f64,
+    /// `exclude_anomalies`.
+    pub exclude_anomalies: bool,
+    /// `max_excluded_run`.
+    pub max_excluded_run: usize,
+    /// `series_ttl` in seconds.
+    pub series_ttl_seconds: f64,
+}
+
+/// One point of a series' history in `GET /series/{name}`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HistoryView {
+    /// The point's timestamp (unix seconds).
+    pub timestamp: f64,
+    /// The point's value.
+    pub value: f64,
+    /// Moving average the point was judged against (null while warming up).
+    pub mean: Option<f64>,
+    /// Standard deviation of that window (null while warming up).
+    pub std_dev: Option<f64>,
+    /// Upper threshold `mean + k·σ` (null while warming up).
+    pub threshold: Option<f64>,
+    /// Lower threshold `mean − k·σ` (null while warming up).
+    pub lower_threshold: Option<f64>,
+    /// Whether the point was an anomaly.
+    pub anomaly: bool,
+}
+
+impl From<&HistoryPoint> for HistoryView {
+    fn from(point: &HistoryPoint) -> Self {
+        HistoryView {
+            timestamp: point.timestamp,
+            value: point.value,
+            mean: point.baseline.map(|b| b.mean),
+            std_dev: point.baseline.map(|b| b.std_dev),
+            threshold: point.baseline.map(|b| b.threshold),
+            lower_threshold: point.baseline.map(|b| b.lower_threshold),
+            anomaly: point.anomaly,
+        }
+    }
+}
+
+/// One series in detail: `GET /series/{name}`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SeriesDetail {
+    /// What `GET /series` shows.
+    #[serde(flatten)]
+    pub summary: SeriesSummary,
+    /// The `series` glob of the `[[rule]]` that applies; `None` for the
+    /// `[detector]` defaults.
+    pub rule: Option<String>,
+    /// The settings in force.
+    pub settings: SettingsView,
+    /// Mean of the current window (null while warming up).
+    pub mean: Option<f64>,
+    /// Standard deviation of the current window (null while warming up).
+    pub std_dev: Option<f64>,
+    /// Upper threshold for the next point (null while warming up).
+    pub threshold: Option<f64>,
+    /// Lower threshold for the next point (null while warming up).
+    pub lower_threshold: Option<f64>,
+    /// The recent points, oldest first (empty when the series has no
+    /// history: the dashboard is off, or `history_series` others are
+    /// more recent).
+    pub points: Vec<HistoryView>,
+}
+
+impl SeriesTable {
+    /// The series matching `query`, in its order, at most `limit`.
+    pub fn list(&self, query: &SeriesQuery) -> Vec<SeriesSummary> {
+        let profiles = self.current();
+        let sort = query.sort;
+        let mut out: Vec<SeriesSummary> = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let key = |id: &u32| (&shard.slot(*id).stats, shard.name(*id));
+            let mut ids: Vec<u32> = (0..shard.len() as u32)
+                .filter(|&id| {
+                    query.series_glob.as_ref().is_none_or(|glob| {
+                        glob.matches(std::str::from_utf8(shard.name(id)).unwrap_or_default())
+                    })
+                })
+                .collect();
+            if ids.len() > query.limit {
+                if query.limit == 0 {
+                    continue;
+                }
+                ids.select_nth_unstable_by(query.limit - 1, |a, b| sort.order(key(a), key(b)));
+                ids.truncate(query.limit);
+            }
+            out.extend(ids.iter().map(|&id| summary(&profiles, &shard, id)));
+        }
+        out.sort_by(|a, b| {
+            sort.order(
+                (&stats_of(a), a.series.as_bytes()),
+                (&stats_of(b), b.series.as_bytes()),
+            )
+        });
+        out.truncate(query.limit);
+        out
+    }
+
+    /// Series `name` in detail, with its history; `None` when unknown.
+    pub fn detail(&self, name: &str) -> Option<SeriesDetail> {
+        let profiles = self.current();
+        let hash = hash_name(&self.hasher, name);
+        let shard = self.lock_shard(Self::shard_of(hash));
+        let id = shard.find(hash, name)?;
+        let slot = shard.slot(id);
+        let rule = profiles
+            .config
+            .matching_rule(name)
+            .map(|i| profiles.config.rules[i].series.clone());
+        let settings = profiles.settings_of(shard.name(id), slot);
+        let detector = &settings.detector;
+        let baseline = slot.detector.current_baseline(detector);
+        Some(SeriesDetail {
+            summary: summary(&profiles, &shard, id),
+            rule,
+            settings: SettingsView {
+                window_size: detector.window_size,
+                threshold_multiplier: detector.threshold_multiplier,
+                direction: detector.direction,
+                min_samples: detector.min_samples,
+                min_std_dev: detector.min_std_dev,
+                min_relative_std_dev: detector.min_relative_std_dev,
+                exclude_anomalies: detector.exclude_anomalies,
+                max_excluded_run: detector.max_excluded_run,
+                series_ttl_seconds: settings.series_ttl.as_secs_f64(),
+            },
+            mean: baseline.map(|b| b.mean),
+            std_dev: baseline.map(|b| b.std_dev),
+            threshold: baseline.map(|b| b.threshold),
+            lower_threshold: baseline.map(|b| b.lower_threshold),
+            points: shard.history(id).map(HistoryView::from).collect(),
+        })
+    }
+}
+
+fn summary(profiles: &Profiles, shard: &Shard, id: u32) -> SeriesSummary {
+    let (name, slot) = (shard.name(id), shard.slot(id));
+    let settings = profiles.settings_of(name, slot);
+    SeriesSummary {
+        // Names are stored from `&str`: the conversion is lossless.
+        series: String::from_utf8_lossy(name).into_owned(),
+        points: slot.stats.points,
+        last_value: slot.stats.last_value,
+        last_seen: slot.stats.last_timestamp,
+        anomalies: slot.stats.anomalies,
+        warming_up: slot.detector.is_warming_up(&settings.detector),
+    }
+}
+
+fn stats_of(summary: &SeriesSummary) -> SeriesStats {
+    SeriesStats {
+        points: summary.points,
+        anomalies: summary.anomalies,
+        last_value: summary.last_value,
+        last_timestamp: summary.last_seen,
+    }
+}
