@@ -46,3 +46,6 @@ mod logrotate;
 
 /// `GET /series`, `GET /series/{name}`, `/anomalies` filters and `time`.
 mod series;
+
+/// `GET /events`: live anomalies, series and points; the cap; shutdown.
+mod events;

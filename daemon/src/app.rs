@@ -45,6 +45,7 @@ pub async fn run(
     tasks.spawn(housekeeping(state.clone(), stop_tasks.clone()));
     tasks.spawn(reloads(state.clone(), hangup, stop_tasks.clone()));
     tasks.spawn(status_updates(state.clone(), stop_tasks.clone()));
+    tasks.spawn(http::publish_events(state.clone(), stop_tasks.clone()));
     if let Some(reopen) = reopen {
         tasks.spawn(reopen_on_sigusr1(state.clone(), reopen, stop_tasks.clone()));
     }
@@ -76,6 +77,8 @@ pub async fn run(
     .await;
 
     systemd::stopping("shutting down: finishing in-flight requests");
+    // Event streams never finish by themselves: end them now.
+    state.live.close();
     drain(&state, connections, kill).await;
     stop_tasks.cancel();
     tasks.close();

@@ -15,6 +15,7 @@
 //!   loop, config watcher, sd_notify, status, telemetry, runtime).
 //! - [`anomalies`]: where anomalies go: the durable log, the recent list,
 //!   journal events.
+//! - [`live`]: fan-out of the dashboard's live events (`GET /events`).
 //! - [`series`]: the table of live series and their detectors.
 //! - [`metrics`]: Prometheus metrics and the text-format writer;
 //!   [`process`]: the standard `process_*` metrics from `/proc/self`.
@@ -46,6 +47,7 @@ pub mod config;
 pub mod detect;
 pub mod http;
 pub mod ingest;
+pub mod live;
 pub mod metrics;
 pub mod process;
 pub mod reload;

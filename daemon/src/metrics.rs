@@ -94,17 +94,26 @@ pub enum Route {
     Healthz,
     /// `/ready`.
     Ready,
+    /// `/series` and `/series/{name}`.
+    Series,
+    /// `/events` (the time to open the stream).
+    Events,
+    /// `/`, the dashboard page.
+    Dashboard,
     /// Any other path (answered 404).
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 6] = [
+    const ALL: [Route; 9] = [
         Route::Detect,
         Route::Anomalies,
         Route::Metrics,
         Route::Healthz,
         Route::Ready,
+        Route::Series,
+        Route::Events,
+        Route::Dashboard,
         Route::Other,
     ];
 
@@ -116,6 +125,10 @@ impl Route {
             "/metrics" => Route::Metrics,
             "/healthz" => Route::Healthz,
             "/ready" => Route::Ready,
+            "/series" => Route::Series,
+            "/events" => Route::Events,
+            "/" => Route::Dashboard,
+            _ if path.starts_with("/series/") => Route::Series,
             _ => Route::Other,
         }
     }
@@ -127,6 +140,9 @@ impl Route {
             Route::Metrics => "/metrics",
             Route::Healthz => "/healthz",
             Route::Ready => "/ready",
+            Route::Series => "/series",
+            Route::Events => "/events",
+            Route::Dashboard => "/",
             Route::Other => "other",
         }
     }
@@ -274,6 +290,8 @@ pub struct Snapshot {
     pub table: TableStats,
     /// Anomalies suppressed from the journal by the rate limit.
     pub journal_suppressed: u64,
+    /// Open `GET /events` streams.
+    pub event_streams: usize,
 }
 
 impl Metrics {
@@ -344,7 +362,7 @@ impl Metrics {
         self.render_points(&mut out, snapshot);
         self.render_anomaly_log(&mut out, snapshot);
         self.render_reloads(&mut out);
-        self.render_http(&mut out);
+        self.render_http(&mut out, snapshot);
         out
     }
 
@@ -491,13 +509,19 @@ impl Metrics {
     }
 
     /// Requests in flight and request durations.
-    fn render_http(&self, out: &mut String) {
+    fn render_http(&self, out: &mut String, snapshot: &Snapshot) {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         gauge(
             out,
             "anomalyd_http_requests_in_flight",
             "Requests being handled (this scrape included).",
             load(&self.in_flight) as f64,
+        );
+        gauge(
+            out,
+            "anomalyd_event_streams",
+            "Open GET /events streams (dashboards watching).",
+            snapshot.event_streams as f64,
         );
         header(
             out,

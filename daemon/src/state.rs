@@ -18,6 +18,7 @@ use crate::anomalies::{
 use crate::api::AnomalyRecord;
 use crate::clock::unix_now;
 use crate::config::Config;
+use crate::live::LiveEvents;
 use crate::metrics::{Metrics, Snapshot};
 use crate::series::SeriesTable;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Rate limiter of the per-anomaly journal events.
     pub journal: AnomalyEvents,
+    /// The dashboard's live event streams.
+    pub live: LiveEvents,
     last_reload_error: Mutex<Option<String>>,
     /// Keys whose new value waits for a restart, as last reported.
     pending_restart: Mutex<String>,
@@ -114,6 +117,7 @@ impl AppState {
         Snapshot {
             table: self.table.stats(),
             journal_suppressed: self.journal.suppressed_total(),
+            event_streams: self.live.streams(),
         }
     }
 
@@ -205,6 +209,7 @@ pub fn build_state(
     metrics.log = log.stats().clone();
     Ok(Arc::new(AppState {
         journal: AnomalyEvents::new(config.log.journal_anomaly_rate),
+        live: LiveEvents::default(),
         config: RwLock::new(config.clone()),
         config_path,
         table: SeriesTable::new(config),

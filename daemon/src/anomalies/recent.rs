@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::api::AnomalyRecord;
 use crate::config::SeriesGlob;
@@ -51,6 +51,9 @@ pub struct RecentAnomalies {
     capacity: AtomicUsize,
     // A std Mutex: the critical sections are short and never await.
     records: Mutex<VecDeque<AnomalyRecord>>,
+    /// Records ever appended (under the `records` lock): the cursor of
+    /// [`RecentAnomalies::newer_than`].
+    appended: AtomicU64,
 }
 
 impl RecentAnomalies {
@@ -59,6 +62,7 @@ impl RecentAnomalies {
         Self {
             capacity: AtomicUsize::new(capacity.max(1)),
             records: Mutex::new(VecDeque::with_capacity(capacity.clamp(1, 65_536))),
+            appended: AtomicU64::new(0),
         }
     }
 
@@ -81,12 +85,34 @@ impl RecentAnomalies {
     pub fn extend<I: IntoIterator<Item = AnomalyRecord>>(&self, new: I) {
         let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
         let capacity = self.capacity();
+        let mut appended = 0;
         for record in new {
             if records.len() >= capacity {
                 records.pop_front();
             }
             records.push_back(record);
+            appended += 1;
         }
+        self.appended.fetch_add(appended, Ordering::Release);
+    }
+
+    /// The cursor of the newest record: what [`Self::newer_than`] takes to
+    /// return only what comes after now.
+    pub fn cursor(&self) -> u64 {
+        let _records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        self.appended.load(Ordering::Acquire)
+    }
+
+    /// The records appended after `cursor`, oldest first, at most the
+    /// newest `max`; with the new cursor and how many were skipped (beyond
+    /// `max`, or dropped from the list before they were read).
+    pub fn newer_than(&self, cursor: u64, max: usize) -> (Vec<AnomalyRecord>, u64, u64) {
+        let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.appended.load(Ordering::Acquire);
+        let new = now.saturating_sub(cursor);
+        let take = new.min(records.len() as u64).min(max as u64) as usize;
+        let out = records.iter().skip(records.len() - take).cloned().collect();
+        (out, now, new - take as u64)
     }
 
     /// Number of records held.
@@ -138,6 +164,22 @@ mod tests {
             direction: Side::Upper,
             seq: None,
         }
+    }
+
+    #[test]
+    fn a_cursor_gives_what_came_after_it() {
+        let store = RecentAnomalies::new(4);
+        let start = store.cursor();
+        store.extend([rec("a", 1.0), rec("a", 2.0)]);
+        let (new, cursor, skipped) = store.newer_than(start, 10);
+        assert_eq!(new.len(), 2);
+        assert_eq!(skipped, 0);
+        assert!(store.newer_than(cursor, 10).0.is_empty());
+        store.extend((3..9).map(|t| rec("a", f64::from(t))));
+        let (new, _, skipped) = store.newer_than(cursor, 3);
+        let times: Vec<f64> = new.iter().map(|r| r.timestamp).collect();
+        assert_eq!(times, [6.0, 7.0, 8.0], "the newest, oldest first");
+        assert_eq!(skipped, 3, "six new, three shown");
     }
 
     #[test]

@@ -142,13 +142,15 @@ pub struct ServerConfig {
     pub max_series: usize,
     /// Time in-flight requests get to finish once shutdown begins.
     pub shutdown_grace: Duration,
-    /// Whether the dashboard's routes (`/series`, `/series/{name}`) are
-    /// served and histories kept.
+    /// Whether the dashboard's routes (`/series`, `/series/{name}`,
+    /// `/events`) are served and histories kept.
     pub dashboard: bool,
     /// Points of history kept per series for the dashboard.
     pub history_points: usize,
     /// Most series that keep a history (the most recently updated ones).
     pub history_series: usize,
+    /// Most simultaneous `GET /events` streams.
+    pub max_event_streams: usize,
 }
 
 impl Default for ServerConfig {
@@ -166,6 +168,7 @@ impl Default for ServerConfig {
             dashboard: true,
             history_points: 300,
             history_series: 1000,
+            max_event_streams: 64,
         }
     }
 }
@@ -410,6 +413,7 @@ key_table! {
         dashboard: bool = |d, k, v| d.boolean(k, v),
         history_points: usize = |d, k, v| d.integer(k, v, 1..=100_000),
         history_series: usize = |d, k, v| d.integer(k, v, 0..=1_000_000),
+        max_event_streams: usize = |d, k, v| d.integer(k, v, 1..=10_000),
     }
 }
 
@@ -751,6 +755,7 @@ impl Config {
         key(&mut out, "dashboard", &server.dashboard);
         key(&mut out, "history_points", &server.history_points);
         key(&mut out, "history_series", &server.history_series);
+        key(&mut out, "max_event_streams", &server.max_event_streams);
 
         out.push_str("\n[detector]\n");
         DetectorOverrides::from(&self.detector).write_toml(&mut out, |key| {

@@ -318,7 +318,7 @@ fn unknown_key_in_server() {
         message,
         "unknown key \"port\" in [server]; expected one of: listen, admin_listen, max_body_bytes, \
          max_connections, header_read_timeout, idle_timeout, write_timeout, max_series, \
-         shutdown_grace, dashboard, history_points, history_series"
+         shutdown_grace, dashboard, history_points, history_series, max_event_streams"
     );
 }
 
@@ -1025,6 +1025,7 @@ fn every_numeric_key_has_a_bound_that_check_config_enforces() {
         ("server", "max_series", "1", "0", "100000000", "100000001"),
         ("server", "history_points", "1", "0", "100000", "100001"),
         ("server", "history_series", "0", "-1", "1000000", "1000001"),
+        ("server", "max_event_streams", "1", "0", "10000", "10001"),
         (
             "server",
             "shutdown_grace",

@@ -3,8 +3,9 @@
 //!
 //! - [`server`]: accept loop, connection cap, idle watchdog.
 //! - [`router`]: path and method to handler.
-//! - `detect`, `anomalies`, `series`, `health`: the handlers of
-//!   `POST /detect`, `GET /anomalies`, `GET /series[/{name}]`, and
+//! - `detect`, `anomalies`, `series`, `events`, `health`: the handlers of
+//!   `POST /detect`, `GET /anomalies`, `GET /series[/{name}]`,
+//!   `GET /events` (with the publisher of its shared events), and
 //!   `/healthz`, `/ready`, `/metrics`.
 //! - [`query`]: query-string parsing; [`body`]: reading request bodies;
 //!   [`reply`]: JSON replies and the shared error answers.
@@ -21,6 +22,7 @@
 mod anomalies;
 pub mod body;
 mod detect;
+mod events;
 mod health;
 pub mod query;
 pub mod reply;
@@ -28,6 +30,7 @@ pub mod router;
 mod series;
 pub mod server;
 
+pub use events::publish as publish_events;
 pub use reply::{ResponseBody, error, json};
 pub use router::{route, route_admin};
 pub use server::{Role, serve};

@@ -89,6 +89,24 @@ pub fn parse_series_query(raw: &str) -> Result<SeriesQuery, String> {
     Ok(query)
 }
 
+/// Parses the query string of `GET /events`: the series whose points to
+/// stream, if any.
+pub fn parse_events_query(raw: &str) -> Result<Option<String>, String> {
+    let mut series = None;
+    for (key, value) in pairs(raw) {
+        let (key, value) = (key?, value?);
+        match key.as_str() {
+            "series" => series = Some(value),
+            other => {
+                return Err(format!(
+                    "unknown query parameter `{other}`; expected `series`"
+                ));
+            }
+        }
+    }
+    Ok(series)
+}
+
 /// A time given as unix seconds (a number) or RFC 3339, for the query
 /// parameter `key`.
 pub fn parse_time(key: &str, value: &str) -> Result<f64, String> {

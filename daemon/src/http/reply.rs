@@ -1,16 +1,56 @@
-//! Reply helpers: JSON bodies, the `{"error": ...}` shape, and the answers
+//! Reply helpers: the body type (whole or streamed), JSON bodies, the `{"error": ...}` shape, and the answers
 //! several handlers share (405, 413).
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame};
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use crate::api::ErrorReply;
 
-/// The body type of every response.
-pub type ResponseBody = Full<Bytes>;
+/// The body type of every response: a whole body, or a stream
+/// (`GET /events`).
+pub type ResponseBody = Either<Full<Bytes>, StreamedBody>;
+
+/// A body streamed from a channel, one chunk per message; it ends when the
+/// sender is dropped.
+#[derive(Debug)]
+pub struct StreamedBody {
+    chunks: mpsc::Receiver<Bytes>,
+}
+
+impl StreamedBody {
+    /// A body fed by `chunks`.
+    pub fn new(chunks: mpsc::Receiver<Bytes>) -> Self {
+        StreamedBody { chunks }
+    }
+}
+
+impl Body for StreamedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.chunks
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}
+
+/// A whole body.
+pub fn whole(bytes: impl Into<Bytes>) -> ResponseBody {
+    Either::Left(Full::new(bytes.into()))
+}
 
 /// A JSON error reply `{"error": message}`.
 pub fn error(status: StatusCode, message: String) -> Response<ResponseBody> {
@@ -27,7 +67,7 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBod
 
 /// A reply with a JSON body already written.
 pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response<ResponseBody> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(whole(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -38,7 +78,7 @@ pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response<ResponseBody> {
 
 /// A plain-text reply in the Prometheus text format 0.0.4.
 pub fn prometheus_text(text: String) -> Response<ResponseBody> {
-    let mut response = Response::new(Full::new(Bytes::from(text)));
+    let mut response = Response::new(whole(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -1,15 +1,17 @@
 //! Routing: path and method to handler. Unknown paths get 404, known paths
 //! with the wrong method 405 with an `Allow` header.
 
+use std::sync::Arc;
+
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::reply::{ResponseBody, error, method_not_allowed};
-use super::{anomalies, detect, health, series};
+use super::{anomalies, detect, events, health, series};
 use crate::state::AppState;
 
 /// Routes one request to its handler.
-pub async fn route(req: Request<Incoming>, state: &AppState) -> Response<ResponseBody> {
+pub async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<ResponseBody> {
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/detect") => detect::detect(req, state).await,
         (_, "/detect") => method_not_allowed("POST"),
@@ -23,6 +25,8 @@ pub async fn route(req: Request<Incoming>, state: &AppState) -> Response<Respons
         (_, path) if path.starts_with("/series/") && !state.config().server.dashboard => {
             dashboard_off(path)
         }
+        (&Method::GET, "/events") => events::events(req.uri().query(), state),
+        (_, "/events") => method_not_allowed("GET"),
         (&Method::GET | &Method::HEAD, "/series") => series::list(req.uri().query(), state),
         (_, "/series") => method_not_allowed("GET, HEAD"),
         (&Method::GET | &Method::HEAD, path) if path.starts_with("/series/") => {

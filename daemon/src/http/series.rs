@@ -2,10 +2,10 @@
 //! with its recent history, for the dashboard and for scripts. Both answer
 //! 404 when `[server] dashboard = false`.
 
-use hyper::{Response, StatusCode};
 use super::query::{decode_path_component, parse_series_query};
 use super::reply::{ResponseBody, error, json};
 use crate::state::AppState;
+use hyper::{Response, StatusCode};
 
 /// `GET /series?limit=&sort=&series_glob=`.
 pub(super) fn list(query: Option<&str>, state: &AppState) -> Response<ResponseBody> {

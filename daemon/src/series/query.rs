@@ -247,6 +247,51 @@ impl SeriesTable {
     }
 }
 
+impl SeriesTable {
+    /// The table's clock (seconds since it was created), the unit of
+    /// [`Self::updated_since`].
+    pub fn clock(&self) -> u32 {
+        self.now_secs()
+    }
+
+    /// The series that received a point at or after `since` (the table's
+    /// clock), at most `limit` of them (any), in no order.
+    pub fn updated_since(&self, since: u32, limit: usize) -> Vec<SeriesSummary> {
+        let profiles = self.current();
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for id in 0..shard.len() as u32 {
+                if out.len() >= limit {
+                    return out;
+                }
+                if shard.slot(id).last_seen >= since {
+                    out.push(summary(&profiles, &shard, id));
+                }
+            }
+        }
+        out
+    }
+
+    /// The history points of series `name` applied after `cursor` (its
+    /// point count when last asked; 0 for all), oldest first, with the new
+    /// cursor; `None` for an unknown series.
+    pub fn history_after(&self, name: &str, cursor: u64) -> Option<(Vec<HistoryView>, u64)> {
+        let hash = hash_name(&self.hasher, name);
+        let shard = self.lock_shard(Self::shard_of(hash));
+        let id = shard.find(hash, name)?;
+        let points = shard.slot(id).stats.points;
+        let new = points.saturating_sub(cursor);
+        let history: Vec<&HistoryPoint> = shard.history(id).collect();
+        let take = (new.min(history.len() as u64)) as usize;
+        let views = history[history.len() - take..]
+            .iter()
+            .map(|p| HistoryView::from(*p))
+            .collect();
+        Some((views, points))
+    }
+}
+
 fn summary(profiles: &Profiles, shard: &Shard, id: u32) -> SeriesSummary {
     let (name, slot) = (shard.name(id), shard.slot(id));
     let settings = profiles.settings_of(name, slot);
