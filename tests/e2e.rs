@@ -49,3 +49,7 @@ mod series;
 
 /// `GET /events`: live anomalies, series and points; the cap; shutdown.
 mod events;
+
+/// The dashboard in headless chromium: live list, chart, anomalies,
+/// reconnection after a restart.
+mod browser;

@@ -103,7 +103,7 @@ fn series_list_and_detail_show_the_stream_and_its_history() {
 fn with_the_dashboard_off_its_routes_are_404() {
     let daemon = TestDaemon::start("[server]\ndashboard = false\n[detector]\nwindow_size = 4\n");
     assert_eq!(daemon.detect(&stream("cpu", 1_700_000_004.0)).status, 200);
-    for path in ["/series", "/series/cpu"] {
+    for path in ["/series", "/series/cpu", "/", "/dashboard.js", "/events"] {
         let reply = daemon.get(path);
         assert_eq!(reply.status, 404, "{path}");
         assert!(
@@ -186,4 +186,38 @@ fn old_log_lines_without_time_reload_at_start() {
     let records = daemon.get("/anomalies").json();
     assert_eq!(records[0]["series"], "old");
     assert_eq!(records[0]["time"], "2020-09-13T12:26:40.500Z");
+}
+
+#[test]
+fn the_page_and_its_assets_are_served_from_the_binary_with_no_outside_links() {
+    let daemon = TestDaemon::start("");
+    for (path, content_type) in [
+        ("/", "text/html"),
+        ("/dashboard.css", "text/css"),
+        ("/dashboard.js", "text/javascript"),
+    ] {
+        let reply = daemon.get(path);
+        assert_eq!(reply.status, 200, "{path}");
+        assert!(
+            reply
+                .header("content-type")
+                .unwrap()
+                .starts_with(content_type),
+            "{path}"
+        );
+        let text = String::from_utf8(reply.body).unwrap();
+        // No CDN, no font or script from elsewhere: only the SVG namespace
+        // looks like an address.
+        let outside = text
+            .match_indices("http")
+            .filter(|(at, _)| !text[*at..].starts_with("http://www.w3.org/2000/svg"))
+            .count();
+        assert_eq!(outside, 0, "{path} refers to another host");
+    }
+    let page = String::from_utf8(daemon.get("/").body).unwrap();
+    assert!(page.contains("/dashboard.js") && page.contains("/dashboard.css"));
+    assert_eq!(
+        crate::helper::request(daemon.addr, "POST", "/", &[], b"").status,
+        405
+    );
 }

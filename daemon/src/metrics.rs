@@ -127,7 +127,7 @@ impl Route {
             "/ready" => Route::Ready,
             "/series" => Route::Series,
             "/events" => Route::Events,
-            "/" => Route::Dashboard,
+            "/" | "/index.html" | "/dashboard.css" | "/dashboard.js" => Route::Dashboard,
             _ if path.starts_with("/series/") => Route::Series,
             _ => Route::Other,
         }

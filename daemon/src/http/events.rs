@@ -126,16 +126,32 @@ async fn stream(
     series: Option<String>,
     sender: mpsc::Sender<Bytes>,
 ) {
+    let mut out = Outbox { sender, skipped: 0 };
+    out.send(Bytes::from_static(b"retry: 1000\n\n"));
+    // The series shown keeps (or gets) a history while it is watched.
+    if let Some(name) = &series {
+        state.table.watch(name);
+    }
+    run_stream(&state, &mut subscription, series.as_deref(), &mut out).await;
+    if let Some(name) = &series {
+        state.table.unwatch(name);
+    }
+}
+
+/// The loop of [`stream`].
+async fn run_stream(
+    state: &AppState,
+    subscription: &mut Subscription,
+    series: Option<&str>,
+    out: &mut Outbox,
+) {
     #[derive(Serialize)]
     struct Points<'a> {
         series: &'a str,
         points: Vec<HistoryView>,
     }
-    let mut out = Outbox { sender, skipped: 0 };
-    out.send(Bytes::from_static(b"retry: 1000\n\n"));
     // The page reads the history so far from GET /series/{name}.
     let mut cursor = series
-        .as_deref()
         .and_then(|name| state.table.history_after(name, u64::MAX))
         .map_or(0, |(_, cursor)| cursor);
     let mut tick = tokio::time::interval(TICK);
@@ -152,7 +168,7 @@ async fn stream(
                 Err(RecvError::Closed) => return,
             },
             _ = tick.tick(), if series.is_some() => {
-                let name = series.as_deref().unwrap_or_default();
+                let name = series.unwrap_or_default();
                 if let Some((points, next)) = state.table.history_after(name, cursor) {
                     cursor = next;
                     if !points.is_empty() {

@@ -7,6 +7,8 @@
 //!   `POST /detect`, `GET /anomalies`, `GET /series[/{name}]`,
 //!   `GET /events` (with the publisher of its shared events), and
 //!   `/healthz`, `/ready`, `/metrics`.
+//! - `dashboard`: the page at `/` and its assets (in `dashboard/`,
+//!   compiled in).
 //! - [`query`]: query-string parsing; [`body`]: reading request bodies;
 //!   [`reply`]: JSON replies and the shared error answers.
 //!
@@ -21,6 +23,7 @@
 
 mod anomalies;
 pub mod body;
+mod dashboard;
 mod detect;
 mod events;
 mod health;

@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::reply::{ResponseBody, error, method_not_allowed};
-use super::{anomalies, detect, events, health, series};
+use super::{anomalies, dashboard, detect, events, health, series};
 use crate::state::AppState;
 
 /// Routes one request to its handler.
@@ -19,9 +19,16 @@ pub async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Re
             anomalies::anomalies(req.uri().query(), state)
         }
         (_, "/anomalies") => method_not_allowed("GET, HEAD"),
-        (_, "/series") | (_, "/events" | "/") if !state.config().server.dashboard => {
+        (_, "/series" | "/events") if !state.config().server.dashboard => {
             dashboard_off(req.uri().path())
         }
+        (_, path) if dashboard::is_asset(path) && !state.config().server.dashboard => {
+            dashboard_off(path)
+        }
+        (&Method::GET | &Method::HEAD, path) if dashboard::is_asset(path) => {
+            dashboard::asset(path).unwrap_or_else(|| dashboard_off(path))
+        }
+        (_, path) if dashboard::is_asset(path) => method_not_allowed("GET, HEAD"),
         (_, path) if path.starts_with("/series/") && !state.config().server.dashboard => {
             dashboard_off(path)
         }

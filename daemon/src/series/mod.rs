@@ -158,6 +158,8 @@ pub struct SeriesTable {
     history_series: AtomicUsize,
     /// Series that have a history now.
     history_count: AtomicUsize,
+    /// Series a dashboard shows, with how many streams show each.
+    watched: Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl SeriesTable {
@@ -175,6 +177,7 @@ impl SeriesTable {
             history_points: AtomicUsize::new(history_points(&config)),
             history_series: AtomicUsize::new(config.server.history_series),
             history_count: AtomicUsize::new(0),
+            watched: Mutex::default(),
             profiles: RwLock::new(Arc::new(Profiles::new(config, 0))),
             next_generation: AtomicU32::new(1),
             started: Instant::now(),
@@ -486,11 +489,12 @@ impl SeriesTable {
         removed
     }
 
-    /// Keeps histories for the most recently updated series: drops every
-    /// history when history is off, the excess after `history_series`
-    /// shrank, and, when more series exist than may have one, the
-    /// histories of series updated before the `history_series`-th most
-    /// recent update, making room for newer series at their next point.
+    /// Keeps histories for the most recently updated series: ranks every
+    /// series by its last update (a series that has a history first among
+    /// equals) and drops the histories beyond the first `history_series`
+    /// (all of them when history is off), making room for newer series at
+    /// their next point. Watched series keep theirs. Runs from the sweep,
+    /// which is the only remover of series, so slot ids are stable here.
     fn rebalance_histories(&self) {
         let limit = if self.history_points.load(Ordering::Relaxed) == 0 {
             0
@@ -501,32 +505,70 @@ impl SeriesTable {
         if with_history == 0 || (self.len() <= limit && with_history <= limit) {
             return;
         }
-        // The `limit`-th most recent update time: series updated earlier
-        // lose their history.
-        let cutoff = if limit == 0 {
-            u32::MAX
-        } else {
-            let mut seen: Vec<u32> = Vec::with_capacity(self.len());
-            for shard in self.shards.iter() {
-                let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-                seen.extend(shard.iter().map(|(_, slot)| slot.last_seen));
-            }
-            if seen.len() <= limit {
-                return;
-            }
-            let (_, nth, _) = seen.select_nth_unstable_by(limit - 1, |a, b| b.cmp(a));
-            *nth
-        };
+        // (last update, has a history, shard, slot), best first.
+        let mut ranked: Vec<(u32, bool, u32, u32)> = Vec::with_capacity(self.len());
+        for (index, shard) in self.shards.iter().enumerate() {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            ranked.extend(shard.iter().enumerate().map(|(id, (_, slot))| {
+                let has = slot.history != history::NO_HISTORY;
+                (slot.last_seen, has, index as u32, id as u32)
+            }));
+        }
+        let rank =
+            |a: &(u32, bool, u32, u32), b: &(u32, bool, u32, u32)| (b.0, b.1).cmp(&(a.0, a.1));
+        if limit > 0 && limit < ranked.len() {
+            ranked.select_nth_unstable_by(limit - 1, rank);
+        }
+        let watched = self
+            .watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut dropped = 0;
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            for id in 0..shard.len() as u32 {
-                if shard.slot(id).last_seen < cutoff {
-                    dropped += usize::from(shard.drop_history(id));
-                }
+        for &(_, has, index, id) in ranked.iter().skip(limit).filter(|entry| entry.1) {
+            debug_assert!(has);
+            let mut shard = self.lock_shard(index as usize);
+            let name = String::from_utf8_lossy(shard.name(id));
+            if !watched.contains_key(name.as_ref()) {
+                dropped += usize::from(shard.drop_history(id));
             }
         }
         self.history_count.fetch_sub(dropped, Ordering::AcqRel);
+    }
+
+    /// Marks series `name` as watched (a dashboard shows it): it gets a
+    /// history now if it has none, even beyond `history_series` (by at most
+    /// the number of event streams), and keeps it while watched. Call
+    /// [`Self::unwatch`] when done.
+    pub fn watch(&self, name: &str) {
+        *self
+            .watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_owned())
+            .or_default() += 1;
+        if self.history_points.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let hash = hash_name(&self.hasher, name);
+        let mut shard = self.lock_shard(Self::shard_of(hash));
+        if let Some(id) = shard.find(hash, name)
+            && shard.slot(id).history == history::NO_HISTORY
+        {
+            shard.add_history(id);
+            self.history_count.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Ends one [`Self::watch`] of series `name`.
+    pub fn unwatch(&self, name: &str) {
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = watched.get_mut(name) {
+            *count -= 1;
+            if *count == 0 {
+                watched.remove(name);
+            }
+        }
     }
 
     /// Counts series and series still warming up.
@@ -914,6 +956,39 @@ dashboard = false
         table.observe_point(&point("b", 3.0, None)).unwrap();
         assert_eq!((history(&table, "b"), history(&table, "c")), (0, 0));
         assert_eq!(table.history_count.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_newer_series_displaces_an_older_history_and_watched_ones_stay() {
+        let mut table = SeriesTable::new(config("[server]\nhistory_series = 2\n"));
+        let history = |table: &SeriesTable, name| table.detail(name).unwrap().points.len();
+        for name in ["a", "b"] {
+            table.observe_point(&point(name, 1.0, None)).unwrap();
+        }
+        advance(&mut table, 2);
+        table.observe_point(&point("new", 1.0, None)).unwrap();
+        assert_eq!(history(&table, "new"), 0, "the cap is reached");
+        // `a` and `b` are equally old: one of them makes room.
+        table.sweep_idle();
+        table.observe_point(&point("new", 2.0, None)).unwrap();
+        assert_eq!(history(&table, "new"), 1);
+        assert_eq!(history(&table, "a") + history(&table, "b"), 1);
+        // A watched series gets a history at once, beyond the cap, and
+        // keeps it however old it gets.
+        let old = if history(&table, "a") == 0 { "a" } else { "b" };
+        table.watch(old);
+        table.observe_point(&point(old, 2.0, None)).unwrap();
+        assert_eq!(history(&table, old), 1);
+        advance(&mut table, 5);
+        table.observe_point(&point("new", 3.0, None)).unwrap();
+        table.sweep_idle();
+        assert_eq!(history(&table, old), 1, "watched");
+        table.unwatch(old);
+        table.observe_point(&point("newer", 1.0, None)).unwrap();
+        table.sweep_idle();
+        assert_eq!(history(&table, old), 0, "no longer watched, and older");
+        table.observe_point(&point("newer", 2.0, None)).unwrap();
+        assert_eq!((history(&table, "new"), history(&table, "newer")), (2, 1));
     }
 
     mod props {
