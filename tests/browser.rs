@@ -279,6 +279,29 @@ fn the_dashboard_shows_a_stream_live_and_reconnects_after_a_restart() {
         json!([]),
     );
     assert_eq!(band, 1, "the threshold band is drawn");
+    // Hovering the first spike shows its time, value, mean, sigma and
+    // threshold.
+    let tooltip = browser.run(
+        "const svg = document.getElementById('chart'); \
+         const spike = document.querySelectorAll('#chart polygon.anomaly')[0].getBoundingClientRect(); \
+         svg.dispatchEvent(new MouseEvent('mousemove', {clientX: spike.x + spike.width / 2, clientY: spike.y, bubbles: true})); \
+         const tip = document.getElementById('tooltip'); return tip.hidden ? null : tip.textContent;",
+        json!([]),
+    );
+    let tooltip = tooltip.as_str().expect("a tooltip");
+    for part in [
+        "2023-11-14 22:15:04",
+        "value 100",
+        "ANOMALY",
+        "mean 10.5",
+        "σ 0.5",
+        "threshold 12",
+    ] {
+        assert!(
+            tooltip.contains(part),
+            "{part:?} not in the tooltip {tooltip:?}"
+        );
+    }
     let shot = browser.screenshot("dashboard.png");
     eprintln!("screenshot: {}", shot.display());
 

@@ -3,8 +3,8 @@
 //!
 //! Each event is `event: NAME` and one `data:` line of JSON:
 //! - `anomalies` `{"anomalies": [records], "skipped": n}`: anomalies new
-//!   since the last one, every 250 ms when there are any (at most 1000; the
-//!   rest are counted in `skipped`). Shared.
+//!   since the last one, every 250 ms when there are any (the newest 200;
+//!   the rest are counted in `skipped`). Shared.
 //! - `series` `[summaries]`: the series updated in the last second, as
 //!   `GET /series` shows them, once a second (at most 1000). Shared.
 //! - `points` `{"series": name, "points": [...]}`: new points of the series
@@ -41,8 +41,12 @@ use crate::state::AppState;
 const TICK: Duration = Duration::from_millis(250);
 /// How often the updated series are sent, in ticks.
 const SERIES_EVERY: u64 = 4;
-/// Most records or series in one event.
-const MAX_ITEMS: usize = 1000;
+/// Most anomaly records in one event: what the dashboard keeps. At a high
+/// anomaly rate the rest are counted, not sent ten times a second to every
+/// watcher.
+const MAX_ANOMALIES: usize = 200;
+/// Most series in one event.
+const MAX_SERIES: usize = 1000;
 /// Chunks a stream holds for a client that has not read them yet.
 const STREAM_BUFFER: usize = 16;
 /// Interval of the keep-alive comment.
@@ -205,7 +209,7 @@ pub async fn publish(state: Arc<AppState>, stop: CancellationToken) {
             since = state.table.clock();
             continue;
         }
-        let (anomalies, next, skipped) = state.recent.newer_than(cursor, MAX_ITEMS);
+        let (anomalies, next, skipped) = state.recent.newer_than(cursor, MAX_ANOMALIES);
         cursor = next;
         if !anomalies.is_empty() || skipped > 0 {
             let event = sse("anomalies", &Anomalies { anomalies, skipped });
@@ -213,7 +217,7 @@ pub async fn publish(state: Arc<AppState>, stop: CancellationToken) {
         }
         if n % SERIES_EVERY == 0 {
             let now = state.table.clock();
-            let updated = state.table.updated_since(since, MAX_ITEMS);
+            let updated = state.table.updated_since(since, MAX_SERIES);
             since = now;
             if !updated.is_empty() {
                 state.live.publish(sse("series", &updated));
