@@ -204,7 +204,7 @@ impl Default for DetectorConfig {
             direction: Direction::Upper,
             min_samples: None,
             min_std_dev: 0.0,
-            min_relative_std_dev: 1e-9,
+            min_relative_std_dev: crate::detect::DEFAULT_MIN_RELATIVE_STD_DEV,
             exclude_anomalies: false,
             max_excluded_run: 10,
             series_ttl: Duration::from_secs(3_600),

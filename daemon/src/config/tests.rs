@@ -87,7 +87,7 @@ fn defaults() {
     assert_eq!(d.direction, Direction::Upper);
     assert_eq!(d.min_samples, None);
     assert_eq!(d.min_std_dev, 0.0);
-    assert_eq!(d.min_relative_std_dev, 1e-9);
+    assert_eq!(d.min_relative_std_dev, 1e-14);
     assert!(!d.exclude_anomalies);
     assert_eq!(d.max_excluded_run, 10);
     assert_eq!(d.series_ttl, Duration::from_secs(3600));
@@ -229,7 +229,7 @@ fn defaults_round_trip_through_to_toml() {
         "direction = \"upper\"",
         "# min_samples = <window_size>",
         "min_std_dev = 0.0",
-        "min_relative_std_dev = 1e-9",
+        "min_relative_std_dev = 1e-14",
         "exclude_anomalies = false",
         "max_excluded_run = 10",
         "series_ttl = \"1h\"",

@@ -31,10 +31,28 @@
 //! onto the mean and any deviation at all is flagged, including the last-bit
 //! noise of floating-point arithmetic (`0.1 + 0.2` is `0.30000000000000004`,
 //! values near `1e9` move in steps of about `1.2e-7`). The relative floor
-//! `min_relative_std_dev · |μ|` (default `1e-9`) is far above rounding noise
-//! (which is about `1e-16 · |μ|`) yet far below any real change: a series that
-//! sits at `42.0` and jumps to `43.0` is flagged (the band is `42 ± 1.3e-7`),
-//! while a series wobbling between `0.3` and `0.30000000000000004` is not.
+//! `min_relative_std_dev · |μ|` has to cover that noise and nothing more, or
+//! it hides real changes of series with large values and small spread (a
+//! floor of `1e-9`, the old default, is `1.0` at `1e9`: a series there with a
+//! real σ of `0.03` would not see a jump of `0.5`, about 17σ).
+//!
+//! The default [`DEFAULT_MIN_RELATIVE_STD_DEV`] is `1e-14`, about 45 ε
+//! (ε = 2.2e-16, and one ulp of `x` is at most `ε·|x|`), so that with `k = 3`
+//! the band's half-width is at least 135 ε·|μ|, i.e. at least 135 ulps. What
+//! it has to absorb:
+//!
+//! * the values' own last-bit noise: a point a few ulps from the others;
+//! * the running mean's rounding between two exact recomputations: at most
+//!   half an ulp per update, over at most `window_size` updates, growing like
+//!   the square root of the count when the noise is random (about 50 ulps at
+//!   a window of 10,000), and nothing at all on a perfectly flat series
+//!   (every update adds `δ = 0`).
+//!
+//! It stays far below any real change: at `1e9` the floor is `1e-5`.
+//! Hence: a series that sits at `42.0` and jumps to `43.0` is flagged (the
+//! band is `42 ± 1.3e-12`), a series wobbling between `0.3` and
+//! `0.30000000000000004` is not, and neither is one at `1e9` that moves by
+//! a few ulps.
 //! The absolute floor `min_std_dev` (default `0`) does the same for series that
 //! sit at zero, where the relative floor vanishes; with it at `0`, a series of
 //! zeros followed by `1.0` is flagged.
@@ -95,6 +113,10 @@ use window::clamp_capacity;
 pub use moving_average::{DetectorState, SeriesDetector};
 pub use window::{SlidingWindow, WindowStats};
 
+/// Default σ floor relative to `|mean|`: about 45 ε, enough for rounding
+/// noise and no more (see "Why σ is floored" above).
+pub const DEFAULT_MIN_RELATIVE_STD_DEV: f64 = 1e-14;
+
 /// Which side of the moving average counts as anomalous.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -147,7 +169,7 @@ impl Default for DetectorSettings {
             direction: Direction::Upper,
             min_samples: 30,
             min_std_dev: 0.0,
-            min_relative_std_dev: 1e-9,
+            min_relative_std_dev: DEFAULT_MIN_RELATIVE_STD_DEV,
             exclude_anomalies: false,
             max_excluded_run: 10,
         }

@@ -280,6 +280,52 @@ fn flat_series_rounding_noise_is_not_flagged() {
 }
 
 #[test]
+fn the_default_floor_does_not_hide_small_real_changes_on_large_values() {
+    // Near 1e9 with a real σ of 0.03, a jump of 0.5 (about 17σ) is flagged;
+    // the old default floor (1e-9 × 1e9 = 1.0) hid it.
+    let s = DetectorSettings::default();
+    let mut rng = Rng(11);
+    let mut d = SeriesDetector::new(&s);
+    for _ in 0..30 {
+        let noise = (rng.next_u64() % 1000) as f64 / 1000.0 - 0.5;
+        d.observe(1e9 + 0.06 * noise * 1.7, &s);
+    }
+    let baseline = d.clone().observe(1e9, &s).baseline().unwrap();
+    assert!(
+        baseline.std_dev > 0.01 && baseline.std_dev < 0.05,
+        "{baseline:?}"
+    );
+    assert!(d.clone().observe(1e9 + 0.5, &s).is_anomaly());
+    let old = DetectorSettings {
+        min_relative_std_dev: 1e-9,
+        ..s.clone()
+    };
+    assert!(
+        !d.clone().observe(1e9 + 0.5, &old).is_anomaly(),
+        "what the old floor did"
+    );
+
+    // Near 0 (1e-10): last-bit noise is not flagged, a real jump is.
+    let base = 1e-10f64;
+    let mut d = SeriesDetector::new(&s);
+    feed(&mut d, &s, &[base; 30]);
+    for x in [base.next_up(), base.next_down(), base.next_up().next_up()] {
+        assert!(!d.clone().observe(x, &s).is_anomaly(), "{x:e}");
+    }
+    let mut rng = Rng(5);
+    for i in 0..500 {
+        let x = match rng.next_u64() % 4 {
+            0 => base.next_down(),
+            1 => base.next_up(),
+            2 => base.next_up().next_up(),
+            _ => base,
+        };
+        assert!(!d.observe(x, &s).is_anomaly(), "point {i}");
+    }
+    assert!(d.observe(base * 1.001, &s).is_anomaly());
+}
+
+#[test]
 fn flat_zero_series_then_one_is_flagged() {
     let s = settings(30, 30, 3.0, Direction::Both);
     let mut d = SeriesDetector::new(&s);
