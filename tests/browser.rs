@@ -296,6 +296,7 @@ fn the_dashboard_shows_a_stream_live_and_reconnects_after_a_restart() {
         "mean 10.5",
         "σ 0.5",
         "threshold 12",
+        "score 179",
     ] {
         assert!(
             tooltip.contains(part),

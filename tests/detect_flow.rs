@@ -157,3 +157,36 @@ fn duplicate_seq_is_acknowledged_but_not_applied() {
     let next = send(4, 2.0);
     assert_eq!(next["mean"].as_f64().unwrap(), 2.0, "{next}");
 }
+
+#[test]
+fn every_verdict_carries_a_score_in_sigmas() {
+    let daemon = TestDaemon::start("[detector]\nwindow_size = 4\n");
+    let score = |reply: &Value| reply["score"].clone();
+    let warming = daemon.detect(&point("s", 10.0, 1.0)).json();
+    assert_eq!(score(&warming), Value::Null, "no verdict, no score");
+    for (i, v) in [12.0, 10.0, 12.0].into_iter().enumerate() {
+        daemon.detect(&point("s", v, 2.0 + i as f64));
+    }
+    // Window 10, 12, 10, 12: mean 11, σ 1.
+    let normal = daemon.detect(&point("s", 12.5, 5.0)).json();
+    assert_eq!(normal["anomaly"], false);
+    assert_eq!(score(&normal), 1.5);
+    let spike = daemon.detect(&point("s", 20.0, 6.0)).json();
+    assert_eq!(spike["anomaly"], true);
+    let spike_score = spike["score"].as_f64().unwrap();
+    assert!(spike_score > 3.0, "beyond k: {spike}");
+    // The same score in the log, /anomalies and the series' history.
+    let line: Value = serde_json::from_str(&read_lines(&daemon.log_path())[0]).unwrap();
+    assert_eq!(line["score"], spike_score);
+    assert_eq!(daemon.get("/anomalies").json()[0]["score"], spike_score);
+    let history = daemon.get("/series/s").json();
+    let points = history["points"].as_array().unwrap();
+    assert_eq!(points[0]["score"], Value::Null);
+    assert_eq!(points.last().unwrap()["score"], spike_score);
+    // A flat series: a point off it gets the cap, finite.
+    for i in 0..4 {
+        daemon.detect(&point("flat", 0.0, f64::from(i)));
+    }
+    let off = daemon.detect(&point("flat", 1.0, 4.0)).json();
+    assert_eq!(off["score"], 1e6);
+}

@@ -35,6 +35,11 @@ pub struct AnomalyRecord {
     pub threshold: f64,
     /// The side that was crossed.
     pub direction: Side,
+    /// How far outside the baseline the point lies, in effective standard
+    /// deviations (`|value − mean| / σ_eff`, at most 1e6); `None` only for
+    /// records read from a log written before scores existed.
+    #[serde(default)]
+    pub score: Option<f64>,
     /// The point's `seq`, when it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
@@ -43,7 +48,7 @@ pub struct AnomalyRecord {
 impl Serialize for AnomalyRecord {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut record = serializer.serialize_struct("AnomalyRecord", 9)?;
+        let mut record = serializer.serialize_struct("AnomalyRecord", 10)?;
         record.serialize_field("series", &self.series)?;
         record.serialize_field("value", &self.value)?;
         record.serialize_field("timestamp", &self.timestamp)?;
@@ -52,6 +57,7 @@ impl Serialize for AnomalyRecord {
         record.serialize_field("std_dev", &self.std_dev)?;
         record.serialize_field("threshold", &self.threshold)?;
         record.serialize_field("direction", &self.direction)?;
+        record.serialize_field("score", &self.score)?;
         if let Some(seq) = self.seq {
             record.serialize_field("seq", &seq)?;
         } else {
@@ -93,6 +99,9 @@ pub struct PointReply {
     /// or `both`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lower_threshold: Option<f64>,
+    /// How far outside the baseline the point lies, in effective standard
+    /// deviations (null while warming up).
+    pub score: Option<f64>,
     /// False only when the anomaly could not yet be written to the log.
     pub logged: bool,
 }
@@ -126,6 +135,7 @@ impl PointReply {
         if let Some(lower) = &self.lower_threshold {
             value(&mut out, b",\"lower_threshold\":", lower);
         }
+        value(&mut out, b",\"score\":", &self.score);
         value(&mut out, b",\"logged\":", &self.logged);
         out.push(b'}');
         out
@@ -174,6 +184,7 @@ mod tests {
                 std_dev: Some(1e-300),
                 threshold: Some(-1.5e150),
                 lower_threshold: Some(0.1 + 0.2),
+                score: Some(1e6),
                 logged: false,
             },
             PointReply {
@@ -186,6 +197,7 @@ mod tests {
                 std_dev: None,
                 threshold: None,
                 lower_threshold: None,
+                score: None,
                 logged: true,
             },
             PointReply {
@@ -198,6 +210,7 @@ mod tests {
                 std_dev: None,
                 threshold: None,
                 lower_threshold: None,
+                score: None,
                 logged: true,
             },
         ];
@@ -219,6 +232,7 @@ mod tests {
             std_dev: 2.5,
             threshold: 52.5,
             direction: Side::Upper,
+            score: Some(18.0),
             seq: None,
         };
         let mut line = Vec::new();
@@ -231,7 +245,7 @@ mod tests {
             String::from_utf8(line).unwrap(),
             "{\"series\":\"cpu\",\"value\":99.5,\"timestamp\":1700000000.25,\
              \"time\":\"2023-11-14T22:13:20.250Z\",\"mean\":45.0,\"std_dev\":2.5,\
-             \"threshold\":52.5,\"direction\":\"upper\"}\n"
+             \"threshold\":52.5,\"direction\":\"upper\",\"score\":18.0}\n"
         );
     }
 
@@ -240,6 +254,7 @@ mod tests {
         let old = r#"{"series":"a","value":5.0,"timestamp":3.0,"mean":1.0,"std_dev":1.0,"threshold":4.0,"direction":"upper","seq":7}"#;
         let record: AnomalyRecord = serde_json::from_str(old).unwrap();
         assert_eq!(record.seq, Some(7));
+        assert_eq!(record.score, None, "written before scores existed");
         let mut line = Vec::new();
         record.write_line(&mut line);
         assert!(

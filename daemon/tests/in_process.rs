@@ -369,6 +369,7 @@ async fn shutdown_drops_a_connection_blocked_in_a_write_after_the_grace() {
             std_dev: 1.0,
             threshold: 4.0,
             direction: Side::Upper,
+            score: Some(99.0),
             seq: None,
         };
         record.write_line(&mut log);

@@ -153,6 +153,7 @@ mod tests {
             std_dev: 1.0,
             threshold: 13.0,
             direction: Side::Upper,
+            score: Some(4.0),
             seq: None,
         }
     }

@@ -217,6 +217,30 @@ pub struct Baseline {
     pub threshold: f64,
     /// Lower threshold `mean − k·σ_eff`.
     pub lower_threshold: f64,
+    /// The effective deviation `σ_eff` the thresholds are built on.
+    pub sigma: f64,
+}
+
+/// The largest score: what a point off a perfectly flat series (`σ_eff =
+/// 0`) gets, and the cap of every other.
+pub const MAX_SCORE: f64 = 1e6;
+
+impl Baseline {
+    /// How far `value` lies from the mean, in effective standard deviations:
+    /// `|value − mean| / σ_eff`, finite, at most [`MAX_SCORE`] (a point off a
+    /// flat series at `σ_eff = 0` gets the cap, one on it 0). An anomaly's
+    /// score exceeds `threshold_multiplier` (up to the rounding of the two
+    /// computations at the very edge of the band).
+    pub fn score(&self, value: f64) -> f64 {
+        let distance = (value - self.mean).abs();
+        if distance == 0.0 {
+            0.0
+        } else if self.sigma > 0.0 {
+            (distance / self.sigma).min(MAX_SCORE)
+        } else {
+            MAX_SCORE
+        }
+    }
 }
 
 /// The judgement on one point.

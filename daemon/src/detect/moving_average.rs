@@ -96,6 +96,7 @@ impl DetectorState {
             std_dev,
             threshold: mean + band,
             lower_threshold: mean - band,
+            sigma,
         }
     }
 

@@ -193,7 +193,10 @@ fn strict_inequality_at_threshold() {
         std_dev: 1.0,
         threshold: 4.0,
         lower_threshold: -2.0,
+        sigma: 1.0,
     };
+    assert_eq!(expect.score(4.0), 3.0, "at the threshold: score = k");
+    assert_eq!(expect.score(-1.0), 2.0);
     assert_eq!(d.clone().observe(4.0, &s), Verdict::Normal(expect));
     assert_eq!(d.clone().observe(-2.0, &s), Verdict::Normal(expect));
     assert_eq!(
@@ -323,6 +326,34 @@ fn the_default_floor_does_not_hide_small_real_changes_on_large_values() {
         assert!(!d.observe(x, &s).is_anomaly(), "point {i}");
     }
     assert!(d.observe(base * 1.001, &s).is_anomaly());
+}
+
+#[test]
+fn scores_are_finite_and_capped() {
+    let flat = Baseline {
+        mean: 5.0,
+        std_dev: 0.0,
+        threshold: 5.0,
+        lower_threshold: 5.0,
+        sigma: 0.0,
+    };
+    assert_eq!(flat.score(5.0), 0.0);
+    assert_eq!(flat.score(5.0f64.next_up()), MAX_SCORE);
+    let tiny = Baseline {
+        sigma: 1e-300,
+        ..flat
+    };
+    assert_eq!(tiny.score(1e150), MAX_SCORE);
+    let normal = Baseline { sigma: 2.0, ..flat };
+    assert_eq!(normal.score(1.0), 2.0);
+    // Every verdict's score is finite, whatever the input.
+    let s = settings(4, 4, 3.0, Direction::Both);
+    let mut d = SeriesDetector::new(&s);
+    for x in [0.0, 1e150, -1e150, 1e-300, 0.0, 1e150, 7.0] {
+        if let Some(b) = d.observe(x, &s).baseline() {
+            assert!(b.score(x).is_finite() && b.score(x) >= 0.0);
+        }
+    }
 }
 
 #[test]

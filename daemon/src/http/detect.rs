@@ -162,6 +162,7 @@ fn point_reply(point: &DataPoint<'_>, obs: &Observation, logged: bool) -> PointR
         } else {
             None
         },
+        score: baseline.map(|b| b.score(point.value)),
         logged,
     }
 }

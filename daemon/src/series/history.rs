@@ -4,20 +4,24 @@
 
 use std::collections::VecDeque;
 
-use crate::detect::Verdict;
+use crate::detect::{Baseline, Verdict};
 
 /// "No history": the value of a slot's history index when it has none.
 pub(super) const NO_HISTORY: u32 = u32::MAX;
 
-/// One point of a series' history.
+/// One point of a series' history, 64 bytes: the baseline it was judged
+/// against and its score, NaN while warming up.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct HistoryPoint {
     /// The point's timestamp (unix seconds).
     pub timestamp: f64,
     /// The point's value.
     pub value: f64,
-    /// What the point was judged against; `None` while warming up.
-    pub baseline: Option<crate::detect::Baseline>,
+    mean: f64,
+    std_dev: f64,
+    threshold: f64,
+    lower_threshold: f64,
+    score: f64,
     /// Whether the point was an anomaly.
     pub anomaly: bool,
 }
@@ -25,12 +29,35 @@ pub struct HistoryPoint {
 impl HistoryPoint {
     /// The history entry of a point with this verdict.
     pub fn new(timestamp: f64, value: f64, verdict: &Verdict) -> HistoryPoint {
+        let baseline = verdict.baseline();
+        let field = |f: fn(&Baseline) -> f64| baseline.as_ref().map_or(f64::NAN, f);
         HistoryPoint {
             timestamp,
             value,
-            baseline: verdict.baseline(),
+            mean: field(|b| b.mean),
+            std_dev: field(|b| b.std_dev),
+            threshold: field(|b| b.threshold),
+            lower_threshold: field(|b| b.lower_threshold),
+            score: baseline.map_or(f64::NAN, |b| b.score(value)),
             anomaly: verdict.is_anomaly(),
         }
+    }
+
+    /// Whether the point had a verdict (it was not warming up).
+    pub fn judged(&self) -> bool {
+        !self.mean.is_nan()
+    }
+
+    /// Mean, σ, upper and lower thresholds and score; `None` while warming
+    /// up.
+    pub fn judgement(&self) -> Option<(f64, f64, f64, f64, f64)> {
+        self.judged().then_some((
+            self.mean,
+            self.std_dev,
+            self.threshold,
+            self.lower_threshold,
+            self.score,
+        ))
     }
 }
 
@@ -84,12 +111,28 @@ mod tests {
     use super::*;
 
     fn point(t: f64) -> HistoryPoint {
-        HistoryPoint {
-            timestamp: t,
-            value: t,
-            baseline: None,
-            anomaly: false,
-        }
+        HistoryPoint::new(t, t, &Verdict::WarmingUp { have: 0, need: 1 })
+    }
+
+    #[test]
+    fn a_point_keeps_its_judgement_in_64_bytes() {
+        assert_eq!(std::mem::size_of::<HistoryPoint>(), 64);
+        let mean = 0.1 + 0.2;
+        let baseline = Baseline {
+            mean,
+            std_dev: 0.5,
+            threshold: mean + 2.1,
+            lower_threshold: mean - 2.1,
+            sigma: 0.7,
+        };
+        let verdict = Verdict::Anomaly(baseline, crate::detect::Side::Upper);
+        let point = HistoryPoint::new(1.0, 9.0, &verdict);
+        assert_eq!(
+            point.judgement(),
+            Some((mean, 0.5, mean + 2.1, mean - 2.1, baseline.score(9.0)))
+        );
+        assert!(point.anomaly);
+        assert_eq!(super::tests::point(1.0).judgement(), None);
     }
 
     #[test]

@@ -79,6 +79,7 @@ impl Observation {
             std_dev: baseline.std_dev,
             threshold: crossed_threshold(&baseline, side),
             direction: side,
+            score: Some(baseline.score(point.value)),
             seq: point.seq,
         })
     }

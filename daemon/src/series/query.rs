@@ -132,19 +132,23 @@ pub struct HistoryView {
     pub threshold: Option<f64>,
     /// Lower threshold `mean − k·σ` (null while warming up).
     pub lower_threshold: Option<f64>,
+    /// The point's score (null while warming up).
+    pub score: Option<f64>,
     /// Whether the point was an anomaly.
     pub anomaly: bool,
 }
 
 impl From<&HistoryPoint> for HistoryView {
     fn from(point: &HistoryPoint) -> Self {
+        let judgement = point.judgement();
         HistoryView {
             timestamp: point.timestamp,
             value: point.value,
-            mean: point.baseline.map(|b| b.mean),
-            std_dev: point.baseline.map(|b| b.std_dev),
-            threshold: point.baseline.map(|b| b.threshold),
-            lower_threshold: point.baseline.map(|b| b.lower_threshold),
+            mean: judgement.map(|j| j.0),
+            std_dev: judgement.map(|j| j.1),
+            threshold: judgement.map(|j| j.2),
+            lower_threshold: judgement.map(|j| j.3),
+            score: judgement.map(|j| j.4),
             anomaly: point.anomaly,
         }
     }

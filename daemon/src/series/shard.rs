@@ -397,12 +397,11 @@ mod tests {
             ring.fill(f64::from(i));
             if i % 7 == 0 {
                 shard.add_history(id);
-                let point = HistoryPoint {
-                    timestamp: f64::from(i),
-                    value: f64::from(i),
-                    baseline: None,
-                    anomaly: false,
-                };
+                let point = HistoryPoint::new(
+                    f64::from(i),
+                    f64::from(i),
+                    &crate::detect::Verdict::WarmingUp { have: 0, need: 1 },
+                );
                 shard.push_history(id, point, 4);
             }
             live.push((name, f64::from(i)));

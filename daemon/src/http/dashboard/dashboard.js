@@ -183,7 +183,7 @@ function drawChart() {
     tip.textContent =
       `${timeOf(best.timestamp)} UTC\nvalue ${fmt(best.value)}${best.anomaly ? "  ANOMALY" : ""}\n` +
       (best.mean === null ? "warming up" :
-        `mean ${fmt(best.mean)}\nσ ${fmt(best.std_dev)}\nthreshold ${fmt(best.threshold)}` +
+        `mean ${fmt(best.mean)}\nσ ${fmt(best.std_dev)}\nthreshold ${fmt(best.threshold)}\nscore ${fmt(best.score)}` +
         (direction !== "upper" ? `\nlower threshold ${fmt(best.lower_threshold)}` : ""));
     tip.hidden = false;
     tip.style.left = `${Math.min(mx + 12, box.width - 180)}px`;
