@@ -7,7 +7,7 @@
 //! through it, so they give the same verdicts for the same stream.
 //!
 //! Memory is what limits the number of series, so a series is stored
-//! compactly (see the `shard` module): at window 30, about 390 bytes, 240 of
+//! compactly (see the `shard` module): at window 30, about 410 bytes, 240 of
 //! them the window's points.
 
 mod history;
@@ -403,7 +403,7 @@ impl SeriesTable {
         }
         let settings = &profiles.settings[state.profile as usize].detector;
         if let Some(seq) = point.seq {
-            if state.last_seq.is_some_and(|last| seq <= last) {
+            if state.last_seq != shard::NO_SEQ && seq <= state.last_seq {
                 return Observation {
                     duplicate: true,
                     verdict: Verdict::WarmingUp {
@@ -414,7 +414,7 @@ impl SeriesTable {
                     timestamp,
                 };
             }
-            state.last_seq = Some(seq);
+            state.last_seq = seq;
         }
         let capacity = settings.window_capacity();
         if !series.fits(capacity) {

@@ -1,6 +1,6 @@
 //! One shard of the series table: the storage of its series, found by name.
 //!
-//! A series is a [`Slot`] (128 bytes) in a dense vector, its name in
+//! A series is a [`Slot`] (120 bytes) in a dense vector, its name in
 //! [`Keys`], its window ring in [`Rings`] and a `u32` (the slot's index) in a
 //! hashbrown index. A `HashMap<Box<str>, State>` paid its load factor (44% to
 //! 87.5%) on 113-byte buckets, plus a heap allocation per name and one per
@@ -23,6 +23,9 @@ use super::history::{HistoryPoint, HistoryPool, NO_HISTORY};
 use super::keys::Keys;
 use super::rings::{RingId, Rings};
 use crate::detect::DetectorState;
+
+/// [`Slot::last_seq`] of a series that has applied no `seq` yet.
+pub(super) const NO_SEQ: u64 = u64::MAX;
 
 /// What a series has seen, for `GET /series` and the dashboard.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -51,8 +54,9 @@ pub(super) struct Removed {
 pub(super) struct Slot {
     /// The detector, whose ring is [`Slot::ring`].
     pub(super) detector: DetectorState,
-    /// The last applied `seq`.
-    pub(super) last_seq: Option<u64>,
+    /// The last applied `seq`, or [`NO_SEQ`]: 8 bytes where an
+    /// `Option<u64>` takes 16 (a `seq` is below 2^63, validated at ingest).
+    pub(super) last_seq: u64,
     /// Settings profile, valid for [`Slot::generation`].
     pub(super) profile: u32,
     /// Configuration generation the profile was resolved in.
@@ -133,7 +137,7 @@ impl Shard {
         let ring = self.rings.alloc(capacity, id);
         self.slots.push(Slot {
             detector: DetectorState::new(),
-            last_seq: None,
+            last_seq: NO_SEQ,
             profile,
             generation,
             last_seen: now,
@@ -471,8 +475,9 @@ mod tests {
 
     #[test]
     fn slots_stay_small() {
-        // 1M series at window 30 take 1M × (128 + 240 + 4 ring owner + about
-        // 8 name + 5 to 10 index) bytes: about 370 MiB, without histories.
-        assert_eq!(std::mem::size_of::<Slot>(), 128);
+        // 1M series at window 30 take 1M × (120 + 240 + 4 ring owner + about
+        // 8 name + 5 to 10 index) bytes: about 370 MiB, without histories
+        // (390.1 MiB RSS measured with load.sh, goal 400).
+        assert_eq!(std::mem::size_of::<Slot>(), 120);
     }
 }
