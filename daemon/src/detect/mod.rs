@@ -4,9 +4,9 @@
 //! point. It performs no I/O, takes no locks and knows nothing of HTTP or
 //! tokio: data in, verdicts out.
 //!
-//! This folder holds the window statistics ([`window`]) and the moving
-//! average detector ([`moving_average`]); [8/11] adds the detector trait,
-//! its registry and episodes here. Nothing here may use tokio, hyper, locks
+//! This folder holds the window statistics ([`window`]), the moving
+//! average detector ([`moving_average`]) and episodes ([`episode`]);
+//! [8/11] adds the detector trait and its registry here. Nothing here may use tokio, hyper, locks
 //! or files: settings come in as values, verdicts go out.
 //!
 //! # The rule
@@ -106,6 +106,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod episode;
 mod moving_average;
 mod window;
 use window::clamp_capacity;
