@@ -19,19 +19,7 @@ pub fn parse_anomalies_query(raw: &str) -> Result<Query, String> {
     for (key, value) in pairs(raw) {
         let (key, value) = (key?, value?);
         match key.as_str() {
-            "limit" => {
-                let limit = value.parse::<usize>().map_err(|_| {
-                    format!(
-                        "query parameter `limit`: expected a non-negative integer, got `{value}`"
-                    )
-                })?;
-                if limit > MAX_LIMIT {
-                    return Err(format!(
-                        "query parameter `limit`: at most {MAX_LIMIT}, got {limit}; page with `since`"
-                    ));
-                }
-                query.limit = Some(limit);
-            }
+            "limit" => query.limit = Some(parse_limit(&value, MAX_LIMIT, "page with `since`")?),
             "series" => query.series = Some(value),
             "series_glob" => query.series_glob = Some(parse_glob(&value)?),
             "since" => query.since = Some(parse_time("since", &value)?),
@@ -53,17 +41,7 @@ pub fn parse_series_query(raw: &str) -> Result<SeriesQuery, String> {
         let (key, value) = (key?, value?);
         match key.as_str() {
             "limit" => {
-                let limit = value.parse::<usize>().map_err(|_| {
-                    format!(
-                        "query parameter `limit`: expected a non-negative integer, got `{value}`"
-                    )
-                })?;
-                if limit > SERIES_MAX_LIMIT {
-                    return Err(format!(
-                        "query parameter `limit`: at most {SERIES_MAX_LIMIT}, got {limit}; narrow with `series_glob`"
-                    ));
-                }
-                query.limit = limit;
+                query.limit = parse_limit(&value, SERIES_MAX_LIMIT, "narrow with `series_glob`")?;
             }
             "sort" => {
                 query.sort = SeriesSort::NAMES
@@ -105,6 +83,20 @@ pub fn parse_events_query(raw: &str) -> Result<Option<String>, String> {
         }
     }
     Ok(series)
+}
+
+/// The `limit` query parameter: a non-negative integer up to `max`;
+/// `hint` says what to do instead of asking for more.
+fn parse_limit(value: &str, max: usize, hint: &str) -> Result<usize, String> {
+    let limit = value.parse::<usize>().map_err(|_| {
+        format!("query parameter `limit`: expected a non-negative integer, got `{value}`")
+    })?;
+    if limit > max {
+        return Err(format!(
+            "query parameter `limit`: at most {max}, got {limit}; {hint}"
+        ));
+    }
+    Ok(limit)
 }
 
 /// A time given as unix seconds (a number) or RFC 3339, for the query

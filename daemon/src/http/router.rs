@@ -19,18 +19,11 @@ pub async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Re
             anomalies::anomalies(req.uri().query(), state)
         }
         (_, "/anomalies") => method_not_allowed("GET, HEAD"),
-        (_, "/series" | "/events") if !state.config().server.dashboard => {
-            dashboard_off(req.uri().path())
-        }
-        (_, path) if dashboard::is_asset(path) && !state.config().server.dashboard => {
+        (_, path) if is_dashboard_path(path) && !state.config().server.dashboard => {
             dashboard_off(path)
         }
-        (&Method::GET | &Method::HEAD, path) if dashboard::is_asset(path) => {
-            dashboard::asset(path).unwrap_or_else(|| dashboard_off(path))
-        }
-        (_, path) if dashboard::is_asset(path) => method_not_allowed("GET, HEAD"),
-        (_, path) if path.starts_with("/series/") && !state.config().server.dashboard => {
-            dashboard_off(path)
+        (method, path) if let Some(asset) = dashboard::file(path) => {
+            dashboard::serve(method, asset)
         }
         (&Method::GET, "/events") => events::events(req.uri().query(), state),
         (_, "/events") => method_not_allowed("GET"),
@@ -49,6 +42,14 @@ pub async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Re
             )
         }),
     }
+}
+
+/// Whether `path` belongs to the dashboard: its page and assets,
+/// `/series`, `/series/{name}` and `/events`.
+fn is_dashboard_path(path: &str) -> bool {
+    matches!(path, "/series" | "/events")
+        || path.starts_with("/series/")
+        || dashboard::file(path).is_some()
 }
 
 /// 404 for the dashboard's routes while `[server] dashboard = false`.

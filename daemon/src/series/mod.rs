@@ -526,8 +526,7 @@ impl SeriesTable {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut dropped = 0;
-        for &(_, has, index, id) in ranked.iter().skip(limit).filter(|entry| entry.1) {
-            debug_assert!(has);
+        for &(_, _, index, id) in ranked.iter().skip(limit).filter(|entry| entry.1) {
             let mut shard = self.lock_shard(index as usize);
             let name = String::from_utf8_lossy(shard.name(id));
             if !watched.contains_key(name.as_ref()) {
