@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::helper::{TestDaemon, free_port, request, wait_until};
+use crate::helper::{TestDaemon, free_port, request, spike_points, wait_until};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -166,23 +166,9 @@ fn artifacts_dir() -> PathBuf {
     exe.ancestors().nth(3).unwrap().join("test-artifacts")
 }
 
-/// Four calm points of `series` then `spike`, from `t`.
+/// Four calm points of `series` then `spike`, from `t`, as NDJSON.
 fn stream(series: &str, t: f64, spike: f64) -> String {
-    let name = serde_json::to_string(series).unwrap();
-    let mut lines: Vec<String> = (0..4)
-        .map(|i| {
-            format!(
-                r#"{{"series":{name},"value":{},"timestamp":{}}}"#,
-                10 + i % 2,
-                t + f64::from(i)
-            )
-        })
-        .collect();
-    lines.push(format!(
-        r#"{{"series":{name},"value":{spike},"timestamp":{}}}"#,
-        t + 4.0
-    ));
-    lines.join("\n") + "\n"
+    spike_points(series, t, spike).join("\n") + "\n"
 }
 
 const ROW: &str = "return document.querySelector(`#series-table tr[data-series=\"${CSS.escape(arguments[0])}\"]`) !== null;";

@@ -67,6 +67,15 @@ fn man_keys(page: &str) -> Vec<String> {
         .collect()
 }
 
+/// The key of a `key = value` line (not a comment's prose that happens to
+/// contain " = ").
+fn key_of(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once(" = ")?;
+    key.chars()
+        .all(|c| c.is_ascii_lowercase() || c == '_')
+        .then_some(key)
+}
+
 /// The keys a shipped configuration shows, set or commented out
 /// (`key = value` or `#key = value`), with the table each is under (the
 /// last header line, commented or not, without brackets).
@@ -77,9 +86,7 @@ fn config_keys(text: &str) -> Vec<String> {
         let line = line.strip_prefix('#').unwrap_or(line);
         if line.starts_with('[') {
             table = line.trim_matches(['[', ']']).to_owned();
-        } else if let Some((key, _)) = line.split_once(" = ")
-            && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-        {
+        } else if let Some(key) = key_of(line) {
             keys.push(if table.is_empty() {
                 key.to_owned()
             } else {
@@ -103,13 +110,8 @@ fn uncomment_defaults(text: &str, keep_commented: &[&str]) -> String {
             in_example = true;
         }
         let active = match line.strip_prefix('#') {
-            Some(rest) if !in_example => match rest.split_once(" = ") {
-                Some((key, _))
-                    if key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-                        && !keep_commented.contains(&key) =>
-                {
-                    rest
-                }
+            Some(rest) if !in_example => match key_of(rest) {
+                Some(key) if !keep_commented.contains(&key) => rest,
                 _ => line,
             },
             _ => line,

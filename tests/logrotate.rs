@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::helper::{TestDaemon, request, wait_until};
+use crate::helper::{TestDaemon, post_spiky_batch, wait_until};
 
 /// How many times the test rotates while the load runs.
 const ROTATIONS: u32 = 4;
@@ -91,25 +91,7 @@ fn load(addr: std::net::SocketAddr, thread: usize, done: Arc<AtomicBool>) -> u64
         if done.load(Ordering::Relaxed) || Instant::now() > deadline {
             break;
         }
-        let mut body = String::new();
-        for i in 0..20 {
-            let value = if i % 4 == 3 { 100 } else { 1 };
-            seq += 1;
-            body.push_str(&format!(
-                "{{\"series\":\"t{thread}\",\"value\":{value},\"seq\":{seq}}}\n"
-            ));
-        }
-        let reply = request(
-            addr,
-            "POST",
-            "/detect",
-            &[("Content-Type", "application/x-ndjson")],
-            body.as_bytes(),
-        );
-        assert_eq!(reply.status, 200);
-        let json = reply.json();
-        assert_eq!(json["logged"], true, "{json}");
-        acknowledged += json["anomalies"].as_array().unwrap().len() as u64;
+        acknowledged += post_spiky_batch(addr, &format!("t{thread}"), &mut seq, 20);
     }
     acknowledged
 }

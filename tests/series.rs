@@ -2,24 +2,14 @@
 //! uses (`series_glob`, `until`, RFC 3339 times), and the `time` field of
 //! the anomaly log, against the real daemon.
 
-use crate::helper::{TestDaemon, read_lines};
+use crate::helper::{TestDaemon, read_lines, spike_points};
 
-/// Four calm points then a spike at `spike_at`, as one JSON array.
+/// Four calm points then a spike of 100 at `spike_at`, as one JSON array.
 fn stream(series: &str, spike_at: f64) -> String {
-    let series = serde_json::to_string(series).unwrap();
-    let mut points: Vec<String> = (0..4)
-        .map(|i| {
-            format!(
-                r#"{{"series": {series}, "value": {}, "timestamp": {}}}"#,
-                10 + i % 2,
-                spike_at - 4.0 + f64::from(i)
-            )
-        })
-        .collect();
-    points.push(format!(
-        r#"{{"series": {series}, "value": 100, "timestamp": {spike_at}}}"#
-    ));
-    format!("[{}]", points.join(","))
+    format!(
+        "[{}]",
+        spike_points(series, spike_at - 4.0, 100.0).join(",")
+    )
 }
 
 #[test]

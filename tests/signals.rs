@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::helper::{TIMEOUT, TestDaemon, point, read_lines, read_reply, wait_until};
+use crate::helper::{
+    TIMEOUT, TestDaemon, point, post_spiky_batch, read_lines, read_reply, wait_until,
+};
 
 /// The anomaly log and every rotated `.N` file beside it.
 fn log_files(log: &Path) -> Vec<PathBuf> {
@@ -41,25 +43,7 @@ fn a_sighup_storm_under_load_loses_duplicates_and_splits_nothing() {
                         break;
                     }
                     // 1, 1, 1, 100 repeated: every 100 is an anomaly.
-                    let mut body = String::new();
-                    for i in 0..40 {
-                        let value = if i % 4 == 3 { 100 } else { 1 };
-                        seq += 1;
-                        body.push_str(&format!(
-                            "{{\"series\":\"t{t}\",\"value\":{value},\"seq\":{seq}}}\n"
-                        ));
-                    }
-                    let reply = crate::helper::request(
-                        addr,
-                        "POST",
-                        "/detect",
-                        &[("Content-Type", "application/x-ndjson")],
-                        body.as_bytes(),
-                    );
-                    assert_eq!(reply.status, 200);
-                    let json = reply.json();
-                    assert_eq!(json["logged"], true, "{json}");
-                    let found = json["anomalies"].as_array().unwrap().len() as u64;
+                    let found = post_spiky_batch(addr, &format!("t{t}"), &mut seq, 40);
                     acknowledged.fetch_add(found, Ordering::Relaxed);
                 }
             })

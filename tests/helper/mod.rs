@@ -419,6 +419,46 @@ pub fn point(series: &str, value: f64, timestamp: f64) -> String {
     format!(r#"{{"series": "{series}", "value": {value}, "timestamp": {timestamp}}}"#)
 }
 
+/// Four calm points of `series` (10, 11, 10, 11) at `first`, `first + 1`,
+/// ..., then `spike` at `first + 4`, as JSON objects (the name escaped):
+/// with a window of 4 the spike is the only anomaly.
+pub fn spike_points(series: &str, first: f64, spike: f64) -> Vec<String> {
+    let name = serde_json::to_string(series).unwrap();
+    let point =
+        |value: f64, at: f64| format!(r#"{{"series":{name},"value":{value},"timestamp":{at}}}"#);
+    let mut points: Vec<String> = (0..4)
+        .map(|i| point(f64::from(10 + i % 2), first + f64::from(i)))
+        .collect();
+    points.push(point(spike, first + 4.0));
+    points
+}
+
+/// Posts one NDJSON batch of `points` points of `series` with increasing
+/// `seq`s, every fourth one far above the rest (an anomaly once the window
+/// is warm), and returns how many anomalies the reply acknowledged as
+/// logged; panics on anything but a logged 200.
+pub fn post_spiky_batch(addr: SocketAddr, series: &str, seq: &mut u64, points: usize) -> u64 {
+    let mut body = String::new();
+    for i in 0..points {
+        let value = if i % 4 == 3 { 100 } else { 1 };
+        *seq += 1;
+        body.push_str(&format!(
+            "{{\"series\":\"{series}\",\"value\":{value},\"seq\":{seq}}}\n"
+        ));
+    }
+    let reply = request(
+        addr,
+        "POST",
+        "/detect",
+        &[("Content-Type", "application/x-ndjson")],
+        body.as_bytes(),
+    );
+    assert_eq!(reply.status, 200);
+    let json = reply.json();
+    assert_eq!(json["logged"], true, "{json}");
+    json["anomalies"].as_array().unwrap().len() as u64
+}
+
 /// Lines of a file (empty when it does not exist).
 pub fn read_lines(path: &Path) -> Vec<String> {
     match std::fs::read_to_string(path) {
