@@ -3,14 +3,13 @@
 //! load with `[log] rotate = "external"`: no acknowledged anomaly lost,
 //! none duplicated, none split, old files compressed one rotation late.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::helper::{TestDaemon, post_spiky_batch, wait_until};
+use crate::helper::{TestDaemon, count_unique_records, post_spiky_batch, wait_until};
 
 /// How many times the test rotates while the load runs.
 const ROTATIONS: u32 = 4;
@@ -155,21 +154,12 @@ fn real_logrotate_under_load_loses_and_splits_nothing() {
             file.display()
         );
     }
-    let mut seen = HashSet::new();
-    for file in &files {
-        for line in lines_of(file) {
-            let record: serde_json::Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("{}: bad line {line:?}: {e}", file.display()));
-            let key = (
-                record["series"].to_string(),
-                record["seq"].as_u64().unwrap(),
-            );
-            assert!(seen.insert(key), "duplicate line {line}");
-        }
-    }
+    let contents: Vec<(PathBuf, Vec<String>)> =
+        files.iter().map(|f| (f.clone(), lines_of(f))).collect();
+    let records = count_unique_records(&contents);
     assert!(
         acknowledged > 100,
         "the load found anomalies: {acknowledged}"
     );
-    assert_eq!(seen.len() as u64, acknowledged, "lines across {files:?}");
+    assert_eq!(records, acknowledged, "lines across {files:?}");
 }

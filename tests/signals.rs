@@ -1,4 +1,3 @@
-use std::collections::HashSet;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -7,7 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::helper::{
-    TIMEOUT, TestDaemon, point, post_spiky_batch, read_lines, read_reply, wait_until,
+    TIMEOUT, TestDaemon, count_unique_records, point, post_spiky_batch, read_lines, read_reply,
+    wait_until,
 };
 
 /// The anomaly log and every rotated `.N` file beside it.
@@ -84,20 +84,9 @@ fn a_sighup_storm_under_load_loses_duplicates_and_splits_nothing() {
         rotations >= 2.0 && files.len() >= 3,
         "{rotations} rotations, files {files:?}"
     );
-    let mut seen = HashSet::new();
-    let mut lines = 0u64;
-    for file in &files {
-        for line in read_lines(file) {
-            let record: serde_json::Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("{}: bad line {line:?}: {e}", file.display()));
-            let key = (
-                record["series"].to_string(),
-                record["seq"].as_u64().unwrap(),
-            );
-            assert!(seen.insert(key), "duplicate line {line}");
-            lines += 1;
-        }
-    }
+    let contents: Vec<(PathBuf, Vec<String>)> =
+        files.iter().map(|f| (f.clone(), read_lines(f))).collect();
+    let lines = count_unique_records(&contents);
     let acknowledged = acknowledged.load(Ordering::Relaxed);
     assert!(
         acknowledged > 100,

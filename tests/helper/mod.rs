@@ -433,6 +433,25 @@ pub fn spike_points(series: &str, first: f64, spike: f64) -> Vec<String> {
     points
 }
 
+/// Checks the anomaly log lines of several files, `(file, its lines)`:
+/// every line is a whole JSON record and no `(series, seq)` appears twice;
+/// returns how many records there are.
+pub fn count_unique_records(files: &[(PathBuf, Vec<String>)]) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    for (file, lines) in files {
+        for line in lines {
+            let record: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: bad line {line:?}: {e}", file.display()));
+            let key = (
+                record["series"].to_string(),
+                record["seq"].as_u64().unwrap(),
+            );
+            assert!(seen.insert(key), "duplicate line {line}");
+        }
+    }
+    seen.len() as u64
+}
+
 /// Posts one NDJSON batch of `points` points of `series` with increasing
 /// `seq`s, every fourth one far above the rest (an anomaly once the window
 /// is warm), and returns how many anomalies the reply acknowledged as
