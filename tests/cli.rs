@@ -135,8 +135,10 @@ fn replay_finds_the_same_anomalies_as_the_server() {
         x ^= x << 17;
         let noise = (x % 1000) as f64 / 1000.0;
         let series = if i % 2 == 0 { "alpha" } else { "beta" };
-        let spike = if i % 97 == 0 {
-            25.0
+        // Bursts at 300..304: two spikes in a row in each series, one
+        // episode each.
+        let spike = if i % 97 == 0 || (300..304).contains(&i) {
+            40.0
         } else if i % 89 == 0 {
             -25.0
         } else {
@@ -149,12 +151,25 @@ fn replay_finds_the_same_anomalies_as_the_server() {
     assert_eq!(reply.status, 200);
     let server: Vec<Value> = reply.json()["anomalies"].as_array().unwrap().clone();
     assert!(server.len() >= 8, "the stream has spikes: {}", server.len());
+    let opened: Vec<(Value, Value)> = reply.json()["episodes_opened"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["series"].clone(), e["episode"].clone()))
+        .collect();
+    assert!(
+        !opened.is_empty() && opened.len() < server.len(),
+        "bursts are one episode each: {} episodes, {} anomalies",
+        opened.len(),
+        server.len()
+    );
 
     let config = daemon.dir.path().join("anomalyd.toml");
     let input = daemon.dir.path().join("points.ndjson");
     std::fs::write(&input, &ndjson).unwrap();
     let out = run_anomalyd(&[
         "replay".as_ref(),
+        "--all-points".as_ref(),
         "--config".as_ref(),
         config.as_os_str(),
         input.as_os_str(),
@@ -202,7 +217,22 @@ fn replay_finds_the_same_anomalies_as_the_server() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(from_csv, server);
+    // Without --all-points: one line per episode, the record of the point
+    // that opened it, as the server saw it.
+    let episodes: Vec<(Value, Value)> = from_csv
+        .iter()
+        .map(|r| (r["series"].clone(), r["episode"].clone()))
+        .collect();
+    assert_eq!(episodes, opened);
+    let opening_records: Vec<&Value> = server
+        .iter()
+        .filter(|r| opened.contains(&(r["series"].clone(), r["episode"].clone())))
+        .filter(|r| {
+            // The opening point's id is its timestamp in microseconds.
+            r["episode"].as_u64() == Some((r["timestamp"].as_f64().unwrap() * 1e6).round() as u64)
+        })
+        .collect();
+    assert_eq!(from_csv.iter().collect::<Vec<_>>(), opening_records);
 
     csv.push_str("1700,abc,alpha\n");
     std::fs::write(&csv_path, &csv).unwrap();

@@ -47,6 +47,10 @@ mod logrotate;
 /// `GET /series`, `GET /series/{name}`, `/anomalies` filters and `time`.
 mod series;
 
+/// Episodes: one burst, one episode in replies, log, `/anomalies`,
+/// `/episodes`, metrics and replay; the keys on reload.
+mod episodes;
+
 /// `GET /events`: live anomalies, series and points; the cap; shutdown.
 mod events;
 

@@ -2,7 +2,9 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use crate::helper::{MountPoint, TestDaemon, binary, wait_until, write_config};
+use crate::helper::{
+    MountPoint, TestDaemon, binary, point, spike_points, wait_until, write_config,
+};
 
 /// A notify socket read continuously, as systemd does.
 pub(crate) struct NotifySocket {
@@ -285,4 +287,52 @@ fn each_daemon_logs_to_the_journal_under_its_own_name() {
     daemon_journal.wait_for(&[("SYSLOG_IDENTIFIER", "anomalyd"), ("MESSAGE", "Listening.")]);
     daemon.stop();
     assert_eq!(daemon_journal.identifiers(), ["anomalyd"]);
+}
+
+/// The journal gets one event when an episode opens and one when it
+/// closes, not one per anomalous point.
+#[test]
+fn an_episode_is_two_journal_events() {
+    let _mount_point = MountPoint::create("/run/systemd/journal");
+    let journal = FakeJournal::bind();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        0,
+        "[detector]\nwindow_size = 4\nexclude_anomalies = true\n\
+         [log]\njournal = true\nanomaly_log_file = \"a.log\"\n",
+    );
+    let command = journal.command("anomalyd", &["--config".as_ref(), config.as_os_str()]);
+    let daemon = TestDaemon::spawn_command(dir, command);
+    let mut points = spike_points("cpu", 1000.0, 100.0);
+    // Two more anomalous points, then a calm one that closes the episode.
+    for (i, value) in [120.0, 110.0, 10.0].into_iter().enumerate() {
+        points.push(point("cpu", value, 1005.0 + i as f64));
+    }
+    for p in &points {
+        assert_eq!(daemon.detect(p).status, 200);
+    }
+    journal.wait_for(&[
+        ("SERIES", "cpu"),
+        ("EPISODE_EVENT", "closed"),
+        ("POINTS", "3"),
+        ("PEAK_VALUE", "120.0"),
+        ("END", "1007.0"),
+    ]);
+    journal.wait_for(&[
+        ("SERIES", "cpu"),
+        ("EPISODE_EVENT", "opened"),
+        ("EPISODE", "1004000000"),
+        ("VALUE", "100.0"),
+        ("DIRECTION", "upper"),
+    ]);
+    daemon.stop();
+    let with_series = journal
+        .entries
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry.iter().any(|(key, _)| key == "SERIES"))
+        .count();
+    assert_eq!(with_series, 2, "one event per opening and closing");
 }

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use crate::detect::Side;
+pub use crate::detect::episode::EpisodeEvent;
 
 /// One anomaly: the record served on `GET /anomalies` and written as one
 /// JSON line to the anomaly log.
@@ -40,6 +41,10 @@ pub struct AnomalyRecord {
     /// records read from a log written before scores existed.
     #[serde(default)]
     pub score: Option<f64>,
+    /// The id of the episode the point is part of, `None` outside any
+    /// episode (and in records written before episodes existed).
+    #[serde(default)]
+    pub episode: Option<u64>,
     /// The point's `seq`, when it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
@@ -48,7 +53,7 @@ pub struct AnomalyRecord {
 impl Serialize for AnomalyRecord {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut record = serializer.serialize_struct("AnomalyRecord", 10)?;
+        let mut record = serializer.serialize_struct("AnomalyRecord", 11)?;
         record.serialize_field("series", &self.series)?;
         record.serialize_field("value", &self.value)?;
         record.serialize_field("timestamp", &self.timestamp)?;
@@ -58,6 +63,7 @@ impl Serialize for AnomalyRecord {
         record.serialize_field("threshold", &self.threshold)?;
         record.serialize_field("direction", &self.direction)?;
         record.serialize_field("score", &self.score)?;
+        record.serialize_field("episode", &self.episode)?;
         if let Some(seq) = self.seq {
             record.serialize_field("seq", &seq)?;
         } else {
@@ -102,6 +108,10 @@ pub struct PointReply {
     /// How far outside the baseline the point lies, in effective standard
     /// deviations (null while warming up).
     pub score: Option<f64>,
+    /// The id of the episode the point is part of (null outside any).
+    pub episode: Option<u64>,
+    /// Whether this point opened or closed that episode (null if neither).
+    pub episode_event: Option<EpisodeEvent>,
     /// False only when the anomaly could not yet be written to the log.
     pub logged: bool,
 }
@@ -117,10 +127,11 @@ impl PointReply {
             serde_json::to_writer(&mut *out, value).expect("reply values serialise");
         }
         // Room for the longest reply (five floats of 17 digits with
-        // lower_threshold), so the buffer never grows: a regrowth (realloc
-        // and copy) cost 400 instructions per request when the score made
-        // replies longer than the 192 bytes reserved before.
-        let mut out = Vec::with_capacity(320 + self.series.len());
+        // lower_threshold, a 20-digit episode and its event), so the buffer
+        // never grows: a regrowth (realloc and copy) cost 400 instructions
+        // per request when the score made replies longer than the 192
+        // bytes reserved before.
+        let mut out = Vec::with_capacity(REPLY_ROOM + self.series.len());
         if self.status == STATUS_OK {
             // The constant needs no escaping.
             out.extend_from_slice(b"{\"status\":\"");
@@ -140,11 +151,16 @@ impl PointReply {
             value(&mut out, b",\"lower_threshold\":", lower);
         }
         value(&mut out, b",\"score\":", &self.score);
+        value(&mut out, b",\"episode\":", &self.episode);
+        value(&mut out, b",\"episode_event\":", &self.episode_event);
         value(&mut out, b",\"logged\":", &self.logged);
         out.push(b'}');
         out
     }
 }
+
+/// Bytes [`PointReply::to_json`] reserves beside the series name.
+const REPLY_ROOM: usize = 384;
 
 /// Reply to a batch (JSON array or NDJSON) on `POST /detect`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -157,8 +173,38 @@ pub struct BatchReply {
     pub duplicates: usize,
     /// The anomalies the batch produced, in batch order.
     pub anomalies: Vec<AnomalyRecord>,
+    /// The episodes the batch opened, as they were when opened, in batch
+    /// order.
+    #[serde(default)]
+    pub episodes_opened: Vec<EpisodeRecord>,
+    /// The episodes the batch closed, complete, in batch order.
+    #[serde(default)]
+    pub episodes_closed: Vec<EpisodeRecord>,
     /// False when some anomaly could not yet be written to the log.
     pub logged: bool,
+}
+
+/// One episode: consecutive trouble in a series, reported as one incident
+/// (an item of `GET /episodes`, and of the batch reply's lists).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeRecord {
+    /// The series.
+    pub series: String,
+    /// The episode's id: the `seq` of the point that opened it, else that
+    /// point's timestamp in microseconds. `(series, episode)` identifies it.
+    pub episode: u64,
+    /// Timestamp of the point that opened it (unix seconds).
+    pub start: f64,
+    /// Timestamp of the point that closed it; `None` while open.
+    pub end: Option<f64>,
+    /// Anomalous points in it, the opening one included.
+    pub points: u64,
+    /// The highest score of its points.
+    pub peak_score: f64,
+    /// The value of the point with that score.
+    pub peak_value: f64,
+    /// The side the opening point crossed.
+    pub direction: Side,
 }
 
 /// The `status` text of every successful `/detect` reply.
@@ -189,6 +235,8 @@ mod tests {
                 threshold: Some(-1.5e150),
                 lower_threshold: Some(0.1 + 0.2),
                 score: Some(1e6),
+                episode: Some(u64::MAX),
+                episode_event: Some(EpisodeEvent::Opened),
                 logged: false,
             },
             PointReply {
@@ -202,6 +250,8 @@ mod tests {
                 threshold: None,
                 lower_threshold: None,
                 score: None,
+                episode: None,
+                episode_event: None,
                 logged: true,
             },
             PointReply {
@@ -215,6 +265,8 @@ mod tests {
                 threshold: None,
                 lower_threshold: None,
                 score: None,
+                episode: None,
+                episode_event: None,
                 logged: true,
             },
         ];
@@ -225,7 +277,7 @@ mod tests {
                 serde_json::to_string(&reply).unwrap()
             );
             assert!(
-                json.len() <= json.capacity() && json.capacity() == 320 + reply.series.len(),
+                json.len() <= json.capacity() && json.capacity() == REPLY_ROOM + reply.series.len(),
                 "never regrown"
             );
         }
@@ -242,6 +294,7 @@ mod tests {
             threshold: 52.5,
             direction: Side::Upper,
             score: Some(18.0),
+            episode: Some(1_700_000_000_250_000),
             seq: None,
         };
         let mut line = Vec::new();
@@ -254,7 +307,8 @@ mod tests {
             String::from_utf8(line).unwrap(),
             "{\"series\":\"cpu\",\"value\":99.5,\"timestamp\":1700000000.25,\
              \"time\":\"2023-11-14T22:13:20.250Z\",\"mean\":45.0,\"std_dev\":2.5,\
-             \"threshold\":52.5,\"direction\":\"upper\",\"score\":18.0}\n"
+             \"threshold\":52.5,\"direction\":\"upper\",\"score\":18.0,\
+             \"episode\":1700000000250000}\n"
         );
     }
 
@@ -264,6 +318,7 @@ mod tests {
         let record: AnomalyRecord = serde_json::from_str(old).unwrap();
         assert_eq!(record.seq, Some(7));
         assert_eq!(record.score, None, "written before scores existed");
+        assert_eq!(record.episode, None, "written before episodes existed");
         let mut line = Vec::new();
         record.write_line(&mut line);
         assert!(

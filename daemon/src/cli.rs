@@ -30,7 +30,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the detector over recorded points (NDJSON or CSV) without a server
-    /// and print each anomaly as one NDJSON line: a backtest for new settings.
+    /// and print one NDJSON line per anomaly episode (the record of the point
+    /// that opened it): a backtest for new settings.
     Replay(ReplayArgs),
 }
 
@@ -45,6 +46,11 @@ pub struct ReplayArgs {
     /// Skip (and count) lines that cannot be parsed instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,
+
+    /// Print the record of every anomalous point, not one line per
+    /// episode.
+    #[arg(long)]
+    pub all_points: bool,
 
     /// Input files, read in order; `-` reads standard input.
     #[arg(required = true, value_name = "FILE")]

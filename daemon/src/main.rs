@@ -81,6 +81,7 @@ fn run_replay(config: Arc<Config>, args: ReplayArgs) -> ExitCode {
     let options = ReplayOptions {
         format: args.format,
         skip_bad: args.skip_bad,
+        all_points: args.all_points,
         files: args.files,
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

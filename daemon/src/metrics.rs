@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::detect::Side;
-use crate::series::TableStats;
+use crate::series::{EpisodeCounts, TableStats};
 
 /// Upper bounds (seconds) of the request duration buckets.
 const REQUEST_BUCKETS: &[f64] = &[
@@ -88,6 +88,8 @@ pub enum Route {
     Detect,
     /// `/anomalies`.
     Anomalies,
+    /// `/episodes`.
+    Episodes,
     /// `/metrics`.
     Metrics,
     /// `/healthz`.
@@ -105,9 +107,10 @@ pub enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 9] = [
+    const ALL: [Route; 10] = [
         Route::Detect,
         Route::Anomalies,
+        Route::Episodes,
         Route::Metrics,
         Route::Healthz,
         Route::Ready,
@@ -122,6 +125,7 @@ impl Route {
         match path {
             "/detect" => Route::Detect,
             "/anomalies" => Route::Anomalies,
+            "/episodes" => Route::Episodes,
             "/metrics" => Route::Metrics,
             "/healthz" => Route::Healthz,
             "/ready" => Route::Ready,
@@ -137,6 +141,7 @@ impl Route {
         match self {
             Route::Detect => "/detect",
             Route::Anomalies => "/anomalies",
+            Route::Episodes => "/episodes",
             Route::Metrics => "/metrics",
             Route::Healthz => "/healthz",
             Route::Ready => "/ready",
@@ -288,6 +293,8 @@ impl Default for Metrics {
 pub struct Snapshot {
     /// Series held and warming up.
     pub table: TableStats,
+    /// Episodes opened, closed and open.
+    pub episodes: EpisodeCounts,
     /// Anomalies suppressed from the journal by the rate limit.
     pub journal_suppressed: u64,
     /// Open `GET /events` streams.
@@ -423,6 +430,24 @@ impl Metrics {
             "Series whose window does not yet hold min_samples points.",
             snapshot.table.warming_up as f64,
         );
+        gauge(
+            out,
+            "anomalyd_episodes_open",
+            "Anomaly episodes open now (at most one per series).",
+            snapshot.episodes.open as f64,
+        );
+        counter(
+            out,
+            "anomalyd_episodes_opened_total",
+            "Anomaly episodes opened.",
+            snapshot.episodes.opened,
+        );
+        counter(
+            out,
+            "anomalyd_episodes_closed_total",
+            "Anomaly episodes closed: resolved, or ended when their series was forgotten.",
+            snapshot.episodes.closed,
+        );
     }
 
     /// The anomaly log writer and the journal events.
@@ -470,7 +495,7 @@ impl Metrics {
         counter(
             out,
             "anomalyd_journal_anomalies_suppressed_total",
-            "Anomaly events not sent to the journal because of [log] journal_anomaly_rate.",
+            "Episode events (openings and closings) not sent to the journal because of [log] journal_anomaly_rate.",
             snapshot.journal_suppressed,
         );
     }

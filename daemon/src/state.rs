@@ -15,7 +15,7 @@ use crate::anomalies::tail;
 use crate::anomalies::{
     AnomalyEvents, AnomalyLog, AnomalyLogError, AnomalyLogSettings, RecentAnomalies,
 };
-use crate::api::AnomalyRecord;
+use crate::api::{AnomalyRecord, EpisodeRecord};
 use crate::clock::unix_now;
 use crate::config::Config;
 use crate::live::LiveEvents;
@@ -36,7 +36,7 @@ pub struct AppState {
     pub log: AnomalyLog,
     /// Counters and histograms for `GET /metrics`.
     pub metrics: Metrics,
-    /// Rate limiter of the per-anomaly journal events.
+    /// Rate limiter of the per-episode journal events.
     pub journal: AnomalyEvents,
     /// The dashboard's live event streams.
     pub live: LiveEvents,
@@ -90,6 +90,14 @@ impl AppState {
             .unwrap_or_else(|p| p.into_inner()) = error;
     }
 
+    /// Reports the episodes a request opened and closed: one journal event
+    /// each, within `[log] journal_anomaly_rate`.
+    pub fn report_episodes(&self, opened: &[EpisodeRecord], closed: &[EpisodeRecord]) {
+        if !opened.is_empty() || !closed.is_empty() {
+            self.journal.emit(opened, closed);
+        }
+    }
+
     /// Records anomalies: into the recent list at once, and into the anomaly
     /// log before returning. Returns whether they are in the log file.
     ///
@@ -105,7 +113,6 @@ impl AppState {
             self.metrics.anomaly(record.direction);
         }
         self.recent.extend(records.iter().cloned());
-        self.journal.emit(records);
         let log = self.log.clone();
         tokio::spawn(async move { log.append(lines).await })
             .await
@@ -116,6 +123,7 @@ impl AppState {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             table: self.table.stats(),
+            episodes: self.table.episode_counts(),
             journal_suppressed: self.journal.suppressed_total(),
             event_streams: self.live.streams(),
         }

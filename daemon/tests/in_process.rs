@@ -153,9 +153,10 @@ async fn the_server_starts_with_every_key_at_its_upper_bound() {
          max_series = 100000000\nshutdown_grace = \"1h\"\n\
          [detector]\nwindow_size = 1000000\nthreshold_multiplier = 1000.0\n\
          min_std_dev = 1e150\nmin_relative_std_dev = 0.999\nmax_excluded_run = 1000000\n\
+         min_consecutive = 10000\nresolve_after = 10000\nresolve_multiplier = 1000.0\n\
          series_ttl = \"365d\"\n\
          [log]\nbacklog = 10000000\nrecent_anomalies = 1000000\nkeep = 1000\n\
-         journal_anomaly_rate = 1000000\n",
+         journal_anomaly_rate = 1000000\nrecent_episodes = 1000000\n",
     )
     .await;
     for value in [1.0, 2.0, 3.0] {
@@ -370,6 +371,7 @@ async fn shutdown_drops_a_connection_blocked_in_a_write_after_the_grace() {
             threshold: 4.0,
             direction: Side::Upper,
             score: Some(99.0),
+            episode: None,
             seq: None,
         };
         record.write_line(&mut log);

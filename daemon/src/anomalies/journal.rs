@@ -1,20 +1,21 @@
-//! The per-anomaly journal events: each anomaly is also a structured
-//! `tracing` event (target [`ANOMALY_TARGET`]), at most
-//! `[log] journal_anomaly_rate` per second so that a storm of anomalies
-//! cannot flood the journal; what is held back is counted and summarised
-//! once per second. The anomaly log, not the journal, is the record.
+//! The per-episode journal events: the opening and the closing of each
+//! episode are structured `tracing` events (target [`ANOMALY_TARGET`]), at
+//! most `[log] journal_anomaly_rate` per second so that a storm cannot
+//! flood the journal; what is held back is counted and summarised once per
+//! second. The anomaly log, not the journal, is the record of every
+//! anomalous point.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::api::AnomalyRecord;
+use crate::api::EpisodeRecord;
 
-/// The target of the per-anomaly events.
+/// The target of the episode events.
 pub const ANOMALY_TARGET: &str = "anomalyd::anomaly";
 
-/// Rate limiter of the per-anomaly journal events: at most `rate` per
-/// second; the rest are counted and summarised once per second.
+/// Rate limiter of the episode journal events: at most `rate` per second;
+/// the rest are counted and summarised once per second.
 #[derive(Debug)]
 pub struct AnomalyEvents {
     rate: AtomicU32,
@@ -46,36 +47,64 @@ impl AnomalyEvents {
         self.rate.store(rate, Ordering::Relaxed);
     }
 
-    /// Anomaly events held back so far.
+    /// Episode events held back so far.
     pub fn suppressed_total(&self) -> u64 {
         self.suppressed_total.load(Ordering::Relaxed)
     }
 
-    /// Emits one event per record, within the rate.
-    pub fn emit(&self, records: &[AnomalyRecord]) {
+    /// Emits one event per episode opened and one per episode closed,
+    /// within the rate.
+    pub fn emit(&self, opened: &[EpisodeRecord], closed: &[EpisodeRecord]) {
         let rate = self.rate.load(Ordering::Relaxed);
         let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
         self.roll(&mut window);
-        for record in records {
-            if window.sent < rate {
-                window.sent += 1;
-                tracing::warn!(
-                    target: ANOMALY_TARGET,
-                    series = %record.series,
-                    value = record.value,
-                    mean = record.mean,
-                    std_dev = record.std_dev,
-                    threshold = record.threshold,
-                    direction = record.direction.as_str(),
-                    "Anomaly in series {}: {} is beyond the {} threshold {}.",
-                    record.series,
-                    record.value,
-                    record.direction.as_str(),
-                    record.threshold,
-                );
-            } else {
+        let events = opened
+            .iter()
+            .map(|e| (e, "opened"))
+            .chain(closed.iter().map(|e| (e, "closed")));
+        for (episode, event) in events {
+            if window.sent >= rate {
                 window.suppressed += 1;
                 self.suppressed_total.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            window.sent += 1;
+            let side = episode.direction.as_str();
+            match episode.end {
+                None => tracing::warn!(
+                    target: ANOMALY_TARGET,
+                    series = %episode.series,
+                    episode = episode.episode,
+                    episode_event = event,
+                    start = episode.start,
+                    value = episode.peak_value,
+                    score = episode.peak_score,
+                    direction = side,
+                    "Anomaly episode {} opened in series {}: {} is {:.1} standard deviations beyond the {side} band.",
+                    episode.episode,
+                    episode.series,
+                    episode.peak_value,
+                    episode.peak_score,
+                ),
+                Some(end) => tracing::info!(
+                    target: ANOMALY_TARGET,
+                    series = %episode.series,
+                    episode = episode.episode,
+                    episode_event = event,
+                    start = episode.start,
+                    end,
+                    points = episode.points,
+                    peak_value = episode.peak_value,
+                    peak_score = episode.peak_score,
+                    direction = side,
+                    "Anomaly episode {} of series {} closed after {} anomalous point(s) over {:.3} s; peak {} ({:.1} standard deviations).",
+                    episode.episode,
+                    episode.series,
+                    episode.points,
+                    (end - episode.start).max(0.0),
+                    episode.peak_value,
+                    episode.peak_score,
+                ),
             }
         }
     }
@@ -97,7 +126,7 @@ impl AnomalyEvents {
                 target: ANOMALY_TARGET,
                 suppressed = window.suppressed,
                 rate = self.rate.load(Ordering::Relaxed),
-                "{} more anomalies were not sent to the journal ([log] journal_anomaly_rate); all are in the anomaly log.",
+                "{} more episode events were not sent to the journal ([log] journal_anomaly_rate); every anomalous point is in the anomaly log.",
                 window.suppressed,
             );
         }
@@ -144,28 +173,29 @@ mod tests {
         }
     }
 
-    fn record(series: &str, value: f64) -> AnomalyRecord {
-        AnomalyRecord {
+    fn episode(series: &str, id: u64, end: Option<f64>) -> EpisodeRecord {
+        EpisodeRecord {
             series: series.into(),
-            value,
-            timestamp: 1.0,
-            mean: 10.0,
-            std_dev: 1.0,
-            threshold: 13.0,
+            episode: id,
+            start: 1.0,
+            end,
+            points: 4,
+            peak_score: 9.5,
+            peak_value: 20.0,
             direction: Side::Upper,
-            score: Some(4.0),
-            seq: None,
         }
     }
 
     #[test]
-    fn anomaly_events_carry_journal_fields_and_are_rate_limited() {
+    fn episode_events_carry_journal_fields_and_are_rate_limited() {
         let captured = Captured::default();
         let subscriber = tracing_subscriber::registry().with(Capture(captured.clone()));
         let events = AnomalyEvents::new(3);
         tracing::subscriber::with_default(subscriber, || {
-            let records: Vec<_> = (0..10).map(|i| record("cpu", 20.0 + i as f64)).collect();
-            events.emit(&records);
+            let opened: Vec<_> = (0..6).map(|i| episode("cpu", i, None)).collect();
+            let closed: Vec<_> = (0..4).map(|i| episode("cpu", i, Some(3.0))).collect();
+            events.emit(&opened[..1], &closed[..1]);
+            events.emit(&opened[1..], &closed[1..]);
             // The summary comes once the second is over.
             let deadline = Instant::now() + std::time::Duration::from_secs(5);
             while events.started.elapsed().as_secs() == 0 && Instant::now() < deadline {
@@ -174,18 +204,25 @@ mod tests {
             events.flush();
         });
         let captured = captured.lock().unwrap();
-        let anomalies: Vec<_> = captured
+        let sent: Vec<_> = captured
             .iter()
             .filter(|(t, f)| t == ANOMALY_TARGET && f.contains_key("series"))
+            .map(|(_, f)| f)
             .collect();
-        assert_eq!(anomalies.len(), 3, "{captured:?}");
-        let fields = &anomalies[0].1;
-        assert_eq!(fields["series"], "cpu");
-        assert_eq!(fields["value"], "20.0");
-        assert_eq!(fields["mean"], "10.0");
-        assert_eq!(fields["std_dev"], "1.0");
-        assert_eq!(fields["threshold"], "13.0");
-        assert_eq!(fields["direction"], "upper");
+        assert_eq!(sent.len(), 3, "{captured:?}");
+        let opened = sent[0];
+        assert_eq!(opened["series"], "cpu");
+        assert_eq!(opened["episode"], "0");
+        assert_eq!(opened["episode_event"], "opened");
+        assert_eq!(opened["value"], "20.0");
+        assert_eq!(opened["score"], "9.5");
+        assert_eq!(opened["direction"], "upper");
+        let closed = sent[1];
+        assert_eq!(closed["episode_event"], "closed");
+        assert_eq!(closed["points"], "4");
+        assert_eq!(closed["end"], "3.0");
+        assert_eq!(closed["peak_score"], "9.5");
+        assert_eq!(sent[2]["episode"], "1", "the second call's first opening");
         let summary = captured
             .iter()
             .find(|(_, f)| f.contains_key("suppressed"))
@@ -195,11 +232,13 @@ mod tests {
     }
 
     #[test]
-    fn rate_zero_sends_no_anomaly_event() {
+    fn rate_zero_sends_no_episode_event() {
         let captured = Captured::default();
         let subscriber = tracing_subscriber::registry().with(Capture(captured.clone()));
         let events = AnomalyEvents::new(0);
-        tracing::subscriber::with_default(subscriber, || events.emit(&[record("a", 1.0)]));
+        tracing::subscriber::with_default(subscriber, || {
+            events.emit(&[episode("a", 1, None)], &[])
+        });
         assert!(
             captured
                 .lock()

@@ -30,6 +30,9 @@ pub struct Query {
     pub since: Option<f64>,
     /// Only points whose timestamp is before this (unix seconds).
     pub until: Option<f64>,
+    /// Only points of this episode (pair it with `series`: ids are unique
+    /// per series).
+    pub episode: Option<u64>,
 }
 
 impl Query {
@@ -42,6 +45,7 @@ impl Query {
                 .is_none_or(|g| g.matches(&record.series))
             && self.since.is_none_or(|t| record.timestamp >= t)
             && self.until.is_none_or(|t| record.timestamp < t)
+            && self.episode.is_none_or(|e| record.episode == Some(e))
     }
 }
 
@@ -163,6 +167,8 @@ mod tests {
             threshold: 3.0,
             direction: Side::Upper,
             score: Some(4.0),
+            // Two points per episode: 0-1, 2-3, ...
+            episode: Some(ts as u64 / 2),
             seq: None,
         }
     }
@@ -221,6 +227,14 @@ mod tests {
         assert_eq!(
             glob.iter().map(|r| r.timestamp).collect::<Vec<_>>(),
             vec![3.0, 5.0, 7.0]
+        );
+        let episode = store.query(&Query {
+            episode: Some(2),
+            ..Query::default()
+        });
+        assert_eq!(
+            episode.iter().map(|r| r.timestamp).collect::<Vec<_>>(),
+            vec![4.0, 5.0]
         );
         let limited = store.query(&Query {
             limit: Some(2),

@@ -1,6 +1,8 @@
 //! `anomalyd replay`: the backtest tool. It runs the server's detector (the
-//! same [`SeriesTable`]) over recorded points, in file order, and prints each
-//! anomaly record as one NDJSON line; a summary per series goes to stderr.
+//! same [`SeriesTable`]) over recorded points, in file order, and prints
+//! one NDJSON line per episode: the anomaly record of the point that opened
+//! it (with `--all-points`, the record of every anomalous point). A summary
+//! per series goes to stderr.
 //!
 //! Input is NDJSON (the `/detect` point objects) or CSV with a header naming
 //! the columns `timestamp`, `value`, `series` and `seq` (only `value` is
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use crate::cli::InputFormat;
 use crate::config::Config;
 use crate::detect::Verdict;
+use crate::detect::episode::EpisodeEvent;
 use crate::ingest::{self, DataPoint};
 use crate::series::SeriesTable;
 
@@ -58,6 +61,8 @@ pub struct SeriesSummary {
     pub points: u64,
     /// Anomalies flagged.
     pub anomalies: u64,
+    /// Episodes opened.
+    pub episodes: u64,
     /// Points that got no verdict because the window was warming up.
     pub warming_up: u64,
     /// Points skipped as duplicate `seq`.
@@ -81,28 +86,28 @@ const FIRST_SKIPPED_SHOWN: usize = 5;
 impl ReplaySummary {
     /// Writes the human-readable summary table.
     pub fn print(&self, out: &mut impl Write) -> io::Result<()> {
+        let row = |out: &mut dyn Write, name: &str, s: &SeriesSummary| {
+            writeln!(
+                out,
+                "{:<32} {:>12} {:>10} {:>9} {:>10} {:>10}",
+                name, s.points, s.anomalies, s.episodes, s.warming_up, s.duplicates
+            )
+        };
         writeln!(
             out,
-            "{:<32} {:>12} {:>10} {:>10} {:>10}",
-            "series", "points", "anomalies", "warming_up", "duplicates"
+            "{:<32} {:>12} {:>10} {:>9} {:>10} {:>10}",
+            "series", "points", "anomalies", "episodes", "warming_up", "duplicates"
         )?;
         let mut total = SeriesSummary::default();
         for (name, s) in &self.series {
-            writeln!(
-                out,
-                "{:<32} {:>12} {:>10} {:>10} {:>10}",
-                name, s.points, s.anomalies, s.warming_up, s.duplicates
-            )?;
+            row(out, name, s)?;
             total.points += s.points;
             total.anomalies += s.anomalies;
+            total.episodes += s.episodes;
             total.warming_up += s.warming_up;
             total.duplicates += s.duplicates;
         }
-        writeln!(
-            out,
-            "{:<32} {:>12} {:>10} {:>10} {:>10}",
-            "(total)", total.points, total.anomalies, total.warming_up, total.duplicates
-        )?;
+        row(out, "(total)", &total)?;
         if self.series.is_empty() {
             writeln!(out, "no points read")?;
         }
@@ -132,6 +137,8 @@ pub struct ReplayOptions {
     pub format: Option<InputFormat>,
     /// Skip bad lines instead of stopping.
     pub skip_bad: bool,
+    /// Print every anomalous point, not one line per episode.
+    pub all_points: bool,
     /// Inputs in order; `-` is stdin.
     pub files: Vec<PathBuf>,
 }
@@ -216,6 +223,7 @@ fn replay_one(
         table,
         path,
         skip_bad: options.skip_bad,
+        all_points: options.all_points,
         out,
         summary,
         record_buf: Vec::with_capacity(256),
@@ -228,6 +236,7 @@ struct Replayer<'r, W> {
     table: &'r SeriesTable,
     path: &'r Path,
     skip_bad: bool,
+    all_points: bool,
     out: &'r mut W,
     summary: &'r mut ReplaySummary,
     record_buf: Vec<u8>,
@@ -331,15 +340,16 @@ impl<W: Write> Replayer<'_, W> {
         Ok(())
     }
 
-    /// Validates and applies one point; writes its record if anomalous.
+    /// Validates and applies one point; writes its record if it opened an
+    /// episode (any anomalous point with `--all-points`).
     fn apply(&mut self, point: &DataPoint<'_>, line: u64) -> Result<(), ReplayError> {
         if let Err(message) = ingest::validate_point(point) {
             return self.bad(line, message);
         }
         let observation = self
             .table
-            .observe_batch(std::slice::from_ref(point))
-            .expect("replay has no series limit")[0];
+            .observe_point(point)
+            .expect("replay has no series limit");
         let entry = self
             .summary
             .series
@@ -355,6 +365,11 @@ impl<W: Write> Replayer<'_, W> {
             Verdict::Normal(_) => {}
             Verdict::Anomaly(..) => {
                 entry.anomalies += 1;
+                let opened = observation.episode.event == Some(EpisodeEvent::Opened);
+                entry.episodes += u64::from(opened);
+                if !(opened || self.all_points) {
+                    return Ok(());
+                }
                 if let Some(record) = observation.record(point) {
                     self.record_buf.clear();
                     record.write_line(&mut self.record_buf);
@@ -521,6 +536,7 @@ mod tests {
         let options = ReplayOptions {
             format: None,
             skip_bad: false,
+            all_points: false,
             files: vec![path.clone()],
         };
         let mut out = Vec::new();
@@ -546,6 +562,72 @@ mod tests {
     }
 
     #[test]
+    fn one_line_per_episode_unless_all_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("points.ndjson");
+        // Warm-up at 10/11, a burst of three spikes, calm again, one more
+        // spike: two episodes of four anomalous points.
+        let mut text = String::new();
+        let mut push = |i: u64, value: f64| {
+            text.push_str(&format!(
+                "{{\"series\":\"cpu\",\"value\":{value},\"timestamp\":{i},\"seq\":{i}}}\n"
+            ));
+        };
+        for i in 0..30 {
+            push(i, if i % 2 == 0 { 10.0 } else { 11.0 });
+        }
+        for (i, v) in [
+            (30, 100.0),
+            (31, 120.0),
+            (32, 110.0),
+            (33, 10.0),
+            (34, 500.0),
+        ] {
+            push(i, v);
+        }
+        std::fs::write(&path, &text).unwrap();
+        let config = Arc::new(
+            Config::from_toml_str(
+                "[detector]\nexclude_anomalies = true\n",
+                Path::new("t.toml"),
+            )
+            .unwrap(),
+        );
+        let mut options = ReplayOptions {
+            format: None,
+            skip_bad: false,
+            all_points: false,
+            files: vec![path],
+        };
+        let records = |out: Vec<u8>| -> Vec<crate::api::AnomalyRecord> {
+            out.split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice(l).unwrap())
+                .collect()
+        };
+        let mut out = Vec::new();
+        let summary = replay(config.clone(), &options, &mut out).unwrap();
+        let s = &summary.series["cpu"];
+        assert_eq!((s.points, s.anomalies, s.episodes), (35, 4, 2));
+        let episodes = records(out);
+        let firsts: Vec<(f64, Option<u64>)> =
+            episodes.iter().map(|r| (r.value, r.episode)).collect();
+        assert_eq!(firsts, [(100.0, Some(30)), (500.0, Some(34))]);
+        options.all_points = true;
+        let mut out = Vec::new();
+        replay(config, &options, &mut out).unwrap();
+        let all: Vec<Option<u64>> = records(out).iter().map(|r| r.episode).collect();
+        assert_eq!(all, [Some(30), Some(30), Some(30), Some(34)]);
+        let mut table = Vec::new();
+        summary.print(&mut table).unwrap();
+        let table = String::from_utf8(table).unwrap();
+        assert!(
+            table.lines().next().unwrap().contains("episodes"),
+            "{table}"
+        );
+    }
+
+    #[test]
     fn crlf_csv_keeps_line_numbers_and_bad_bytes_are_bad_lines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("points.csv");
@@ -555,6 +637,7 @@ mod tests {
         let options = ReplayOptions {
             format: None,
             skip_bad: false,
+            all_points: false,
             files: vec![path],
         };
         let config = Arc::new(Config::default());

@@ -31,6 +31,7 @@ use globset::{GlobBuilder, GlobMatcher};
 use toml::Spanned;
 use toml::de::DeValue;
 
+use crate::detect::episode::EpisodeSettings;
 use crate::detect::{DetectorSettings, Direction};
 use crate::ingest::MAX_ABS_VALUE;
 use toml_walk::{Document, float_literal, format_duration, quote};
@@ -192,6 +193,12 @@ pub struct DetectorConfig {
     pub exclude_anomalies: bool,
     /// After this many consecutive excluded points, accept the run.
     pub max_excluded_run: usize,
+    /// Anomalous points in a row that open an episode (Prometheus' `for:`).
+    pub min_consecutive: u16,
+    /// Points in a row back inside the resolve band that close an episode.
+    pub resolve_after: u16,
+    /// `k` of the resolve band; `None` follows `threshold_multiplier`.
+    pub resolve_multiplier: Option<f64>,
     /// A series that receives no point for this long is forgotten.
     pub series_ttl: Duration,
 }
@@ -207,6 +214,9 @@ impl Default for DetectorConfig {
             min_relative_std_dev: crate::detect::DEFAULT_MIN_RELATIVE_STD_DEV,
             exclude_anomalies: false,
             max_excluded_run: 10,
+            min_consecutive: 1,
+            resolve_after: 1,
+            resolve_multiplier: None,
             series_ttl: Duration::from_secs(3_600),
         }
     }
@@ -225,6 +235,11 @@ impl DetectorConfig {
         self.min_samples.unwrap_or(self.window_size)
     }
 
+    /// `resolve_multiplier`, or `threshold_multiplier` when it is unset.
+    pub fn effective_resolve_multiplier(&self) -> f64 {
+        self.resolve_multiplier.unwrap_or(self.threshold_multiplier)
+    }
+
     /// The resolved settings for a series using exactly these keys.
     pub fn series_settings(&self) -> SeriesSettings {
         SeriesSettings {
@@ -237,6 +252,12 @@ impl DetectorConfig {
                 min_relative_std_dev: self.min_relative_std_dev,
                 exclude_anomalies: self.exclude_anomalies,
                 max_excluded_run: self.max_excluded_run,
+            },
+            episodes: EpisodeSettings {
+                min_consecutive: self.min_consecutive,
+                resolve_after: self.resolve_after,
+                resolve_multiplier: self.effective_resolve_multiplier(),
+                direction: self.direction,
             },
             series_ttl: self.series_ttl,
         }
@@ -367,6 +388,14 @@ key_table! {
         exclude_anomalies: bool = |d, k, v| d.boolean(k, v),
         /// See [`DetectorConfig::max_excluded_run`].
         max_excluded_run: usize = |d, k, v| d.integer(k, v, 0..=1_000_000),
+        /// See [`DetectorConfig::min_consecutive`].
+        min_consecutive: u16 = |d, k, v| d.integer(k, v, 1..=10_000),
+        /// See [`DetectorConfig::resolve_after`].
+        resolve_after: u16 = |d, k, v| d.integer(k, v, 1..=10_000),
+        /// See [`DetectorConfig::resolve_multiplier`] (here `None` means
+        /// "not overridden").
+        resolve_multiplier: f64 =
+            |d, k, v| d.float(k, v, (Bound::Excluded(0.0), Bound::Included(MAX_MULTIPLIER))),
         /// See [`DetectorConfig::series_ttl`].
         series_ttl: Duration = |d, k, v| d.duration(k, v, TTL),
     }
@@ -385,6 +414,9 @@ impl From<&DetectorConfig> for DetectorOverrides {
             min_relative_std_dev: Some(config.min_relative_std_dev),
             exclude_anomalies: Some(config.exclude_anomalies),
             max_excluded_run: Some(config.max_excluded_run),
+            min_consecutive: Some(config.min_consecutive),
+            resolve_after: Some(config.resolve_after),
+            resolve_multiplier: config.resolve_multiplier,
             series_ttl: Some(config.series_ttl),
         }
     }
@@ -425,6 +457,7 @@ key_table! {
         rotate: RotateMode = |d, k, v| d.choice(k, v, ROTATE_MODES),
         backlog: usize = |d, k, v| d.integer(k, v, 1..=10_000_000),
         recent_anomalies: usize = |d, k, v| d.integer(k, v, 1..=1_000_000),
+        recent_episodes: usize = |d, k, v| d.integer(k, v, 0..=1_000_000),
         keep: usize = |d, k, v| d.integer(k, v, 1..=1000),
         level: LogLevel = |d, k, v| d.choice(k, v, LOG_LEVELS),
         journal: bool = |d, k, v| d.boolean(k, v),
@@ -615,14 +648,17 @@ pub struct LogConfig {
     pub backlog: usize,
     /// Anomalies kept in memory for `GET /anomalies`.
     pub recent_anomalies: usize,
+    /// Closed episodes kept in memory for `GET /episodes` (open ones are
+    /// always kept).
+    pub recent_episodes: usize,
     /// Rotated files kept by SIGHUP rotation (`<file>.1` … `<file>.<keep>`).
     pub keep: usize,
     /// Level of the daemon's own diagnostics (unless `RUST_LOG` is set).
     pub level: LogLevel,
     /// Send diagnostics to journald even when not started by systemd.
     pub journal: bool,
-    /// Anomalies per second also sent to the journal as events; the rest
-    /// are counted and summarised. 0 sends none.
+    /// Episode events (an opening or a closing) per second also sent to
+    /// the journal; the rest are counted and summarised. 0 sends none.
     pub journal_anomaly_rate: u32,
 }
 
@@ -644,6 +680,7 @@ impl Default for LogConfig {
             rotate: RotateMode::SelfManaged,
             backlog: 10_000,
             recent_anomalies: 1_000,
+            recent_episodes: 1_000,
             keep: 7,
             level: LogLevel::Info,
             journal: false,
@@ -657,6 +694,8 @@ impl Default for LogConfig {
 pub struct SeriesSettings {
     /// The detector settings.
     pub detector: DetectorSettings,
+    /// When anomalies open and close an episode.
+    pub episodes: EpisodeSettings,
     /// A series that receives no point for this long is forgotten.
     pub series_ttl: Duration,
 }
@@ -758,8 +797,10 @@ impl Config {
         key(&mut out, "max_event_streams", &server.max_event_streams);
 
         out.push_str("\n[detector]\n");
-        DetectorOverrides::from(&self.detector).write_toml(&mut out, |key| {
-            (key == "min_samples").then_some("# min_samples = <window_size>")
+        DetectorOverrides::from(&self.detector).write_toml(&mut out, |key| match key {
+            "min_samples" => Some("# min_samples = <window_size>"),
+            "resolve_multiplier" => Some("# resolve_multiplier = <threshold_multiplier>"),
+            _ => None,
         });
 
         if !self.rules.is_empty() {
@@ -778,6 +819,7 @@ impl Config {
         key(&mut out, "rotate", &log.rotate);
         key(&mut out, "backlog", &log.backlog);
         key(&mut out, "recent_anomalies", &log.recent_anomalies);
+        key(&mut out, "recent_episodes", &log.recent_episodes);
         key(&mut out, "keep", &log.keep);
         key(&mut out, "level", &log.level);
         key(&mut out, "journal", &log.journal);
@@ -790,6 +832,12 @@ impl Config {
 trait TomlValue {
     /// The value as a TOML literal.
     fn toml(&self) -> String;
+}
+
+impl TomlValue for u16 {
+    fn toml(&self) -> String {
+        self.to_string()
+    }
 }
 
 impl TomlValue for usize {

@@ -333,7 +333,8 @@ fn unknown_key_in_detector() {
         message,
         "unknown key \"window\" in [detector]; expected one of: window_size, \
          threshold_multiplier, direction, min_samples, min_std_dev, min_relative_std_dev, \
-         exclude_anomalies, max_excluded_run, series_ttl"
+         exclude_anomalies, max_excluded_run, min_consecutive, resolve_after, \
+         resolve_multiplier, series_ttl"
     );
     // A dotted key names its first part.
     only_problem("detector.foo.bar = 1\n", Some("detector.foo"), (1, 10));
@@ -345,7 +346,8 @@ fn unknown_key_in_log() {
     assert_eq!(
         message,
         "unknown key \"file\" in [log]; expected one of: anomaly_log_file, fsync, rotate, \
-         backlog, recent_anomalies, keep, level, journal, journal_anomaly_rate"
+         backlog, recent_anomalies, recent_episodes, keep, level, journal, \
+         journal_anomaly_rate"
     );
 }
 
@@ -357,7 +359,8 @@ fn unknown_key_in_rule() {
         message,
         "unknown key \"threshold\" in [[rule]]; expected one of: series, window_size, \
          threshold_multiplier, direction, min_samples, min_std_dev, min_relative_std_dev, \
-         exclude_anomalies, max_excluded_run, series_ttl"
+         exclude_anomalies, max_excluded_run, min_consecutive, resolve_after, \
+         resolve_multiplier, series_ttl"
     );
 }
 
@@ -735,6 +738,44 @@ fn min_samples_follows_rule_window_size() {
 }
 
 #[test]
+fn episode_keys_resolve_per_rule() {
+    let config = parse_ok(
+        "[detector]\nthreshold_multiplier = 4.0\nmin_consecutive = 3\n\
+         [[rule]]\nseries = \"fast.*\"\nthreshold_multiplier = 6.0\nresolve_after = 5\n\
+         [[rule]]\nseries = \"calm.*\"\nresolve_multiplier = 1.5\ndirection = \"both\"\n",
+    );
+    let e = |name: &str| config.series_settings(name).episodes;
+    // resolve_multiplier follows the rule's own threshold_multiplier.
+    let fast = e("fast.x");
+    assert_eq!(
+        (
+            fast.min_consecutive,
+            fast.resolve_after,
+            fast.resolve_multiplier
+        ),
+        (3, 5, 6.0)
+    );
+    let calm = e("calm.x");
+    assert_eq!(
+        (calm.resolve_after, calm.resolve_multiplier, calm.direction),
+        (1, 1.5, Direction::Both)
+    );
+    assert_eq!(e("other").resolve_multiplier, 4.0);
+    // The effective configuration shows the derived key as a comment and
+    // reads back the same.
+    let text = config.to_toml();
+    assert!(
+        text.contains("# resolve_multiplier = <threshold_multiplier>"),
+        "{text}"
+    );
+    let again = parse_ok(&text);
+    assert_eq!(
+        again.series_settings("fast.x"),
+        config.series_settings("fast.x")
+    );
+}
+
+#[test]
 fn multiple_problems_are_all_reported() {
     let text = "\
 [server]
@@ -1071,6 +1112,17 @@ fn every_numeric_key_has_a_bound_that_check_config_enforces() {
         ),
         ("log", "backlog", "1", "0", "10000000", "10000001"),
         ("log", "recent_anomalies", "1", "0", "1000000", "1000001"),
+        ("log", "recent_episodes", "0", "-1", "1000000", "1000001"),
+        ("detector", "min_consecutive", "1", "0", "10000", "10001"),
+        ("detector", "resolve_after", "1", "0", "10000", "10001"),
+        (
+            "detector",
+            "resolve_multiplier",
+            "0.001",
+            "0.0",
+            "1000.0",
+            "1000.5",
+        ),
         ("log", "keep", "1", "0", "1000", "1001"),
         (
             "log",

@@ -32,6 +32,19 @@ pub struct EpisodeSettings {
     pub direction: Direction,
 }
 
+impl Default for EpisodeSettings {
+    /// Every anomaly opens an episode and the first point back inside the
+    /// band at `k = 3` closes it.
+    fn default() -> Self {
+        EpisodeSettings {
+            min_consecutive: 1,
+            resolve_after: 1,
+            resolve_multiplier: 3.0,
+            direction: Direction::Upper,
+        }
+    }
+}
+
 /// A series' episode state: 12 bytes, aligned to 4 so that it fits in the
 /// 4 bytes of padding of a series' slot plus the 8 freed by storing the last
 /// `seq` without an `Option` (fields are only read and written by value).
@@ -56,8 +69,10 @@ impl Default for EpisodeState {
     }
 }
 
-/// What a point did to its series' episodes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a point did to its series' episodes (`"opened"` or `"closed"` on
+/// the wire).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EpisodeEvent {
     /// This point opened the episode.
     Opened,
@@ -85,13 +100,15 @@ impl EpisodeState {
         (self.open != Self::NONE).then_some(self.open)
     }
 
-    /// Applies one point with `verdict` and `value`; `id` is what the point
-    /// would name an episode it opens (see [`episode_id`]).
+    /// Applies one point with `verdict` and `value`; `id` gives what the
+    /// point would name an episode it opens (see [`episode_id`]), called
+    /// only when it opens one.
+    #[inline]
     pub fn step(
         &mut self,
         verdict: &Verdict,
         value: f64,
-        id: u64,
+        id: impl FnOnce() -> u64,
         settings: &EpisodeSettings,
     ) -> EpisodeStep {
         let baseline = match verdict {
@@ -107,6 +124,7 @@ impl EpisodeState {
             self.anomalous = self.anomalous.saturating_add(1);
             self.calm = 0;
             if self.open().is_none() && self.anomalous >= settings.min_consecutive.max(1) {
+                let id = id();
                 self.open = id;
                 return EpisodeStep {
                     episode: Some(id),
@@ -196,7 +214,7 @@ mod tests {
                 } else {
                     Verdict::Normal(B)
                 };
-                state.step(&verdict, v, 100 + i as u64, s)
+                state.step(&verdict, v, || 100 + i as u64, s)
             })
             .collect()
     }
@@ -270,12 +288,12 @@ mod tests {
         let s = settings(2, 1, 3.0);
         let mut state = EpisodeState::default();
         let anomaly = Verdict::Anomaly(B, Side::Upper);
-        state.step(&anomaly, 9.0, 1, &s);
+        state.step(&anomaly, 9.0, || 1, &s);
         let before = state;
-        let step = state.step(&Verdict::WarmingUp { have: 1, need: 4 }, 9.0, 2, &s);
+        let step = state.step(&Verdict::WarmingUp { have: 1, need: 4 }, 9.0, || 2, &s);
         assert_eq!((step, state), (EpisodeStep::default(), before));
         assert_eq!(
-            state.step(&anomaly, 9.0, 3, &s).event,
+            state.step(&anomaly, 9.0, || 3, &s).event,
             Some(EpisodeEvent::Opened)
         );
     }

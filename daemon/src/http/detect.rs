@@ -8,7 +8,7 @@ use hyper::{Request, Response, StatusCode};
 
 use super::body::{BodyError, BodyFormat, body_format, read_body};
 use super::reply::{ResponseBody, error, json, json_bytes, too_large};
-use crate::api::{AnomalyRecord, BatchReply, PointReply, STATUS_OK};
+use crate::api::{AnomalyRecord, BatchReply, EpisodeEvent, EpisodeRecord, PointReply, STATUS_OK};
 use crate::detect::{Direction, Verdict};
 use crate::ingest::{self, DataPoint, PointError, PointErrorKind};
 use crate::series::Observation;
@@ -81,6 +81,14 @@ async fn detect_point(body: &[u8], state: &AppState) -> Response<ResponseBody> {
         state.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
     }
     let record = observation.record(&point);
+    if observation.episode.event.is_some() {
+        let opened = observation.opened(&point);
+        let closed = observation.closed.as_deref();
+        state.report_episodes(
+            opened.as_slice(),
+            closed.map(std::slice::from_ref).unwrap_or_default(),
+        );
+    }
     let logged = match record {
         Some(record) => state.record_anomalies(std::slice::from_ref(&record)).await,
         None => true,
@@ -114,6 +122,8 @@ async fn detect_batch(body: &[u8], format: BodyFormat, state: &AppState) -> Resp
         .points
         .fetch_add(points.len() as u64, Ordering::Relaxed);
     let records = anomaly_records(&points, &observations);
+    let (episodes_opened, episodes_closed) = episode_changes(&points, &observations);
+    state.report_episodes(&episodes_opened, &episodes_closed);
     let logged = state.record_anomalies(&records).await;
     let duplicates = observations.iter().filter(|o| o.duplicate).count();
     state
@@ -127,6 +137,8 @@ async fn detect_batch(body: &[u8], format: BodyFormat, state: &AppState) -> Resp
             received: points.len(),
             duplicates,
             anomalies: records,
+            episodes_opened,
+            episodes_closed,
             logged,
         },
     )
@@ -139,6 +151,23 @@ fn anomaly_records(points: &[DataPoint<'_>], observations: &[Observation]) -> Ve
         .zip(observations)
         .filter_map(|(point, obs)| obs.record(point))
         .collect()
+}
+
+/// The episodes a batch opened and closed, in batch order.
+fn episode_changes(
+    points: &[DataPoint<'_>],
+    observations: &[Observation],
+) -> (Vec<EpisodeRecord>, Vec<EpisodeRecord>) {
+    let mut opened = Vec::new();
+    let mut closed = Vec::new();
+    for (point, obs) in points.iter().zip(observations) {
+        match obs.episode.event {
+            None => {}
+            Some(EpisodeEvent::Opened) => opened.extend(obs.opened(point)),
+            Some(EpisodeEvent::Closed) => closed.extend(obs.closed.as_deref().cloned()),
+        }
+    }
+    (opened, closed)
 }
 
 /// The reply to a single point.
@@ -163,6 +192,8 @@ fn point_reply(point: &DataPoint<'_>, obs: &Observation, logged: bool) -> PointR
             None
         },
         score: baseline.map(|b| b.score(point.value)),
+        episode: obs.episode.episode,
+        episode_event: obs.episode.event,
         logged,
     }
 }

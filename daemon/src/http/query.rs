@@ -10,8 +10,9 @@ use crate::anomalies::Query;
 use crate::anomalies::recent::MAX_LIMIT;
 use crate::clock::parse_rfc3339;
 use crate::config::SeriesGlob;
+use crate::series::episodes::MAX_LIMIT as EPISODES_MAX_LIMIT;
 use crate::series::query::MAX_LIMIT as SERIES_MAX_LIMIT;
-use crate::series::{SeriesQuery, SeriesSort};
+use crate::series::{EpisodeQuery, SeriesQuery, SeriesSort};
 
 /// Parses the query string of `GET /anomalies`.
 pub fn parse_anomalies_query(raw: &str) -> Result<Query, String> {
@@ -24,14 +25,60 @@ pub fn parse_anomalies_query(raw: &str) -> Result<Query, String> {
             "series_glob" => query.series_glob = Some(parse_glob(&value)?),
             "since" => query.since = Some(parse_time("since", &value)?),
             "until" => query.until = Some(parse_time("until", &value)?),
+            "episode" => query.episode = Some(parse_episode(&value)?),
             other => {
                 return Err(format!(
-                    "unknown query parameter `{other}`; expected `limit`, `series`, `series_glob`, `since` or `until`"
+                    "unknown query parameter `{other}`; expected `limit`, `series`, `series_glob`, `since`, `until` or `episode`"
                 ));
             }
         }
     }
     Ok(query)
+}
+
+/// Parses the query string of `GET /episodes`.
+pub fn parse_episodes_query(raw: &str) -> Result<EpisodeQuery, String> {
+    let mut query = EpisodeQuery::default();
+    for (key, value) in pairs(raw) {
+        let (key, value) = (key?, value?);
+        match key.as_str() {
+            "limit" => {
+                query.limit = Some(parse_limit(
+                    &value,
+                    EPISODES_MAX_LIMIT,
+                    "narrow with `series`, `since` or `until`",
+                )?);
+            }
+            "series" => query.series = Some(value),
+            "series_glob" => query.series_glob = Some(parse_glob(&value)?),
+            "since" => query.since = Some(parse_time("since", &value)?),
+            "until" => query.until = Some(parse_time("until", &value)?),
+            "open" => {
+                query.open = match value.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(format!(
+                            "query parameter `open`: expected `true` or `false`, got `{value}`"
+                        ));
+                    }
+                };
+            }
+            other => {
+                return Err(format!(
+                    "unknown query parameter `{other}`; expected `limit`, `series`, `series_glob`, `since`, `until` or `open`"
+                ));
+            }
+        }
+    }
+    Ok(query)
+}
+
+/// The `episode` query parameter: an episode id.
+fn parse_episode(value: &str) -> Result<u64, String> {
+    value.parse::<u64>().map_err(|_| {
+        format!("query parameter `episode`: expected an episode id (a non-negative integer), got `{value}`")
+    })
 }
 
 /// Parses the query string of `GET /series`.

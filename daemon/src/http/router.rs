@@ -19,6 +19,10 @@ pub async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Re
             anomalies::anomalies(req.uri().query(), state)
         }
         (_, "/anomalies") => method_not_allowed("GET, HEAD"),
+        (&Method::GET | &Method::HEAD, "/episodes") => {
+            anomalies::episodes(req.uri().query(), state)
+        }
+        (_, "/episodes") => method_not_allowed("GET, HEAD"),
         (_, path) if is_dashboard_path(path) && !state.config().server.dashboard => {
             dashboard_off(path)
         }
@@ -37,7 +41,7 @@ pub async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Re
             error(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "no such endpoint `{path}`; try POST /detect, GET /anomalies, /series, /metrics, /healthz or /ready"
+                    "no such endpoint `{path}`; try POST /detect, GET /anomalies, /episodes, /series, /metrics, /healthz or /ready"
                 ),
             )
         }),

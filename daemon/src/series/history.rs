@@ -24,11 +24,14 @@ pub struct HistoryPoint {
     score: f64,
     /// Whether the point was an anomaly.
     pub anomaly: bool,
+    /// Whether the point was part of an episode (in what was padding).
+    pub in_episode: bool,
 }
 
 impl HistoryPoint {
-    /// The history entry of a point with this verdict.
-    pub fn new(timestamp: f64, value: f64, verdict: &Verdict) -> HistoryPoint {
+    /// The history entry of a point with this verdict, inside an episode
+    /// or not.
+    pub fn new(timestamp: f64, value: f64, verdict: &Verdict, in_episode: bool) -> HistoryPoint {
         let baseline = verdict.baseline();
         let field = |f: fn(&Baseline) -> f64| baseline.as_ref().map_or(f64::NAN, f);
         HistoryPoint {
@@ -40,6 +43,7 @@ impl HistoryPoint {
             lower_threshold: field(|b| b.lower_threshold),
             score: baseline.map_or(f64::NAN, |b| b.score(value)),
             anomaly: verdict.is_anomaly(),
+            in_episode,
         }
     }
 
@@ -111,7 +115,7 @@ mod tests {
     use super::*;
 
     fn point(t: f64) -> HistoryPoint {
-        HistoryPoint::new(t, t, &Verdict::WarmingUp { have: 0, need: 1 })
+        HistoryPoint::new(t, t, &Verdict::WarmingUp { have: 0, need: 1 }, false)
     }
 
     #[test]
@@ -126,12 +130,12 @@ mod tests {
             sigma: 0.7,
         };
         let verdict = Verdict::Anomaly(baseline, crate::detect::Side::Upper);
-        let point = HistoryPoint::new(1.0, 9.0, &verdict);
+        let point = HistoryPoint::new(1.0, 9.0, &verdict, true);
         assert_eq!(
             point.judgement(),
             Some((mean, 0.5, mean + 2.1, mean - 2.1, baseline.score(9.0)))
         );
-        assert!(point.anomaly);
+        assert!(point.anomaly && point.in_episode);
         assert_eq!(super::tests::point(1.0).judgement(), None);
     }
 

@@ -10,6 +10,7 @@
 //! compactly (see the `shard` module): at window 30, about 410 bytes, 240 of
 //! them the window's points.
 
+pub mod episodes;
 mod history;
 mod keys;
 pub mod query;
@@ -20,11 +21,14 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
-use crate::api::AnomalyRecord;
+use crate::api::{AnomalyRecord, EpisodeRecord};
 use crate::clock::unix_now;
 use crate::config::{Config, SeriesSettings};
+use crate::detect::episode::{EpisodeEvent, EpisodeStep, episode_id};
 use crate::detect::{Baseline, Direction, Side, Verdict};
 use crate::ingest::DataPoint;
+pub use episodes::EpisodeQuery;
+use episodes::{EpisodeLedger, OpenEpisode};
 pub use history::HistoryPoint;
 pub use query::{SeriesDetail, SeriesQuery, SeriesSort, SeriesSummary};
 pub use shard::SeriesStats;
@@ -44,7 +48,7 @@ pub struct TooManySeries {
 }
 
 /// What happened to one point.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Observation {
     /// The point's `seq` was already applied; nothing else happened.
     pub duplicate: bool,
@@ -55,6 +59,11 @@ pub struct Observation {
     /// The point's timestamp, or the server's clock for a point without
     /// one (read once per request).
     pub timestamp: f64,
+    /// The episode the point is part of, and whether it opened or closed
+    /// it.
+    pub episode: EpisodeStep,
+    /// The episode this point closed, complete.
+    pub closed: Option<Box<EpisodeRecord>>,
 }
 
 impl Observation {
@@ -64,7 +73,26 @@ impl Observation {
         verdict: Verdict::WarmingUp { have: 0, need: 0 },
         direction: Direction::Upper,
         timestamp: 0.0,
+        episode: EpisodeStep {
+            episode: None,
+            event: None,
+        },
+        closed: None,
     };
+
+    /// The episode this point opened, as it is at its opening.
+    pub fn opened(&self, point: &DataPoint<'_>) -> Option<EpisodeRecord> {
+        let (Some(EpisodeEvent::Opened), Some(id), Verdict::Anomaly(baseline, side)) =
+            (self.episode.event, self.episode.episode, self.verdict)
+        else {
+            return None;
+        };
+        let score = baseline.score(point.value);
+        Some(
+            OpenEpisode::opened(id, self.timestamp, point.value, score, side)
+                .record(&point.series, None),
+        )
+    }
 
     /// The anomaly record for `point`, when the verdict is an anomaly.
     pub fn record(&self, point: &DataPoint<'_>) -> Option<AnomalyRecord> {
@@ -80,6 +108,7 @@ impl Observation {
             threshold: crossed_threshold(&baseline, side),
             direction: side,
             score: Some(baseline.score(point.value)),
+            episode: self.episode.episode,
             seq: point.seq,
         })
     }
@@ -135,6 +164,18 @@ impl Profiles {
 /// on short keys and is still seeded per process.
 type Hasher = foldhash::fast::RandomState;
 
+/// Episode counts of the table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EpisodeCounts {
+    /// Episodes opened since start.
+    pub opened: u64,
+    /// Episodes closed since start: by a calm series, or with a series
+    /// forgotten after its `series_ttl`.
+    pub closed: u64,
+    /// Episodes open now.
+    pub open: usize,
+}
+
 /// Counts taken by a scan of the table.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TableStats {
@@ -161,6 +202,8 @@ pub struct SeriesTable {
     history_count: AtomicUsize,
     /// Series a dashboard shows, with how many streams show each.
     watched: Mutex<std::collections::HashMap<String, usize>>,
+    /// Episode counters and the recently closed episodes.
+    episodes: EpisodeLedger,
 }
 
 impl SeriesTable {
@@ -179,6 +222,7 @@ impl SeriesTable {
             history_series: AtomicUsize::new(config.server.history_series),
             history_count: AtomicUsize::new(0),
             watched: Mutex::default(),
+            episodes: EpisodeLedger::new(config.log.recent_episodes),
             profiles: RwLock::new(Arc::new(Profiles::new(config, 0))),
             next_generation: AtomicU32::new(1),
             started: Instant::now(),
@@ -194,6 +238,7 @@ impl SeriesTable {
             .store(history_points(&config), Ordering::Relaxed);
         self.history_series
             .store(config.server.history_series, Ordering::Relaxed);
+        self.episodes.set_capacity(config.log.recent_episodes);
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         *self.profiles.write().unwrap_or_else(|p| p.into_inner()) =
             Arc::new(Profiles::new(config, generation));
@@ -401,7 +446,8 @@ impl SeriesTable {
             state.profile = profiles.profile_of(&point.series);
             state.generation = profiles.generation;
         }
-        let settings = &profiles.settings[state.profile as usize].detector;
+        let profile = &profiles.settings[state.profile as usize];
+        let settings = &profile.detector;
         if let Some(seq) = point.seq {
             if state.last_seq != shard::NO_SEQ && seq <= state.last_seq {
                 return Observation {
@@ -412,6 +458,8 @@ impl SeriesTable {
                     },
                     direction: settings.direction,
                     timestamp,
+                    episode: EpisodeStep::default(),
+                    closed: None,
                 };
             }
             state.last_seq = seq;
@@ -424,6 +472,12 @@ impl SeriesTable {
         }
         let (state, ring) = series.into_ring();
         let verdict = state.detector.observe(ring, point.value, settings);
+        let episode = state.episode.step(
+            &verdict,
+            point.value,
+            || episode_id(point.seq, timestamp),
+            &profile.episodes,
+        );
         let stats = &mut state.stats;
         stats.points += 1;
         stats.anomalies += u64::from(verdict.is_anomaly());
@@ -432,13 +486,88 @@ impl SeriesTable {
         self.record_history(
             shard,
             id,
-            HistoryPoint::new(timestamp, point.value, &verdict),
+            HistoryPoint::new(timestamp, point.value, &verdict, episode.episode.is_some()),
         );
+        let closed = if episode.episode.is_some() {
+            self.track_episode(shard, point, &verdict, episode, timestamp)
+        } else {
+            None
+        };
         Observation {
             duplicate: false,
             verdict,
             direction: settings.direction,
             timestamp,
+            episode,
+            closed,
+        }
+    }
+
+    /// Keeps the summary of the episode `step` belongs to up to date: a
+    /// point that opens one, adds to one or closes one. Returns the episode
+    /// it closed.
+    #[cold]
+    #[inline(never)]
+    fn track_episode(
+        &self,
+        shard: &mut Shard,
+        point: &DataPoint<'_>,
+        verdict: &Verdict,
+        step: EpisodeStep,
+        timestamp: f64,
+    ) -> Option<Box<EpisodeRecord>> {
+        let name: &str = &point.series;
+        match (step.event, step.episode, verdict) {
+            (Some(EpisodeEvent::Opened), Some(id), Verdict::Anomaly(baseline, side)) => {
+                let score = baseline.score(point.value);
+                let open = OpenEpisode::opened(id, timestamp, point.value, score, *side);
+                shard.open_episodes.insert(name.into(), open);
+                self.episodes.opened();
+                None
+            }
+            (Some(EpisodeEvent::Closed), ..) => {
+                let open = shard.open_episodes.remove(name)?;
+                let record = open.record(name, Some(timestamp));
+                self.episodes.closed(record.clone());
+                Some(Box::new(record))
+            }
+            (None, _, Verdict::Anomaly(baseline, _)) => {
+                if let Some(open) = shard.open_episodes.get_mut(name) {
+                    open.add(point.value, baseline.score(point.value));
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// The episodes `query` selects, newest first: the open ones and the
+    /// most recently closed ones (`[log] recent_episodes`).
+    pub fn episodes(&self, query: &EpisodeQuery) -> Vec<EpisodeRecord> {
+        let mut found = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for (name, open) in &shard.open_episodes {
+                if query.matches_series(name) {
+                    let record = open.record(name, None);
+                    if query.matches(&record) {
+                        found.push(record);
+                    }
+                }
+            }
+        }
+        self.episodes.closed_matching(query, &mut found);
+        found.sort_by(episodes::newest_first);
+        found.truncate(query.limit());
+        found
+    }
+
+    /// Episodes opened and closed since start, and open now.
+    pub fn episode_counts(&self) -> EpisodeCounts {
+        EpisodeCounts {
+            opened: self.episodes.opened.load(Ordering::Relaxed),
+            closed: self.episodes.closed.load(Ordering::Relaxed),
+            open: self.episodes.open.load(Ordering::Relaxed),
         }
     }
 
@@ -481,6 +610,9 @@ impl SeriesTable {
             });
             removed += gone.series;
             histories += gone.histories;
+            for episode in gone.episodes {
+                self.episodes.closed(episode);
+            }
         }
         if removed > 0 {
             self.count.fetch_sub(removed, Ordering::AcqRel);
@@ -728,7 +860,7 @@ mod tests {
         let from_batch = batched.observe_batch(&points).unwrap();
         let one_by_one: Vec<Observation> = points
             .iter()
-            .map(|p| single.observe_batch(std::slice::from_ref(p)).unwrap()[0])
+            .map(|p| single.observe_point(p).unwrap())
             .collect();
         assert_eq!(from_batch, one_by_one);
         assert!(
@@ -994,6 +1126,7 @@ dashboard = false
     mod props {
         use super::*;
         use crate::detect::SeriesDetector;
+        use crate::detect::episode::EpisodeState;
         use proptest::prelude::*;
         use std::collections::HashMap;
 
@@ -1006,7 +1139,9 @@ dashboard = false
              max_excluded_run = 3\nseries_ttl = \"9s\"\n\
              [[rule]]\nseries = \"s1*\"\nwindow_size = 40\n\
              [[rule]]\nseries = \"r*\"\nwindow_size = 2\nseries_ttl = \"3s\"\n",
-            "[detector]\nwindow_size = 5\nthreshold_multiplier = 1.0\nseries_ttl = \"4s\"\n",
+            "[detector]\nwindow_size = 5\nthreshold_multiplier = 1.0\nseries_ttl = \"4s\"\n\
+             min_consecutive = 2\nresolve_after = 3\nresolve_multiplier = 0.5\n\
+             [[rule]]\nseries = \"r*\"\nmin_consecutive = 1\n",
         ];
 
         #[derive(Clone, Debug)]
@@ -1041,8 +1176,9 @@ dashboard = false
         /// `HashMap`: settings are those of the current configuration.
         #[derive(Default)]
         struct Reference {
-            series: HashMap<String, (SeriesDetector, Option<u64>, u64)>,
+            series: HashMap<String, (SeriesDetector, EpisodeState, Option<u64>, u64)>,
             now: u64,
+            counts: EpisodeCounts,
         }
 
         impl Reference {
@@ -1053,10 +1189,10 @@ dashboard = false
             fn observe(&mut self, config: &Config, point: &DataPoint<'_>) -> Observation {
                 let settings = Self::settings(config, &point.series);
                 let s = &settings.detector;
-                let (detector, last_seq, last_seen) = self
+                let (detector, episode, last_seq, last_seen) = self
                     .series
                     .entry(point.series.to_string())
-                    .or_insert_with(|| (SeriesDetector::new(s), None, 0));
+                    .or_insert_with(|| (SeriesDetector::new(s), EpisodeState::default(), None, 0));
                 *last_seen = self.now;
                 if let Some(seq) = point.seq {
                     if last_seq.is_some_and(|last| seq <= last) {
@@ -1068,23 +1204,53 @@ dashboard = false
                             },
                             direction: s.direction,
                             timestamp: point.timestamp.expect("test points carry timestamps"),
+                            episode: EpisodeStep::default(),
+                            closed: None,
                         };
                     }
                     *last_seq = Some(seq);
                 }
+                let timestamp = point.timestamp.expect("test points carry timestamps");
+                let verdict = detector.observe(point.value, s);
+                let step = episode.step(
+                    &verdict,
+                    point.value,
+                    || episode_id(point.seq, timestamp),
+                    &settings.episodes,
+                );
+                match step.event {
+                    Some(EpisodeEvent::Opened) => {
+                        self.counts.opened += 1;
+                        self.counts.open += 1;
+                    }
+                    Some(EpisodeEvent::Closed) => {
+                        self.counts.closed += 1;
+                        self.counts.open -= 1;
+                    }
+                    None => {}
+                }
                 Observation {
                     duplicate: false,
-                    verdict: detector.observe(point.value, s),
+                    verdict,
                     direction: s.direction,
-                    timestamp: point.timestamp.expect("test points carry timestamps"),
+                    timestamp,
+                    episode: step,
+                    closed: None,
                 }
             }
 
             fn sweep(&mut self, config: &Config) -> usize {
                 let before = self.series.len();
                 let now = self.now;
-                self.series.retain(|name, (_, _, last_seen)| {
-                    now - *last_seen <= Self::settings(config, name).series_ttl.as_secs()
+                let counts = &mut self.counts;
+                self.series.retain(|name, (_, episode, _, last_seen)| {
+                    let keep =
+                        now - *last_seen <= Self::settings(config, name).series_ttl.as_secs();
+                    if !keep && episode.open().is_some() {
+                        counts.closed += 1;
+                        counts.open -= 1;
+                    }
+                    keep
                 });
                 before - self.series.len()
             }
@@ -1095,7 +1261,7 @@ dashboard = false
                     warming_up: self
                         .series
                         .iter()
-                        .filter(|(name, (d, _, _))| {
+                        .filter(|(name, (d, _, _, _))| {
                             d.is_warming_up(&Self::settings(config, name).detector)
                         })
                         .count(),
@@ -1124,7 +1290,18 @@ dashboard = false
                                 .iter()
                                 .map(|&(i, value, seq)| point(&name(i), value, seq))
                                 .collect();
-                            let got = table.observe_batch(&points).unwrap();
+                            let mut got = table.observe_batch(&points).unwrap();
+                            for obs in &mut got {
+                                // The closing record is checked here; the
+                                // rest is compared with the reference.
+                                let closed = obs.closed.take();
+                                prop_assert_eq!(
+                                    closed.map(|c| c.episode),
+                                    (obs.episode.event == Some(EpisodeEvent::Closed))
+                                        .then_some(obs.episode.episode)
+                                        .flatten()
+                                );
+                            }
                             let want: Vec<Observation> = points
                                 .iter()
                                 .map(|p| reference.observe(&current, p))
@@ -1145,6 +1322,9 @@ dashboard = false
                     }
                     prop_assert_eq!(table.len(), reference.series.len());
                     prop_assert_eq!(table.stats(), reference.stats(&current));
+                    prop_assert_eq!(table.episode_counts(), reference.counts);
+                    let open = table.episodes(&EpisodeQuery { open: true, limit: Some(1000), ..Default::default() });
+                    prop_assert_eq!(open.len(), reference.counts.open);
                 }
             }
         }

@@ -113,6 +113,12 @@ pub struct SettingsView {
     pub exclude_anomalies: bool,
     /// `max_excluded_run`.
     pub max_excluded_run: usize,
+    /// `min_consecutive`.
+    pub min_consecutive: u16,
+    /// `resolve_after`.
+    pub resolve_after: u16,
+    /// `resolve_multiplier` (resolved).
+    pub resolve_multiplier: f64,
     /// `series_ttl` in seconds.
     pub series_ttl_seconds: f64,
 }
@@ -136,6 +142,9 @@ pub struct HistoryView {
     pub score: Option<f64>,
     /// Whether the point was an anomaly.
     pub anomaly: bool,
+    /// Whether the point was part of an episode (from the point that
+    /// opened it to the one that closed it): the dashboard shades these.
+    pub in_episode: bool,
 }
 
 impl From<&HistoryPoint> for HistoryView {
@@ -150,6 +159,7 @@ impl From<&HistoryPoint> for HistoryView {
             lower_threshold: judgement.map(|j| j.3),
             score: judgement.map(|j| j.4),
             anomaly: point.anomaly,
+            in_episode: point.in_episode,
         }
     }
 }
@@ -173,6 +183,8 @@ pub struct SeriesDetail {
     pub threshold: Option<f64>,
     /// Lower threshold for the next point (null while warming up).
     pub lower_threshold: Option<f64>,
+    /// The id of the series' open episode (null when none is open).
+    pub episode: Option<u64>,
     /// The recent points, oldest first (empty when the series has no
     /// history: the dashboard is off, or `history_series` others are
     /// more recent).
@@ -240,12 +252,16 @@ impl SeriesTable {
                 min_relative_std_dev: detector.min_relative_std_dev,
                 exclude_anomalies: detector.exclude_anomalies,
                 max_excluded_run: detector.max_excluded_run,
+                min_consecutive: settings.episodes.min_consecutive,
+                resolve_after: settings.episodes.resolve_after,
+                resolve_multiplier: settings.episodes.resolve_multiplier,
                 series_ttl_seconds: settings.series_ttl.as_secs_f64(),
             },
             mean: baseline.map(|b| b.mean),
             std_dev: baseline.map(|b| b.std_dev),
             threshold: baseline.map(|b| b.threshold),
             lower_threshold: baseline.map(|b| b.lower_threshold),
+            episode: slot.episode.open(),
             points: shard.history(id).map(HistoryView::from).collect(),
         })
     }

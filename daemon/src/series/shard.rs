@@ -1,6 +1,6 @@
 //! One shard of the series table: the storage of its series, found by name.
 //!
-//! A series is a [`Slot`] (120 bytes) in a dense vector, its name in
+//! A series is a [`Slot`] (128 bytes) in a dense vector, its name in
 //! [`Keys`], its window ring in [`Rings`] and a `u32` (the slot's index) in a
 //! hashbrown index. A `HashMap<Box<str>, State>` paid its load factor (44% to
 //! 87.5%) on 113-byte buckets, plus a heap allocation per name and one per
@@ -19,10 +19,13 @@ use std::hash::BuildHasher;
 use hashbrown::HashTable;
 
 use super::Hasher;
+use super::episodes::OpenEpisodes;
 use super::history::{HistoryPoint, HistoryPool, NO_HISTORY};
 use super::keys::Keys;
 use super::rings::{RingId, Rings};
+use crate::api::EpisodeRecord;
 use crate::detect::DetectorState;
+use crate::detect::episode::EpisodeState;
 
 /// [`Slot::last_seq`] of a series that has applied no `seq` yet.
 pub(super) const NO_SEQ: u64 = u64::MAX;
@@ -40,13 +43,16 @@ pub struct SeriesStats {
     pub last_timestamp: f64,
 }
 
-/// Series removed by a sweep, and how many of them had a history.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Series removed by a sweep, how many of them had a history, and the
+/// episodes they left open (closed at their last point).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(super) struct Removed {
     /// Series removed.
     pub(super) series: usize,
     /// Histories freed with them.
     pub(super) histories: usize,
+    /// Their open episodes, ended at the series' last point.
+    pub(super) episodes: Vec<EpisodeRecord>,
 }
 
 /// One series, but its name and ring.
@@ -57,6 +63,8 @@ pub(super) struct Slot {
     /// The last applied `seq`, or [`NO_SEQ`]: 8 bytes where an
     /// `Option<u64>` takes 16 (a `seq` is below 2^63, validated at ingest).
     pub(super) last_seq: u64,
+    /// The series' episode state (12 bytes, in what was padding).
+    pub(super) episode: EpisodeState,
     /// Settings profile, valid for [`Slot::generation`].
     pub(super) profile: u32,
     /// Configuration generation the profile was resolved in.
@@ -90,6 +98,8 @@ pub(super) struct Shard {
     keys: Keys,
     rings: Rings,
     histories: HistoryPool,
+    /// The summaries of the shard's open episodes.
+    pub(super) open_episodes: OpenEpisodes,
 }
 
 impl Shard {
@@ -102,6 +112,7 @@ impl Shard {
             keys: Keys::default(),
             rings: Rings::default(),
             histories: HistoryPool::default(),
+            open_episodes: OpenEpisodes::default(),
         }
     }
 
@@ -138,6 +149,7 @@ impl Shard {
         self.slots.push(Slot {
             detector: DetectorState::new(),
             last_seq: NO_SEQ,
+            episode: EpisodeState::default(),
             profile,
             generation,
             last_seen: now,
@@ -242,6 +254,7 @@ impl Shard {
     pub(super) fn retain(&mut self, mut keep: impl FnMut(&[u8], &Slot) -> bool) -> Removed {
         let before = self.slots.len();
         let mut histories = 0;
+        let mut episodes = Vec::new();
         let mut i = 0;
         while i < self.slots.len() {
             let slot = &self.slots[i];
@@ -249,6 +262,9 @@ impl Shard {
                 i += 1;
             } else {
                 histories += usize::from(self.drop_history(i as u32));
+                if let Some(episode) = self.end_episode(i as u32) {
+                    episodes.push(episode);
+                }
                 // The last slot moves to `i`, which is looked at next.
                 self.remove(i);
             }
@@ -260,7 +276,20 @@ impl Shard {
         Removed {
             series: removed,
             histories,
+            episodes,
         }
+    }
+
+    /// Ends the open episode of series `id`, if any, at its last point;
+    /// returns it.
+    pub(super) fn end_episode(&mut self, id: u32) -> Option<EpisodeRecord> {
+        let slot = &mut self.slots[id as usize];
+        slot.episode.open()?;
+        slot.episode = EpisodeState::default();
+        let end = slot.stats.last_timestamp;
+        let name = String::from_utf8_lossy(self.keys.get(slot.key));
+        let open = self.open_episodes.remove(name.as_ref())?;
+        Some(open.record(&name, Some(end)))
     }
 
     /// Removes slot `i`, moving the last slot into its place.
@@ -297,6 +326,9 @@ impl Shard {
         let len = self.slots.len();
         if self.slots.capacity() > 4 * len {
             self.slots.shrink_to(2 * len);
+        }
+        if self.open_episodes.capacity() > 4 * self.open_episodes.len().max(8) {
+            self.open_episodes.shrink_to_fit();
         }
         if self.index.capacity() > 4 * len {
             let Shard {
@@ -405,6 +437,7 @@ mod tests {
                     f64::from(i),
                     f64::from(i),
                     &crate::detect::Verdict::WarmingUp { have: 0, need: 1 },
+                    false,
                 );
                 shard.push_history(id, point, 4);
             }
@@ -420,7 +453,8 @@ mod tests {
             removed,
             Removed {
                 series: 400,
-                histories
+                histories,
+                episodes: Vec::new(),
             }
         );
         check(&shard, &hasher, &live);
@@ -475,9 +509,9 @@ mod tests {
 
     #[test]
     fn slots_stay_small() {
-        // 1M series at window 30 take 1M × (120 + 240 + 4 ring owner + about
-        // 8 name + 5 to 10 index) bytes: about 370 MiB, without histories
-        // (390.1 MiB RSS measured with load.sh, goal 400).
-        assert_eq!(std::mem::size_of::<Slot>(), 120);
+        // 1M series at window 30 take 1M × (128 + 240 + 4 ring owner + about
+        // 8 name + 5 to 10 index) bytes: about 378 MiB, without histories
+        // (goal 400 MiB RSS, measured with load.sh).
+        assert_eq!(std::mem::size_of::<Slot>(), 128);
     }
 }

@@ -122,7 +122,8 @@ function drawChart() {
   $("chart-info").textContent =
     `${detail.points.length} recent points · window ${detail.settings.window_size}` +
     ` · k ${detail.settings.threshold_multiplier} · ${direction}` +
-    (detail.rule ? ` · rule ${detail.rule}` : " · defaults");
+    (detail.rule ? ` · rule ${detail.rule}` : " · defaults") +
+    (points.length > 0 && points[points.length - 1].in_episode ? " · episode open" : "");
   if (points.length === 0) {
     el("text", { x: 20, y: 30, class: "axis" }, svg).textContent =
       "No history for this series yet (see [server] history_series).";
@@ -147,6 +148,21 @@ function drawChart() {
     el("line", { x1: pad.l, x2: width - pad.r, y1: y(v), y2: y(v), class: "grid" }, svg);
     el("text", { x: 4, y: y(v) + 4, class: "axis" }, svg).textContent = fmt(v);
   }
+  // Episodes: a shaded span over each run of points inside one, from the
+  // point that opened it to the one that closed it.
+  let runStart = null;
+  points.forEach((p, i) => {
+    if (p.in_episode && runStart === null) runStart = p;
+    const next = points[i + 1];
+    if (runStart !== null && (!next || !next.in_episode)) {
+      const x0 = x(runStart.timestamp), x1 = x(p.timestamp);
+      el("rect", {
+        x: x0 - 3, y: pad.t, width: Math.max(x1 - x0, 0) + 6,
+        height: height - pad.t - pad.b, class: "episode",
+      }, svg);
+      runStart = null;
+    }
+  });
   el("text", { x: pad.l, y: height - 6, class: "axis" }, svg).textContent = timeOf(t0);
   el("text", { x: width - pad.r, y: height - 6, class: "axis", "text-anchor": "end" }, svg).textContent = timeOf(t1);
   // The band: between the thresholds the direction checks (the other side
@@ -181,7 +197,8 @@ function drawChart() {
     const tip = $("tooltip");
     if (!best) { tip.hidden = true; return; }
     tip.textContent =
-      `${timeOf(best.timestamp)} UTC\nvalue ${fmt(best.value)}${best.anomaly ? "  ANOMALY" : ""}\n` +
+      `${timeOf(best.timestamp)} UTC\nvalue ${fmt(best.value)}${best.anomaly ? "  ANOMALY" : ""}` +
+      `${best.in_episode ? "\nin an episode" : ""}\n` +
       (best.mean === null ? "warming up" :
         `mean ${fmt(best.mean)}\nσ ${fmt(best.std_dev)}\nthreshold ${fmt(best.threshold)}\nscore ${fmt(best.score)}` +
         (direction !== "upper" ? `\nlower threshold ${fmt(best.lower_threshold)}` : ""));
