@@ -196,11 +196,16 @@ fn the_defaults_shown_in_the_anomalyd_config_are_the_builtin_ones() {
     let as_shipped = anomalyd::config::Config::from_toml_str(&shipped, path)
         .expect("the shipped config is valid");
     // admin_listen is unset by default (the comment shows an example);
-    // min_samples follows window_size and resolve_multiplier
+    // min_samples and half_life follow window_size, resolve_multiplier
     // threshold_multiplier (the comments show their values).
     let uncommented = uncomment_defaults(
         &shipped,
-        &["admin_listen", "min_samples", "resolve_multiplier"],
+        &[
+            "admin_listen",
+            "min_samples",
+            "resolve_multiplier",
+            "half_life",
+        ],
     );
     assert_ne!(uncommented, shipped, "no commented default found");
     let with_defaults = anomalyd::config::Config::from_toml_str(&uncommented, path)
@@ -220,6 +225,11 @@ fn the_defaults_shown_in_the_anomalyd_config_are_the_builtin_ones() {
         derived.detector.effective_resolve_multiplier(),
         as_shipped.detector.effective_resolve_multiplier(),
         "resolve_multiplier"
+    );
+    assert_eq!(
+        derived.detector.effective_half_life(),
+        as_shipped.detector.effective_half_life(),
+        "half_life"
     );
     // What the file sets on purpose for the package.
     assert_eq!(as_shipped.log.rotate.as_str(), "external");

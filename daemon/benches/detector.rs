@@ -1,5 +1,6 @@
 //! Benchmarks of `SeriesDetector::observe` (window update + verdict, no series
-//! lookup) at window 30 and window 10,000.
+//! lookup) at window 30 and window 10,000, and of every detector of the
+//! registry through its `SeriesModel` (group `model`, window 30 and 1,000).
 //!
 //! Run with `cargo bench -p anomalyd --bench detector`. Each iteration feeds
 //! `POINTS` precomputed values, so time per point = reported time / `POINTS`
@@ -7,6 +8,7 @@
 
 use std::hint::black_box;
 
+use anomalyd::detect::registry::DETECTORS;
 use anomalyd::detect::{DetectorSettings, Direction, SeriesDetector};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_main};
 
@@ -72,10 +74,48 @@ fn bench_observe(c: &mut Criterion) {
     group.finish();
 }
 
+/// Every detector behind the trait, with timestamps a minute apart (the
+/// seasonal detector reads them).
+fn bench_models(c: &mut Criterion) {
+    let data = values(POINTS);
+    let mut group = c.benchmark_group("model");
+    group.throughput(Throughput::Elements(POINTS as u64));
+    for &kind in DETECTORS {
+        for window in [30usize, 1_000] {
+            let settings = DetectorSettings {
+                kind,
+                window_size: window,
+                min_samples: window.min(30),
+                half_life: window as f64 / 2.0,
+                direction: Direction::Both,
+                ..DetectorSettings::default()
+            };
+            let mut model = (kind.new)(&settings);
+            let mut t = 1_700_000_000.0;
+            for &x in values(window + POINTS).iter() {
+                model.observe(x, t, &settings);
+                t += 60.0;
+            }
+            group.bench_with_input(BenchmarkId::new(kind.name, window), &data, |b, data| {
+                b.iter(|| {
+                    let mut anomalies = 0u32;
+                    for &x in data {
+                        t += 60.0;
+                        let verdict = model.observe(black_box(x), t, &settings);
+                        anomalies += u32::from(black_box(&verdict).is_anomaly());
+                    }
+                    anomalies
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 /// The generated `benches` function lives in a private module so that it
 /// needs no documentation of its own.
 mod group {
-    criterion::criterion_group!(benches, super::bench_observe);
+    criterion::criterion_group!(benches, super::bench_observe, super::bench_models);
 }
 
 criterion_main!(group::benches);

@@ -72,7 +72,7 @@ measure() { # name workload points-per-request command...
     requests=$(wrk -t1 -c4 -d"${SECONDS_PER_RUN}s" -s "$TMP/$workload.lua" "http://$addr/" | awk '/requests in/ { print $1 }')
     callgrind_control -d "$pid" >/dev/null 2>&1
     local instructions
-    instructions=$(cat "$TMP/$name".*.* 2>/dev/null | awk '/^summary:/ { s += $2 } END { print s }')
+    instructions=$(cat "$TMP/$name".*.* 2>/dev/null | awk '/^summary:/ { s += $2 } END { printf "%.0f\n", s }')
     kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
     rm -f "$TMP/$name".*.* "$TMP/anomalies.log"
     local points=$((requests * per))

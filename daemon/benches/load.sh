@@ -18,6 +18,8 @@
 #   LOAD_SERIES [100]       distinct series in the wrk workloads
 #   MEM_SERIES [1000000]    series for the memory run (0 = skip it)
 #   MEM_WINDOW [30]         window_size for the memory run
+#   MEM_DETECTOR [moving_average]  detector for the memory run (the goal
+#                           applies to moving_average)
 #   LOAD_SKIP_BUILD [0]     1 = use the binaries already in target/release
 set -euo pipefail
 
@@ -30,6 +32,7 @@ LOAD_CPU=${LOAD_CPU:-1}
 SERIES=${LOAD_SERIES:-100}
 MEM_SERIES=${MEM_SERIES:-1000000}
 MEM_WINDOW=${MEM_WINDOW:-30}
+MEM_DETECTOR=${MEM_DETECTOR:-moving_average}
 BATCH_POINTS=1000
 RUNS=${LOAD_RUNS:-3}
 
@@ -248,8 +251,9 @@ MEM_LINE=""
 if [ "$MEM_SERIES" -gt 0 ]; then
     write_config "$TMP/mem.toml" "max_series = $((MEM_SERIES * 2))
 [detector]
+detector = \"$MEM_DETECTOR\"
 window_size = $MEM_WINDOW"
-    log "memory: anomalyd with $MEM_SERIES series x $MEM_WINDOW points"
+    log "memory: anomalyd with $MEM_SERIES series x $MEM_WINDOW points ($MEM_DETECTOR)"
     start_server mem "$ANOMALYD" --config "$TMP/mem.toml"
     sleep 0.5
     MEM_IDLE=$(rss_kib "$SERVER_PID")
@@ -333,7 +337,7 @@ if [ -n "${MEM_FULL:-}" ]; then
     full_mib=$(awk -v k="$MEM_FULL" 'BEGIN { printf "%.1f", k / 1024 }')
     hwm_mib=$(awk -v k="$MEM_HWM" 'BEGIN { printf "%.1f", k / 1024 }')
     idle2_mib=$(awk -v k="$MEM_IDLE" 'BEGIN { printf "%.1f", k / 1024 }')
-    printf '%-52s %14s  %s\n' "RSS MiB, $MEM_SERIES series x window $MEM_WINDOW (goal <= 400)" "$full_mib" "$(mark "$full_mib" "<=" 400)"
+    printf '%-52s %14s  %s\n' "RSS MiB, $MEM_SERIES series x window $MEM_WINDOW, $MEM_DETECTOR (goal <= 400)" "$full_mib" "$(mark "$full_mib" "<=" 400)"
     printf '%-52s %14s\n' "  (idle before: MiB; peak VmHWM: MiB)" "$idle2_mib; $hwm_mib"
     printf '%-52s %14s\n' "  fill: points, seconds, points/s (python feeder)" \
         "$MEM_POINTS, $MEM_SECS, $(awk -v p="$MEM_POINTS" -v s="$MEM_SECS" 'BEGIN { printf "%.0f", p / s }')"

@@ -141,7 +141,13 @@ async fn applied(state: &AppState, new: Config, current: &Config, trigger: Trigg
 
 /// Puts `config` in force.
 async fn apply(state: &AppState, config: Arc<Config>) {
-    state.table.set_config(config.clone());
+    let switched = state.table.set_config(config.clone());
+    if switched > 0 {
+        tracing::info!(
+            series = switched,
+            "The detector of {switched} series changed; their state was reset (they warm up again)."
+        );
+    }
     state.recent.set_capacity(config.log.recent_anomalies);
     state.journal.set_rate(config.log.journal_anomaly_rate);
     telemetry::set_level(config.log.level);

@@ -274,6 +274,19 @@ impl Loader {
         for rule in &rules {
             check_rule(&config.detector, &detector, rule, &mut self.problems);
         }
+        if let Some(extra) = rules.get(super::MAX_RULES) {
+            self.problems.push(ConfigProblem {
+                file: extra.rule.file.clone(),
+                key: Some(format!("rule[{}]", super::MAX_RULES + 1)),
+                position: None,
+                message: format!(
+                    "at most {} [[rule]] tables, got {}; match several series with one glob \
+                     (`*`, `?`, `[abc]`, `{{a,b}}`)",
+                    super::MAX_RULES,
+                    rules.len()
+                ),
+            });
+        }
         config.rules = rules.into_iter().map(|parsed| parsed.rule).collect();
 
         if self.problems.is_empty() {

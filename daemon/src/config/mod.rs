@@ -32,6 +32,7 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use crate::detect::episode::EpisodeSettings;
+use crate::detect::registry::{self, DetectorKind};
 use crate::detect::{DetectorSettings, Direction};
 use crate::ingest::MAX_ABS_VALUE;
 use toml_walk::{Document, float_literal, format_duration, quote};
@@ -51,6 +52,9 @@ const TTL: (Bound<Duration>, Bound<Duration>) = (
 );
 /// `shutdown_grace`: at most an hour (systemd's stop timeout is shorter).
 const GRACE: std::ops::RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3600);
+/// Most `[[rule]]` tables (the series table stores a series' rule in 16
+/// bits).
+pub const MAX_RULES: usize = 10_000;
 /// Largest `threshold_multiplier`.
 const MAX_MULTIPLIER: f64 = 1000.0;
 
@@ -177,6 +181,8 @@ impl Default for ServerConfig {
 /// Detector keys; min_samples None = follow window_size.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DetectorConfig {
+    /// The detector (`moving_average` unless set).
+    pub detector: &'static DetectorKind,
     /// Number of most recent points in the sliding window.
     pub window_size: usize,
     /// `k` in `mean ± k·σ`.
@@ -199,6 +205,9 @@ pub struct DetectorConfig {
     pub resolve_after: u16,
     /// `k` of the resolve band; `None` follows `threshold_multiplier`.
     pub resolve_multiplier: Option<f64>,
+    /// `ewma`: points after which a point's weight has halved; `None`
+    /// follows `window_size / 2`.
+    pub half_life: Option<f64>,
     /// A series that receives no point for this long is forgotten.
     pub series_ttl: Duration,
 }
@@ -206,6 +215,7 @@ pub struct DetectorConfig {
 impl Default for DetectorConfig {
     fn default() -> Self {
         Self {
+            detector: &registry::MOVING_AVERAGE,
             window_size: 30,
             threshold_multiplier: 3.0,
             direction: Direction::Upper,
@@ -217,6 +227,7 @@ impl Default for DetectorConfig {
             min_consecutive: 1,
             resolve_after: 1,
             resolve_multiplier: None,
+            half_life: None,
             series_ttl: Duration::from_secs(3_600),
         }
     }
@@ -240,10 +251,16 @@ impl DetectorConfig {
         self.resolve_multiplier.unwrap_or(self.threshold_multiplier)
     }
 
+    /// `half_life`, or `window_size / 2` when it is unset.
+    pub fn effective_half_life(&self) -> f64 {
+        self.half_life.unwrap_or(self.window_size as f64 / 2.0)
+    }
+
     /// The resolved settings for a series using exactly these keys.
     pub fn series_settings(&self) -> SeriesSettings {
         SeriesSettings {
             detector: DetectorSettings {
+                kind: self.detector,
                 window_size: self.window_size,
                 threshold_multiplier: self.threshold_multiplier,
                 direction: self.direction,
@@ -252,6 +269,7 @@ impl DetectorConfig {
                 min_relative_std_dev: self.min_relative_std_dev,
                 exclude_anomalies: self.exclude_anomalies,
                 max_excluded_run: self.max_excluded_run,
+                half_life: self.effective_half_life(),
             },
             episodes: EpisodeSettings {
                 min_consecutive: self.min_consecutive,
@@ -370,6 +388,8 @@ macro_rules! key_table {
 key_table! {
     /// Same keys, all optional (a rule's overrides).
     pub struct DetectorOverrides => DetectorConfig {
+        /// See [`DetectorConfig::detector`].
+        detector: &'static DetectorKind = |d, k, v| d.choice(k, v, &registry::choices()),
         /// See [`DetectorConfig::window_size`].
         window_size: usize = |d, k, v| d.integer(k, v, 1..=1_000_000),
         /// See [`DetectorConfig::threshold_multiplier`].
@@ -396,6 +416,9 @@ key_table! {
         /// "not overridden").
         resolve_multiplier: f64 =
             |d, k, v| d.float(k, v, (Bound::Excluded(0.0), Bound::Included(MAX_MULTIPLIER))),
+        /// See [`DetectorConfig::half_life`] (here `None` means "not
+        /// overridden").
+        half_life: f64 = |d, k, v| d.float(k, v, (Bound::Excluded(0.0), Bound::Included(1e6))),
         /// See [`DetectorConfig::series_ttl`].
         series_ttl: Duration = |d, k, v| d.duration(k, v, TTL),
     }
@@ -406,6 +429,7 @@ impl From<&DetectorConfig> for DetectorOverrides {
     /// when it follows `window_size`).
     fn from(config: &DetectorConfig) -> Self {
         Self {
+            detector: Some(config.detector),
             window_size: Some(config.window_size),
             threshold_multiplier: Some(config.threshold_multiplier),
             direction: Some(config.direction),
@@ -417,6 +441,7 @@ impl From<&DetectorConfig> for DetectorOverrides {
             min_consecutive: Some(config.min_consecutive),
             resolve_after: Some(config.resolve_after),
             resolve_multiplier: config.resolve_multiplier,
+            half_life: config.half_life,
             series_ttl: Some(config.series_ttl),
         }
     }
@@ -800,6 +825,7 @@ impl Config {
         DetectorOverrides::from(&self.detector).write_toml(&mut out, |key| match key {
             "min_samples" => Some("# min_samples = <window_size>"),
             "resolve_multiplier" => Some("# resolve_multiplier = <threshold_multiplier>"),
+            "half_life" => Some("# half_life = <window_size / 2>"),
             _ => None,
         });
 
@@ -832,6 +858,12 @@ impl Config {
 trait TomlValue {
     /// The value as a TOML literal.
     fn toml(&self) -> String;
+}
+
+impl TomlValue for &'static DetectorKind {
+    fn toml(&self) -> String {
+        quote(self.name)
+    }
 }
 
 impl TomlValue for u16 {

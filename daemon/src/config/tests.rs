@@ -195,6 +195,8 @@ fn full_config_is_read() {
             min_relative_std_dev: 0.01,
             exclude_anomalies: true,
             max_excluded_run: 0,
+            half_life: 30.0,
+            ..DetectorSettings::default()
         }
     );
 }
@@ -331,10 +333,10 @@ fn unknown_key_in_detector() {
     );
     assert_eq!(
         message,
-        "unknown key \"window\" in [detector]; expected one of: window_size, \
-         threshold_multiplier, direction, min_samples, min_std_dev, min_relative_std_dev, \
-         exclude_anomalies, max_excluded_run, min_consecutive, resolve_after, \
-         resolve_multiplier, series_ttl"
+        "unknown key \"window\" in [detector]; expected one of: detector, \
+         window_size, threshold_multiplier, direction, min_samples, min_std_dev, \
+         min_relative_std_dev, exclude_anomalies, max_excluded_run, min_consecutive, \
+         resolve_after, resolve_multiplier, half_life, series_ttl"
     );
     // A dotted key names its first part.
     only_problem("detector.foo.bar = 1\n", Some("detector.foo"), (1, 10));
@@ -357,10 +359,10 @@ fn unknown_key_in_rule() {
     let message = only_problem(text, Some("rule[2].threshold"), (5, 1));
     assert_eq!(
         message,
-        "unknown key \"threshold\" in [[rule]]; expected one of: series, window_size, \
-         threshold_multiplier, direction, min_samples, min_std_dev, min_relative_std_dev, \
-         exclude_anomalies, max_excluded_run, min_consecutive, resolve_after, \
-         resolve_multiplier, series_ttl"
+        "unknown key \"threshold\" in [[rule]]; expected one of: series, detector, \
+         window_size, threshold_multiplier, direction, min_samples, min_std_dev, \
+         min_relative_std_dev, exclude_anomalies, max_excluded_run, min_consecutive, \
+         resolve_after, resolve_multiplier, half_life, series_ttl"
     );
 }
 
@@ -776,6 +778,45 @@ fn episode_keys_resolve_per_rule() {
 }
 
 #[test]
+fn the_detector_is_chosen_by_name() {
+    let config = parse_ok(
+        "[detector]\nwindow_size = 40\n[[rule]]\nseries = \"e.*\"\ndetector = \"ewma\"\n\
+         [[rule]]\nseries = \"h.*\"\ndetector = \"ewma\"\nhalf_life = 5\n",
+    );
+    let d = |name: &str| config.series_settings(name).detector;
+    assert_eq!(d("x").kind.name, "moving_average");
+    assert_eq!((d("e.1").kind.name, d("e.1").half_life), ("ewma", 20.0));
+    assert_eq!(d("h.1").half_life, 5.0);
+    let again = parse_ok(&config.to_toml());
+    assert_eq!(again.series_settings("h.1"), config.series_settings("h.1"));
+    let message = only_problem(
+        "[detector]\ndetector = \"median\"\n",
+        Some("detector.detector"),
+        (2, 12),
+    );
+    assert_eq!(
+        message,
+        "expected one of \"moving_average\", \"ewma\", got \"median\""
+    );
+}
+
+#[test]
+fn rules_are_bounded() {
+    let rule = "[[rule]]\nseries = \"a\"\n";
+    parse_ok(&rule.repeat(MAX_RULES));
+    let problems = problems(&rule.repeat(MAX_RULES + 1));
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0].key.as_deref(), Some("rule[10001]"));
+    assert!(
+        problems[0]
+            .message
+            .starts_with("at most 10000 [[rule]] tables, got 10001"),
+        "{}",
+        problems[0]
+    );
+}
+
+#[test]
 fn multiple_problems_are_all_reported() {
     let text = "\
 [server]
@@ -1114,6 +1155,14 @@ fn every_numeric_key_has_a_bound_that_check_config_enforces() {
         ("log", "recent_anomalies", "1", "0", "1000000", "1000001"),
         ("log", "recent_episodes", "0", "-1", "1000000", "1000001"),
         ("detector", "min_consecutive", "1", "0", "10000", "10001"),
+        (
+            "detector",
+            "half_life",
+            "0.001",
+            "0.0",
+            "1000000.0",
+            "1000000.5",
+        ),
         ("detector", "resolve_after", "1", "0", "10000", "10001"),
         (
             "detector",
@@ -1138,6 +1187,7 @@ fn every_numeric_key_has_a_bound_that_check_config_enforces() {
         "server.admin_listen",
         "server.dashboard",
         "detector.direction",
+        "detector.detector",
         "detector.exclude_anomalies",
         "log.anomaly_log_file",
         "log.fsync",

@@ -107,11 +107,14 @@
 use serde::{Deserialize, Serialize};
 
 pub mod episode;
+mod ewma;
 mod moving_average;
+pub mod registry;
 mod window;
-use window::clamp_capacity;
+use window::{clamp_capacity, fmax};
 
 pub use moving_average::{DetectorState, SeriesDetector};
+pub use registry::DetectorKind;
 pub use window::{SlidingWindow, WindowStats};
 
 /// Default σ floor relative to `|mean|`: about 45 ε, enough for rounding
@@ -141,9 +144,40 @@ impl Direction {
     }
 }
 
+/// One detector's state for one series: it judges each point against the
+/// baseline it has learned from the points before, then learns from the
+/// point. Every detector expresses its baseline as a center and a spread
+/// ([`Baseline::around`]), so that the σ floors, `threshold_multiplier`,
+/// `direction` and the score mean the same thing for all of them.
+///
+/// A new detector is one module implementing this trait plus one line in
+/// [`registry::DETECTORS`]. (The table stores `moving_average` apart, in
+/// pooled rings, for memory; its [`SeriesDetector`] implements the trait
+/// too.)
+pub trait SeriesModel: Send + Sync + std::fmt::Debug {
+    /// Judges `value` at `timestamp` (unix seconds) against the baseline
+    /// before it, then updates the state with it.
+    fn observe(&mut self, value: f64, timestamp: f64, settings: &DetectorSettings) -> Verdict;
+
+    /// The baseline a point at `timestamp` would be judged against now;
+    /// `None` while warming up.
+    fn current_baseline(&self, timestamp: f64, settings: &DetectorSettings) -> Option<Baseline>;
+
+    /// Whether the next point would get no verdict.
+    fn is_warming_up(&self, settings: &DetectorSettings) -> bool;
+
+    /// Heap bytes this state holds (beyond its own `size_of`).
+    fn heap_bytes(&self) -> usize;
+
+    /// The detector this state belongs to.
+    fn kind(&self) -> &'static DetectorKind;
+}
+
 /// The detector settings that apply to one series.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DetectorSettings {
+    /// The detector (`detector` key): `moving_average` unless set.
+    pub kind: &'static DetectorKind,
     /// Number of most recent points in the sliding window.
     pub window_size: usize,
     /// `k` in `mean ± k·σ`.
@@ -160,11 +194,14 @@ pub struct DetectorSettings {
     pub exclude_anomalies: bool,
     /// After this many consecutive excluded points, accept the run.
     pub max_excluded_run: usize,
+    /// `ewma`: points after which an observation's weight has halved.
+    pub half_life: f64,
 }
 
 impl Default for DetectorSettings {
     fn default() -> Self {
         Self {
+            kind: &registry::MOVING_AVERAGE,
             window_size: 30,
             threshold_multiplier: 3.0,
             direction: Direction::Upper,
@@ -173,11 +210,19 @@ impl Default for DetectorSettings {
             min_relative_std_dev: DEFAULT_MIN_RELATIVE_STD_DEV,
             exclude_anomalies: false,
             max_excluded_run: 10,
+            half_life: 15.0,
         }
     }
 }
 
 impl DetectorSettings {
+    /// Whether these settings use the moving average (the default), which
+    /// the series table stores inline.
+    #[inline]
+    pub fn is_moving_average(&self) -> bool {
+        std::ptr::eq(self.kind, &registry::MOVING_AVERAGE)
+    }
+
     /// The window capacity these settings ask for: `window_size` clamped to
     /// `1..=u32::MAX`.
     #[inline]
@@ -227,6 +272,41 @@ pub struct Baseline {
 pub const MAX_SCORE: f64 = 1e6;
 
 impl Baseline {
+    /// The baseline of a detector whose center is `mean` and spread
+    /// `std_dev` (a standard deviation, or what stands for one): floors the
+    /// spread into `σ_eff = max(std_dev, min_std_dev, min_relative_std_dev
+    /// · |mean|)` and puts the thresholds `k·σ_eff` either side.
+    #[inline]
+    pub fn around(mean: f64, std_dev: f64, settings: &DetectorSettings) -> Baseline {
+        let sigma = fmax(
+            fmax(std_dev, settings.min_std_dev),
+            settings.min_relative_std_dev * mean.abs(),
+        );
+        let band = settings.threshold_multiplier * sigma;
+        Baseline {
+            mean,
+            std_dev,
+            threshold: mean + band,
+            lower_threshold: mean - band,
+            sigma,
+        }
+    }
+
+    /// The verdict on `value` under `direction`: an anomaly strictly beyond
+    /// a threshold on a side the direction checks.
+    #[inline]
+    pub fn judge(self, value: f64, direction: Direction) -> Verdict {
+        let up = direction != Direction::Lower;
+        let down = direction != Direction::Upper;
+        if up && value > self.threshold {
+            Verdict::Anomaly(self, Side::Upper)
+        } else if down && value < self.lower_threshold {
+            Verdict::Anomaly(self, Side::Lower)
+        } else {
+            Verdict::Normal(self)
+        }
+    }
+
     /// How far `value` lies from the mean, in effective standard deviations:
     /// `|value − mean| / σ_eff`, finite, at most [`MAX_SCORE`] (a point off a
     /// flat series at `σ_eff = 0` gets the cap, one on it 0). An anomaly's

@@ -2,11 +2,14 @@
 //! before it, and keeps flagged points out of the window when asked
 //! (`exclude_anomalies`).
 
-use super::window::{SlidingWindow, WindowStats, fmax};
-use super::{Baseline, DetectorSettings, Direction, Side, Verdict};
+use super::registry::{self, DetectorKind};
+use super::window::{SlidingWindow, WindowStats};
+use super::{Baseline, DetectorSettings, SeriesModel, Verdict};
 
 /// Per-series detector state without its ring: the window statistics plus
-/// the exclusion run (48 bytes).
+/// the exclusion run (48 bytes). A series whose detector is not the moving
+/// average keeps its [`SeriesModel`] in the same 8 bytes as the run (the
+/// window statistics then go unused).
 ///
 /// The ring of the window is passed to [`observe`](Self::observe); its length
 /// is the window capacity, and the caller moves the window to a ring of
@@ -15,13 +18,29 @@ use super::{Baseline, DetectorSettings, Direction, Side, Verdict};
 #[derive(Clone, Debug, Default)]
 pub struct DetectorState {
     window: WindowStats,
-    /// Consecutive flagged points kept out of the window (`exclude_anomalies`).
-    /// `None` (nothing allocated, 8 bytes) unless a run is in progress.
-    #[expect(
-        clippy::box_collection,
-        reason = "8 bytes per series instead of 24 for a rarely used run"
-    )]
-    pub(super) pending: Option<Box<Vec<f64>>>,
+    /// Consecutive flagged points kept out of the window
+    /// (`exclude_anomalies`), or another detector's state. `None` (nothing
+    /// allocated, 8 bytes) for a moving average without a run in progress.
+    pub(super) pending: Option<Box<Extra>>,
+}
+
+/// What a series' state holds beyond the window statistics.
+#[derive(Debug)]
+pub(super) enum Extra {
+    /// A run of flagged points kept out of the window.
+    Run(Vec<f64>),
+    /// The state of a detector other than the moving average.
+    Model(Box<dyn SeriesModel>),
+}
+
+impl Clone for Extra {
+    fn clone(&self) -> Self {
+        match self {
+            Extra::Run(run) => Extra::Run(run.clone()),
+            // Only a moving average's state is cloned (SeriesDetector).
+            Extra::Model(model) => panic!("the state of {} is not cloned", model.kind().name),
+        }
+    }
 }
 
 impl DetectorState {
@@ -53,16 +72,7 @@ impl DetectorState {
                 need: settings.min_samples.max(1),
             }
         } else {
-            let baseline = self.baseline(settings);
-            let up = settings.direction != Direction::Lower;
-            let down = settings.direction != Direction::Upper;
-            if up && value > baseline.threshold {
-                Verdict::Anomaly(baseline, Side::Upper)
-            } else if down && value < baseline.lower_threshold {
-                Verdict::Anomaly(baseline, Side::Lower)
-            } else {
-                Verdict::Normal(baseline)
-            }
+            self.baseline(settings).judge(value, settings.direction)
         };
         if verdict.is_anomaly() && settings.exclude_anomalies && settings.max_excluded_run > 0 {
             self.exclude(ring, value, settings.max_excluded_run);
@@ -84,20 +94,7 @@ impl DetectorState {
     /// The baseline of the current window under `settings`.
     #[inline]
     fn baseline(&self, settings: &DetectorSettings) -> Baseline {
-        let mean = self.window.mean();
-        let std_dev = self.window.std_dev();
-        let sigma = fmax(
-            fmax(std_dev, settings.min_std_dev),
-            settings.min_relative_std_dev * mean.abs(),
-        );
-        let band = settings.threshold_multiplier * sigma;
-        Baseline {
-            mean,
-            std_dev,
-            threshold: mean + band,
-            lower_threshold: mean - band,
-            sigma,
-        }
+        Baseline::around(self.window.mean(), self.window.std_dev(), settings)
     }
 
     /// A flagged point under `exclude_anomalies`: hold it back, or accept the
@@ -106,21 +103,24 @@ impl DetectorState {
     #[inline(never)]
     fn exclude(&mut self, ring: &mut [f64], value: f64, max_run: usize) {
         if self.excluded_run().len() + 1 >= max_run {
-            if let Some(run) = self.pending.take() {
+            if let Some(Extra::Run(run)) = self.pending.take().map(|extra| *extra) {
                 for &x in run.iter() {
                     self.window.push(ring, x);
                 }
             }
             self.window.push(ring, value);
         } else {
-            self.pending.get_or_insert_with(Box::default).push(value);
+            match self.pending.as_deref_mut() {
+                Some(Extra::Run(run)) => run.push(value),
+                _ => self.pending = Some(Box::new(Extra::Run(vec![value]))),
+            }
         }
     }
 
     /// A point that is not excluded ends the pending run (dropping it).
     #[inline]
     fn end_run(&mut self) {
-        if self.pending.is_some() {
+        if matches!(self.pending.as_deref(), Some(Extra::Run(_))) {
             self.pending = None;
         }
     }
@@ -139,7 +139,68 @@ impl DetectorState {
     /// The flagged points currently held out of the window, oldest first
     /// (empty unless `exclude_anomalies` is on and a run is in progress).
     pub fn excluded_run(&self) -> &[f64] {
-        self.pending.as_deref().map_or(&[], Vec::as_slice)
+        match self.pending.as_deref() {
+            Some(Extra::Run(run)) => run,
+            _ => &[],
+        }
+    }
+
+    /// The state of the series' detector when it is not the moving
+    /// average.
+    pub fn model(&self) -> Option<&dyn SeriesModel> {
+        match self.pending.as_deref() {
+            Some(Extra::Model(model)) => Some(&**model),
+            _ => None,
+        }
+    }
+
+    /// See [`Self::model`].
+    pub fn model_mut(&mut self) -> Option<&mut dyn SeriesModel> {
+        match self.pending.as_deref_mut() {
+            Some(Extra::Model(model)) => Some(&mut **model),
+            _ => None,
+        }
+    }
+
+    /// The detector this state belongs to.
+    pub fn kind(&self) -> &'static DetectorKind {
+        self.model().map_or(&registry::MOVING_AVERAGE, |m| m.kind())
+    }
+
+    /// Starts over as a fresh state of the detector of `settings`: an
+    /// empty window for the moving average, a new model for another.
+    pub fn reset(&mut self, settings: &DetectorSettings) {
+        *self = DetectorState::new();
+        if !settings.is_moving_average() {
+            self.pending = Some(Box::new(Extra::Model((settings.kind.new)(settings))));
+        }
+    }
+
+    /// Whether the next point would get no verdict under `settings`,
+    /// whatever the detector.
+    pub fn is_warming_up_any(&self, settings: &DetectorSettings) -> bool {
+        match self.model() {
+            Some(model) => model.is_warming_up(settings),
+            None => self.is_warming_up(settings),
+        }
+    }
+
+    /// The baseline a point at `timestamp` would be judged against,
+    /// whatever the detector; `None` while warming up.
+    pub fn baseline_any(&self, timestamp: f64, settings: &DetectorSettings) -> Option<Baseline> {
+        match self.model() {
+            Some(model) => model.current_baseline(timestamp, settings),
+            None => self.current_baseline(settings),
+        }
+    }
+
+    /// Heap bytes held beyond the slot and ring.
+    pub fn heap_bytes(&self) -> usize {
+        match self.pending.as_deref() {
+            None => 0,
+            Some(Extra::Run(run)) => 24 + run.capacity() * 8,
+            Some(Extra::Model(model)) => 24 + std::mem::size_of_val(&**model) + model.heap_bytes(),
+        }
     }
 
     /// `true` while the window holds fewer than `min_samples` points (or
@@ -211,5 +272,27 @@ impl SeriesDetector {
     /// See [`DetectorState::is_warming_up`].
     pub fn is_warming_up(&self, settings: &DetectorSettings) -> bool {
         self.state.is_warming_up(settings)
+    }
+}
+
+impl SeriesModel for SeriesDetector {
+    fn observe(&mut self, value: f64, _timestamp: f64, settings: &DetectorSettings) -> Verdict {
+        SeriesDetector::observe(self, value, settings)
+    }
+
+    fn current_baseline(&self, _timestamp: f64, settings: &DetectorSettings) -> Option<Baseline> {
+        self.state.current_baseline(settings)
+    }
+
+    fn is_warming_up(&self, settings: &DetectorSettings) -> bool {
+        self.state.is_warming_up(settings)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.ring.len() * 8 + self.state.excluded_run().len() * 8
+    }
+
+    fn kind(&self) -> &'static DetectorKind {
+        &registry::MOVING_AVERAGE
     }
 }

@@ -879,6 +879,7 @@ mod props {
                     min_relative_std_dev: min_rel,
                     exclude_anomalies: exclude,
                     max_excluded_run: run,
+                    ..DetectorSettings::default()
                 }
             })
     }

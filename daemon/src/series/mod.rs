@@ -24,8 +24,8 @@ use std::time::Instant;
 use crate::api::{AnomalyRecord, EpisodeRecord};
 use crate::clock::unix_now;
 use crate::config::{Config, SeriesSettings};
-use crate::detect::episode::{EpisodeEvent, EpisodeStep, episode_id};
-use crate::detect::{Baseline, Direction, Side, Verdict};
+use crate::detect::episode::{EpisodeEvent, EpisodeState, EpisodeStep, episode_id};
+use crate::detect::{Baseline, DetectorSettings, Direction, Side, Verdict};
 use crate::ingest::DataPoint;
 pub use episodes::EpisodeQuery;
 use episodes::{EpisodeLedger, OpenEpisode};
@@ -125,13 +125,14 @@ pub fn crossed_threshold(baseline: &Baseline, side: Side) -> f64 {
 /// Settings resolved from one configuration: index 0 holds the `[detector]`
 /// defaults, index `i + 1` the settings of rule `i`.
 struct Profiles {
-    generation: u32,
+    /// The low 16 bits of the configuration's generation.
+    generation: u16,
     config: Arc<Config>,
     settings: Vec<SeriesSettings>,
 }
 
 impl Profiles {
-    fn new(config: Arc<Config>, generation: u32) -> Self {
+    fn new(config: Arc<Config>, generation: u16) -> Self {
         let settings = (0..=config.rules.len())
             .map(|i| config.profile_settings(i.checked_sub(1)))
             .collect();
@@ -142,10 +143,17 @@ impl Profiles {
         }
     }
 
-    fn profile_of(&self, series: &str) -> u32 {
+    /// Whether every profile uses the moving average (then no reload can
+    /// switch a series' detector).
+    fn only_moving_average(&self) -> bool {
+        self.settings.iter().all(|s| s.detector.is_moving_average())
+    }
+
+    fn profile_of(&self, series: &str) -> u16 {
+        // At most MAX_RULES rules (validated), so the index fits.
         self.config
             .matching_rule(series)
-            .map_or(0, |i| i as u32 + 1)
+            .map_or(0, |i| i as u16 + 1)
     }
 
     /// The settings of a stored series, without updating its profile.
@@ -229,9 +237,12 @@ impl SeriesTable {
         }
     }
 
-    /// Switches to a new configuration. Every series keeps its window; its
-    /// settings are re-resolved (rules) at its next point.
-    pub fn set_config(&self, config: Arc<Config>) {
+    /// Switches to a new configuration. Every series keeps its window and
+    /// episode state, and its settings are re-resolved (rules) at its next
+    /// point; but a series whose detector changes starts over (an episode
+    /// it had open ends at its last point). Returns how many series
+    /// started over.
+    pub fn set_config(&self, config: Arc<Config>) -> usize {
         self.max_series
             .store(config.server.max_series, Ordering::Relaxed);
         self.history_points
@@ -239,9 +250,60 @@ impl SeriesTable {
         self.history_series
             .store(config.server.history_series, Ordering::Relaxed);
         self.episodes.set_capacity(config.log.recent_episodes);
-        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        *self.profiles.write().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(Profiles::new(config, generation));
+        // Slots keep the low 16 bits of the generation they resolved their
+        // profile in; when those wrap, every slot is refreshed at once, so
+        // that one untouched for 65,536 reloads cannot look current.
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) as u16;
+        let profiles = Arc::new(Profiles::new(config, generation));
+        let old = std::mem::replace(
+            &mut *self.profiles.write().unwrap_or_else(|p| p.into_inner()),
+            profiles.clone(),
+        );
+        if generation != 0 && old.only_moving_average() && profiles.only_moving_average() {
+            return 0;
+        }
+        self.switch_changed_detectors(&profiles)
+    }
+
+    /// Re-resolves every series' profile under `profiles`, and starts over
+    /// every series whose detector differs.
+    #[cold]
+    fn switch_changed_detectors(&self, profiles: &Profiles) -> usize {
+        let mut switched = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for id in 0..shard.len() as u32 {
+                let name = String::from_utf8_lossy(shard.name(id)).into_owned();
+                let profile = profiles.profile_of(&name);
+                let settings = &profiles.settings[profile as usize].detector;
+                let slot = shard.series(id).slot;
+                slot.profile = profile;
+                slot.generation = profiles.generation;
+                if !std::ptr::eq(slot.detector.kind(), settings.kind) {
+                    self.switch_detector(&mut shard, id, settings);
+                    switched += 1;
+                }
+            }
+        }
+        switched
+    }
+
+    /// Starts series `id` over with the detector of `settings`: fresh
+    /// state, no episode (one it had open ends at its last point), a ring
+    /// of the size that detector needs.
+    #[cold]
+    #[inline(never)]
+    fn switch_detector(&self, shard: &mut Shard, id: u32, settings: &DetectorSettings) {
+        if let Some(episode) = shard.end_episode(id) {
+            self.episodes.closed(episode);
+        }
+        let slot = shard.series(id).slot;
+        slot.episode = EpisodeState::default();
+        slot.detector.reset(settings);
+        let capacity = ring_capacity(settings);
+        if !shard.series(id).fits(capacity) {
+            shard.move_ring(id, capacity);
+        }
     }
 
     /// Lifts the series limit (for `replay`, which has no memory budget to
@@ -285,10 +347,19 @@ impl SeriesTable {
     /// Adds series `name` to `shard`; returns its slot.
     fn create(profiles: &Profiles, shard: &mut Shard, hash: u64, name: &str, now: u32) -> u32 {
         let profile = profiles.profile_of(name);
-        let capacity = profiles.settings[profile as usize]
-            .detector
-            .window_capacity();
-        shard.insert(hash, name, capacity, profile, profiles.generation, now)
+        let settings = &profiles.settings[profile as usize].detector;
+        let id = shard.insert(
+            hash,
+            name,
+            ring_capacity(settings),
+            profile,
+            profiles.generation,
+            now,
+        );
+        if !settings.is_moving_average() {
+            shard.series(id).slot.detector.reset(settings);
+        }
+        id
     }
 
     /// Takes room for `wanted` new series, or for none.
@@ -464,14 +535,24 @@ impl SeriesTable {
             }
             state.last_seq = seq;
         }
-        let capacity = settings.window_capacity();
-        if !series.fits(capacity) {
-            // A new window size (configuration reloaded).
-            shard.move_ring(id, capacity);
+        if !std::ptr::eq(series.slot.detector.kind(), settings.kind) {
+            // Another detector (configuration reloaded).
+            self.switch_detector(shard, id, settings);
             series = shard.series(id);
         }
-        let (state, ring) = series.into_ring();
-        let verdict = state.detector.observe(ring, point.value, settings);
+        let verdict = if settings.is_moving_average() {
+            let capacity = settings.window_capacity();
+            if !series.fits(capacity) {
+                // A new window size (configuration reloaded).
+                shard.move_ring(id, capacity);
+                series = shard.series(id);
+            }
+            let (state, ring) = series.into_ring();
+            state.detector.observe(ring, point.value, settings)
+        } else {
+            Self::observe_model(series.slot, point.value, timestamp, settings)
+        };
+        let state = shard.series(id).slot;
         let episode = state.episode.step(
             &verdict,
             point.value,
@@ -480,7 +561,9 @@ impl SeriesTable {
         );
         let stats = &mut state.stats;
         stats.points += 1;
-        stats.anomalies += u64::from(verdict.is_anomaly());
+        stats.anomalies = stats
+            .anomalies
+            .saturating_add(u32::from(verdict.is_anomaly()));
         stats.last_value = point.value;
         stats.last_timestamp = timestamp;
         self.record_history(
@@ -501,6 +584,23 @@ impl SeriesTable {
             episode,
             closed,
         }
+    }
+
+    /// A point of a series whose detector is not the moving average.
+    #[inline(never)]
+    fn observe_model(
+        slot: &mut Slot,
+        value: f64,
+        timestamp: f64,
+        settings: &DetectorSettings,
+    ) -> Verdict {
+        if slot.detector.model().is_none() {
+            slot.detector.reset(settings);
+        }
+        slot.detector
+            .model_mut()
+            .expect("a model was just made")
+            .observe(value, timestamp, settings)
     }
 
     /// Keeps the summary of the episode `step` belongs to up to date: a
@@ -713,13 +813,24 @@ impl SeriesTable {
             for (name, state) in shard.iter() {
                 if state
                     .detector
-                    .is_warming_up(&profiles.settings_of(name, state).detector)
+                    .is_warming_up_any(&profiles.settings_of(name, state).detector)
                 {
                     stats.warming_up += 1;
                 }
             }
         }
         stats
+    }
+}
+
+/// The ring a series needs under `settings`: the window for the moving
+/// average, one (unused) point for the other detectors, which keep their
+/// state elsewhere.
+fn ring_capacity(settings: &DetectorSettings) -> usize {
+    if settings.is_moving_average() {
+        settings.window_capacity()
+    } else {
+        1
     }
 }
 
@@ -1121,6 +1232,53 @@ dashboard = false
         assert_eq!(history(&table, old), 0, "no longer watched, and older");
         table.observe_point(&point("newer", 2.0, None)).unwrap();
         assert_eq!((history(&table, "new"), history(&table, "newer")), (2, 1));
+    }
+
+    #[test]
+    fn a_series_untouched_for_65536_reloads_gets_the_current_rules() {
+        let with_rule =
+            config("[detector]\nwindow_size = 4\n[[rule]]\nseries = \"s\"\nwindow_size = 7\n");
+        let table = SeriesTable::new(with_rule);
+        table.observe_point(&point("s", 1.0, None)).unwrap();
+        // Slots keep 16 bits of the generation: without the refresh when
+        // they wrap, `s` would look resolved in the last of these and use
+        // profile 1, which this configuration does not have.
+        let without = config("[detector]\nwindow_size = 5\n");
+        for _ in 0..(1 << 16) {
+            table.set_config(without.clone());
+        }
+        let obs = table.observe_point(&point("s", 1.0, None)).unwrap();
+        assert_eq!(obs.verdict, Verdict::WarmingUp { have: 1, need: 5 });
+        assert_eq!(table.detail("s").unwrap().settings.window_size, 5);
+    }
+
+    #[test]
+    fn a_new_detector_resets_only_its_series() {
+        let ewma = "[detector]\nwindow_size = 4\n[[rule]]\nseries = \"e*\"\ndetector = \"ewma\"\n";
+        let table = SeriesTable::new(config(ewma));
+        for i in 0..6 {
+            let v = 10.0 + f64::from(i % 2);
+            table
+                .observe_batch(&[point("e1", v, None), point("m1", v, None)])
+                .unwrap();
+        }
+        let detail = |name: &str| table.detail(name).unwrap();
+        assert!(!detail("e1").summary.warming_up && !detail("m1").summary.warming_up);
+        assert_eq!(detail("e1").settings.window_size, 4);
+        // The ewma series flags a spike too.
+        let obs = table.observe_point(&point("e1", 100.0, None)).unwrap();
+        assert!(obs.verdict.is_anomaly());
+        assert_eq!(table.episode_counts().open, 1);
+        // Same detectors, other keys: nothing is reset.
+        assert_eq!(table.set_config(config(&ewma.replace("= 4", "= 5"))), 0);
+        assert!(!detail("e1").summary.warming_up);
+        // e* back to the moving average: only e1 starts over, and its open
+        // episode ends.
+        assert_eq!(table.set_config(config("[detector]\nwindow_size = 4\n")), 1);
+        assert!(detail("e1").summary.warming_up && !detail("m1").summary.warming_up);
+        assert_eq!(table.episode_counts().open, 0);
+        let obs = table.observe_point(&point("e1", 10.0, None)).unwrap();
+        assert_eq!(obs.verdict, Verdict::WarmingUp { have: 0, need: 4 });
     }
 
     mod props {

@@ -42,15 +42,20 @@ impl SeriesSort {
     ];
 
     fn order(self, a: (&SeriesStats, &[u8]), b: (&SeriesStats, &[u8])) -> Ordering {
+        // The stats are packed: fields are copied out, never borrowed.
+        let (x, y) = (*a.0, *b.0);
+        let (x_points, y_points) = (x.points, y.points);
         let primary = match self {
             SeriesSort::Anomalies => {
-                b.0.anomalies
-                    .cmp(&a.0.anomalies)
-                    .then(b.0.points.cmp(&a.0.points))
+                let (x_anomalies, y_anomalies) = (x.anomalies, y.anomalies);
+                y_anomalies.cmp(&x_anomalies).then(y_points.cmp(&x_points))
             }
-            SeriesSort::Points => b.0.points.cmp(&a.0.points),
+            SeriesSort::Points => y_points.cmp(&x_points),
             SeriesSort::Name => Ordering::Equal,
-            SeriesSort::LastSeen => b.0.last_timestamp.total_cmp(&a.0.last_timestamp),
+            SeriesSort::LastSeen => {
+                let (x_seen, y_seen) = (x.last_timestamp, y.last_timestamp);
+                y_seen.total_cmp(&x_seen)
+            }
         };
         primary.then_with(|| a.1.cmp(b.1))
     }
@@ -239,7 +244,9 @@ impl SeriesTable {
             .map(|i| profiles.config.rules[i].series.clone());
         let settings = profiles.settings_of(shard.name(id), slot);
         let detector = &settings.detector;
-        let baseline = slot.detector.current_baseline(detector);
+        let baseline = slot
+            .detector
+            .baseline_any(slot.stats.last_timestamp, detector);
         Some(SeriesDetail {
             summary: summary(&profiles, &shard, id),
             rule,
@@ -321,15 +328,15 @@ fn summary(profiles: &Profiles, shard: &Shard, id: u32) -> SeriesSummary {
         points: slot.stats.points,
         last_value: slot.stats.last_value,
         last_seen: slot.stats.last_timestamp,
-        anomalies: slot.stats.anomalies,
-        warming_up: slot.detector.is_warming_up(&settings.detector),
+        anomalies: u64::from(slot.stats.anomalies),
+        warming_up: slot.detector.is_warming_up_any(&settings.detector),
     }
 }
 
 fn stats_of(summary: &SeriesSummary) -> SeriesStats {
     SeriesStats {
         points: summary.points,
-        anomalies: summary.anomalies,
+        anomalies: u32::try_from(summary.anomalies).unwrap_or(u32::MAX),
         last_value: summary.last_value,
         last_timestamp: summary.last_seen,
     }

@@ -1,6 +1,6 @@
 //! One shard of the series table: the storage of its series, found by name.
 //!
-//! A series is a [`Slot`] (128 bytes) in a dense vector, its name in
+//! A series is a [`Slot`] (120 bytes) in a dense vector, its name in
 //! [`Keys`], its window ring in [`Rings`] and a `u32` (the slot's index) in a
 //! hashbrown index. A `HashMap<Box<str>, State>` paid its load factor (44% to
 //! 87.5%) on 113-byte buckets, plus a heap allocation per name and one per
@@ -30,13 +30,15 @@ use crate::detect::episode::EpisodeState;
 /// [`Slot::last_seq`] of a series that has applied no `seq` yet.
 pub(super) const NO_SEQ: u64 = u64::MAX;
 
-/// What a series has seen, for `GET /series` and the dashboard.
+/// What a series has seen, for `GET /series` and the dashboard: 28 bytes
+/// (packed to 4: fields are only read and written by value).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C, packed(4))]
 pub struct SeriesStats {
     /// Points applied (duplicates not counted).
     pub points: u64,
-    /// Of those, anomalies.
-    pub anomalies: u64,
+    /// Of those, anomalies (saturating at 2^32 − 1).
+    pub anomalies: u32,
     /// Value of the last applied point.
     pub last_value: f64,
     /// Timestamp of the last applied point (unix seconds).
@@ -65,10 +67,12 @@ pub(super) struct Slot {
     pub(super) last_seq: u64,
     /// The series' episode state (12 bytes, in what was padding).
     pub(super) episode: EpisodeState,
-    /// Settings profile, valid for [`Slot::generation`].
-    pub(super) profile: u32,
-    /// Configuration generation the profile was resolved in.
-    pub(super) generation: u32,
+    /// Settings profile (0: `[detector]`, `i + 1`: rule `i`; at most
+    /// [`crate::config::MAX_RULES`] rules), valid for [`Slot::generation`].
+    pub(super) profile: u16,
+    /// Configuration generation the profile was resolved in (its low 16
+    /// bits: when they wrap, every slot is refreshed).
+    pub(super) generation: u16,
     /// When the last point arrived (table clock, seconds).
     pub(super) last_seen: u32,
     /// Index of the series' history in the shard's pool, or
@@ -139,8 +143,8 @@ impl Shard {
         hash: u64,
         name: &str,
         capacity: usize,
-        profile: u32,
-        generation: u32,
+        profile: u16,
+        generation: u16,
         now: u32,
     ) -> u32 {
         let id = u32::try_from(self.slots.len()).expect("fewer than 2^32 series per shard");
@@ -509,9 +513,10 @@ mod tests {
 
     #[test]
     fn slots_stay_small() {
-        // 1M series at window 30 take 1M × (128 + 240 + 4 ring owner + about
-        // 8 name + 5 to 10 index) bytes: about 378 MiB, without histories
+        // 1M series at window 30 take 1M × (120 + 240 + 4 ring owner + about
+        // 8 name + 5 to 10 index) bytes: about 370 MiB, without histories
         // (goal 400 MiB RSS, measured with load.sh).
-        assert_eq!(std::mem::size_of::<Slot>(), 128);
+        assert_eq!(std::mem::size_of::<Slot>(), 120);
+        assert_eq!(std::mem::size_of::<SeriesStats>(), 28);
     }
 }
