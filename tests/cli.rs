@@ -56,6 +56,39 @@ fn check_config_prints_the_effective_config_or_every_problem() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/anomalyd.toml"));
 }
 
+/// An unknown detector is a configuration error naming the valid ones; a
+/// key the chosen detector does not use is a warning, not an error.
+#[test]
+fn check_config_names_the_detectors_and_warns_of_unused_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |config: &str| {
+        let path = write_config(dir.path(), 0, config);
+        run_anomalyd(&[
+            "--check-config".as_ref(),
+            "--config".as_ref(),
+            path.as_os_str(),
+        ])
+    };
+    let out = check("[detector]\ndetector = \"prophet\"\n");
+    assert_eq!(out.status.code(), Some(78));
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        errors.contains("detector.detector: expected one of \"moving_average\", \"ewma\"")
+            && errors.contains("\"prophet\""),
+        "{errors}"
+    );
+
+    let out = check("[detector]\ndetector = \"ewma\"\nexclude_anomalies = true\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning:")
+            && stderr.contains(":3:21: detector.exclude_anomalies: not used by detector ewma"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("detector = \"ewma\""));
+}
+
 #[test]
 fn port_in_use_exits_1() {
     let daemon = TestDaemon::start("");

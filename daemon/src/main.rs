@@ -51,6 +51,9 @@ fn check_config(config: &Config) -> ExitCode {
     match check::anomaly_log_writable(log) {
         Ok(note) => {
             print!("{}", config.to_toml());
+            for warning in &config.notes.0 {
+                eprintln!("{PROGRAM}: warning: {warning}");
+            }
             if let Some(note) = note {
                 eprintln!("{PROGRAM}: note: [log] anomaly_log_file: {note}.");
             }
@@ -109,6 +112,9 @@ fn daemon(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
         files = %config.sources(),
         "Starting anomalyd."
     );
+    for warning in &config.notes.0 {
+        tracing::warn!("Configuration: {warning}");
+    }
     if config.files.is_empty() {
         tracing::info!(
             path = DEFAULT_CONFIG_PATH,

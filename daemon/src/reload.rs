@@ -126,6 +126,9 @@ async fn applied(state: &AppState, new: Config, current: &Config, trigger: Trigg
         systemd::reloading();
     }
     let changes = changed_keys(current, &new);
+    for warning in &new.notes.0 {
+        tracing::warn!("Configuration: {warning}");
+    }
     apply(state, Arc::new(new)).await;
     state.metrics.reload(true, unix_now());
     state.set_last_reload_error(None);

@@ -16,6 +16,7 @@ use super::{
     Config, ConfigErrors, ConfigProblem, DetectorConfig, DetectorOverrides, KeyTable, LogConfig,
     LogKeys, ROOT_KEYS, Rule, ServerKeys,
 };
+use crate::detect::registry::{self, DetectorKind};
 
 /// Parses one document (no conf.d). `file` is used in problems.
 pub(super) fn from_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
@@ -287,6 +288,7 @@ impl Loader {
                 ),
             });
         }
+        config.notes.0 = unused_keys(&config.detector, &detector, &rules);
         config.rules = rules.into_iter().map(|parsed| parsed.rule).collect();
 
         if self.problems.is_empty() {
@@ -295,6 +297,56 @@ impl Loader {
             Err(ConfigErrors(self.problems))
         }
     }
+}
+
+/// Keys set for a detector that does not read them: in a `[[rule]]`, for
+/// the rule's detector; in `[detector]`, for every detector that inherits
+/// the key (the default one and that of each rule not setting it).
+fn unused_keys(
+    detector: &DetectorConfig,
+    section: &Section<DetectorOverrides>,
+    rules: &[ParsedRule],
+) -> Vec<ConfigProblem> {
+    let note = |origin: &Origin, key: &str, kinds: &[&DetectorKind]| {
+        let names: Vec<&str> = kinds.iter().map(|k| k.name).collect();
+        let users: Vec<&str> = registry::DETECTORS
+            .iter()
+            .filter(|k| registry::uses_key(k, key))
+            .map(|k| k.name)
+            .collect();
+        origin.problem(format!(
+            "not used by detector {} (only by {}); remove it, or set detector",
+            names.join(", "),
+            users.join(", ")
+        ))
+    };
+    let mut notes = Vec::new();
+    let rule_kind = |rule: &ParsedRule| rule.rule.overrides.detector.unwrap_or(detector.detector);
+    for (&key, origin) in &section.origins {
+        let Some(origin) = origin else { continue };
+        let mut inheritors = vec![detector.detector];
+        inheritors.extend(
+            rules
+                .iter()
+                .filter(|rule| !rule.section.origins.contains_key(key))
+                .map(rule_kind),
+        );
+        if !inheritors.iter().any(|kind| registry::uses_key(kind, key)) {
+            inheritors.dedup_by(|a, b| std::ptr::eq(*a, *b));
+            notes.push(note(origin, key, &inheritors));
+        }
+    }
+    for rule in rules {
+        let kind = rule_kind(rule);
+        for (&key, origin) in &rule.section.origins {
+            if let Some(origin) = origin
+                && !registry::uses_key(kind, key)
+            {
+                notes.push(note(origin, key, &[kind]));
+            }
+        }
+    }
+    notes
 }
 
 /// `[log]`: `anomaly_log_file` must not name a directory (the check that

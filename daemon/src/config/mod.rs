@@ -123,6 +123,22 @@ pub struct Config {
     pub log: LogConfig,
     /// The files read, in merge order.
     pub files: Vec<PathBuf>,
+    /// What in the files is valid but probably not meant (a key the chosen
+    /// detector does not use): `--check-config` prints these as warnings,
+    /// the daemon logs them.
+    pub notes: ConfigNotes,
+}
+
+/// Warnings about a configuration's files. They do not make two
+/// configurations different: `==` ignores them, as it ignores where each
+/// key was set.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigNotes(pub Vec<ConfigProblem>);
+
+impl PartialEq for ConfigNotes {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// `[server]`: the HTTP listener and its limits.

@@ -801,6 +801,32 @@ fn the_detector_is_chosen_by_name() {
 }
 
 #[test]
+fn keys_the_detector_does_not_use_are_noted_not_refused() {
+    let config = parse_ok(
+        "[detector]\nexclude_anomalies = true\nhalf_life = 4\n\
+         [[rule]]\nseries = \"e.*\"\ndetector = \"ewma\"\nmax_excluded_run = 3\nwindow_size = 8\n\
+         [[rule]]\nseries = \"f.*\"\ndetector = \"ewma\"\n",
+    );
+    let notes: Vec<String> = config.notes.0.iter().map(|n| n.to_string()).collect();
+    // exclude_anomalies is used by the default detector; half_life by the
+    // ewma rules that inherit it; max_excluded_run in an ewma rule is not.
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+    assert_eq!(
+        notes[0],
+        "/etc/anomalyd/anomalyd.toml:7:20: rule[1].max_excluded_run: not used by detector \
+         ewma (only by \
+         moving_average); remove it, or set detector"
+    );
+    let config = parse_ok("[detector]\ndetector = \"ewma\"\nexclude_anomalies = true\n");
+    assert_eq!(config.notes.0.len(), 1);
+    assert_eq!(
+        config.notes.0[0].key.as_deref(),
+        Some("detector.exclude_anomalies")
+    );
+    assert!(parse_ok(FULL).notes.0.is_empty());
+}
+
+#[test]
 fn rules_are_bounded() {
     let rule = "[[rule]]\nseries = \"a\"\n";
     parse_ok(&rule.repeat(MAX_RULES));
