@@ -51,6 +51,9 @@ mod series;
 /// `/episodes`, metrics and replay; the keys on reload.
 mod episodes;
 
+/// Detectors per rule (median_mad against a burst), switched on reload.
+mod detectors;
+
 /// `GET /events`: live anomalies, series and points; the cap; shutdown.
 mod events;
 

@@ -154,6 +154,7 @@ async fn the_server_starts_with_every_key_at_its_upper_bound() {
          [detector]\nwindow_size = 1000000\nthreshold_multiplier = 1000.0\n\
          min_std_dev = 1e150\nmin_relative_std_dev = 0.999\nmax_excluded_run = 1000000\n\
          min_consecutive = 10000\nresolve_after = 10000\nresolve_multiplier = 1000.0\n\
+         half_life = 1000000.0\nseasons = 100\nseason = \"366d\"\nbucket = \"1d\"\n\
          series_ttl = \"365d\"\n\
          [log]\nbacklog = 10000000\nrecent_anomalies = 1000000\nkeep = 1000\n\
          journal_anomaly_rate = 1000000\nrecent_episodes = 1000000\n",

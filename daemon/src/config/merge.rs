@@ -17,6 +17,7 @@ use super::{
     LogKeys, ROOT_KEYS, Rule, ServerKeys,
 };
 use crate::detect::registry::{self, DetectorKind};
+use crate::detect::seasonal::MAX_BUCKETS;
 
 /// Parses one document (no conf.d). `file` is used in problems.
 pub(super) fn from_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
@@ -271,9 +272,17 @@ impl Loader {
         log.keys.apply_to(&mut config.log);
 
         check_detector(&config.detector, &detector, &mut self.problems);
+        check_buckets(&config.detector, &[&detector], &mut self.problems);
         check_log(&config.log, &log, &mut self.problems);
         for rule in &rules {
             check_rule(&config.detector, &detector, rule, &mut self.problems);
+            if ["season", "bucket"]
+                .iter()
+                .any(|key| rule.section.origins.contains_key(key))
+            {
+                let effective = config.detector.with_overrides(&rule.rule.overrides);
+                check_buckets(&effective, &[&rule.section, &detector], &mut self.problems);
+            }
         }
         if let Some(extra) = rules.get(super::MAX_RULES) {
             self.problems.push(ConfigProblem {
@@ -391,6 +400,36 @@ fn check_detector(
             detector.window_size,
             where_set(window_origin)
         )));
+    }
+}
+
+/// `bucket` must divide `season` into 1 to [`MAX_BUCKETS`] buckets;
+/// reported where the first of `sections` (the table, then `[detector]`)
+/// sets `bucket` or `season`.
+fn check_buckets(
+    detector: &DetectorConfig,
+    sections: &[&Section<DetectorOverrides>],
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let (season, bucket) = (detector.season.as_secs_f64(), detector.bucket.as_secs_f64());
+    let buckets = season / bucket;
+    if (1.0..=MAX_BUCKETS as f64).contains(&buckets.ceil()) && bucket <= season {
+        return;
+    }
+    let message = format!(
+        "bucket ({}) must be at most season ({}) and divide it into at most {MAX_BUCKETS} \
+         buckets, got {:.0}; widen bucket or shorten season",
+        super::toml_walk::format_duration(detector.bucket),
+        super::toml_walk::format_duration(detector.season),
+        buckets.ceil()
+    );
+    let origin = sections.iter().find_map(|section| {
+        ["bucket", "season"]
+            .iter()
+            .find_map(|key| section.origin(key).ok().flatten())
+    });
+    if let Some(origin) = origin {
+        problems.push(origin.problem(message));
     }
 }
 

@@ -50,6 +50,11 @@ const TTL: (Bound<Duration>, Bound<Duration>) = (
     Bound::Excluded(Duration::ZERO),
     Bound::Included(Duration::from_secs(365 * 86_400)),
 );
+/// `season` and `bucket`: more than zero, at most a year.
+const SEASON: (Bound<Duration>, Bound<Duration>) = (
+    Bound::Excluded(Duration::ZERO),
+    Bound::Included(Duration::from_secs(366 * 86_400)),
+);
 /// `shutdown_grace`: at most an hour (systemd's stop timeout is shorter).
 const GRACE: std::ops::RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3600);
 /// Most `[[rule]]` tables (the series table stores a series' rule in 16
@@ -224,6 +229,12 @@ pub struct DetectorConfig {
     /// `ewma`: points after which a point's weight has halved; `None`
     /// follows `window_size / 2`.
     pub half_life: Option<f64>,
+    /// `seasonal`: the period compared.
+    pub season: Duration,
+    /// `seasonal`: past periods compared.
+    pub seasons: usize,
+    /// `seasonal`: the width of a bucket within the period.
+    pub bucket: Duration,
     /// A series that receives no point for this long is forgotten.
     pub series_ttl: Duration,
 }
@@ -244,6 +255,9 @@ impl Default for DetectorConfig {
             resolve_after: 1,
             resolve_multiplier: None,
             half_life: None,
+            season: Duration::from_secs(86_400),
+            seasons: 3,
+            bucket: Duration::from_secs(300),
             series_ttl: Duration::from_secs(3_600),
         }
     }
@@ -286,6 +300,9 @@ impl DetectorConfig {
                 exclude_anomalies: self.exclude_anomalies,
                 max_excluded_run: self.max_excluded_run,
                 half_life: self.effective_half_life(),
+                season: self.season.as_secs_f64(),
+                seasons: self.seasons,
+                bucket: self.bucket.as_secs_f64(),
             },
             episodes: EpisodeSettings {
                 min_consecutive: self.min_consecutive,
@@ -435,6 +452,12 @@ key_table! {
         /// See [`DetectorConfig::half_life`] (here `None` means "not
         /// overridden").
         half_life: f64 = |d, k, v| d.float(k, v, (Bound::Excluded(0.0), Bound::Included(1e6))),
+        /// See [`DetectorConfig::season`].
+        season: Duration = |d, k, v| d.duration(k, v, SEASON),
+        /// See [`DetectorConfig::seasons`].
+        seasons: usize = |d, k, v| d.integer(k, v, 1..=100),
+        /// See [`DetectorConfig::bucket`].
+        bucket: Duration = |d, k, v| d.duration(k, v, SEASON),
         /// See [`DetectorConfig::series_ttl`].
         series_ttl: Duration = |d, k, v| d.duration(k, v, TTL),
     }
@@ -458,6 +481,9 @@ impl From<&DetectorConfig> for DetectorOverrides {
             resolve_after: Some(config.resolve_after),
             resolve_multiplier: config.resolve_multiplier,
             half_life: config.half_life,
+            season: Some(config.season),
+            seasons: Some(config.seasons),
+            bucket: Some(config.bucket),
             series_ttl: Some(config.series_ttl),
         }
     }

@@ -336,7 +336,7 @@ fn unknown_key_in_detector() {
         "unknown key \"window\" in [detector]; expected one of: detector, \
          window_size, threshold_multiplier, direction, min_samples, min_std_dev, \
          min_relative_std_dev, exclude_anomalies, max_excluded_run, min_consecutive, \
-         resolve_after, resolve_multiplier, half_life, series_ttl"
+         resolve_after, resolve_multiplier, half_life, season, seasons, bucket, series_ttl"
     );
     // A dotted key names its first part.
     only_problem("detector.foo.bar = 1\n", Some("detector.foo"), (1, 10));
@@ -362,7 +362,7 @@ fn unknown_key_in_rule() {
         "unknown key \"threshold\" in [[rule]]; expected one of: series, detector, \
          window_size, threshold_multiplier, direction, min_samples, min_std_dev, \
          min_relative_std_dev, exclude_anomalies, max_excluded_run, min_consecutive, \
-         resolve_after, resolve_multiplier, half_life, series_ttl"
+         resolve_after, resolve_multiplier, half_life, season, seasons, bucket, series_ttl"
     );
 }
 
@@ -796,7 +796,8 @@ fn the_detector_is_chosen_by_name() {
     );
     assert_eq!(
         message,
-        "expected one of \"moving_average\", \"ewma\", got \"median\""
+        "expected one of \"moving_average\", \"ewma\", \"median_mad\", \"seasonal\", \
+         got \"median\""
     );
 }
 
@@ -824,6 +825,36 @@ fn keys_the_detector_does_not_use_are_noted_not_refused() {
         Some("detector.exclude_anomalies")
     );
     assert!(parse_ok(FULL).notes.0.is_empty());
+}
+
+#[test]
+fn buckets_must_fit_in_the_season() {
+    let config = parse_ok(
+        "[[rule]]\nseries = \"w.*\"\ndetector = \"seasonal\"\nseason = \"7d\"\nbucket = \"1h\"\nseasons = 4\n",
+    );
+    let w = config.series_settings("w.1").detector;
+    assert_eq!(
+        (w.kind.name, w.season, w.bucket, w.seasons),
+        ("seasonal", 604_800.0, 3600.0, 4)
+    );
+    let message = only_problem(
+        "[detector]\nseason = \"1h\"\nbucket = \"2h\"\n",
+        Some("detector.bucket"),
+        (3, 10),
+    );
+    assert!(
+        message.starts_with("bucket (2h) must be at most season (1h)"),
+        "{message}"
+    );
+    let message = only_problem(
+        "[[rule]]\nseries = \"a\"\nseason = \"366d\"\nbucket = \"1m\"\n",
+        Some("rule[1].bucket"),
+        (4, 10),
+    );
+    assert!(
+        message.contains("at most 131072 buckets, got 527040"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -1181,6 +1212,13 @@ fn every_numeric_key_has_a_bound_that_check_config_enforces() {
         ("log", "recent_anomalies", "1", "0", "1000000", "1000001"),
         ("log", "recent_episodes", "0", "-1", "1000000", "1000001"),
         ("detector", "min_consecutive", "1", "0", "10000", "10001"),
+        ("detector", "seasons", "1", "0", "100", "101"),
+        (
+            "detector", "season", "\"5m\"", "\"0s\"", "\"366d\"", "\"367d\"",
+        ),
+        (
+            "detector", "bucket", "\"1s\"", "\"0s\"", "\"1d\"", "\"366d\"",
+        ),
         (
             "detector",
             "half_life",

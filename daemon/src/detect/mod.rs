@@ -108,8 +108,11 @@ use serde::{Deserialize, Serialize};
 
 pub mod episode;
 mod ewma;
+mod median_mad;
 mod moving_average;
+mod order_tree;
 pub mod registry;
+pub mod seasonal;
 mod window;
 use window::{clamp_capacity, fmax};
 
@@ -196,6 +199,12 @@ pub struct DetectorSettings {
     pub max_excluded_run: usize,
     /// `ewma`: points after which an observation's weight has halved.
     pub half_life: f64,
+    /// `seasonal`: the period, in seconds.
+    pub season: f64,
+    /// `seasonal`: past periods compared.
+    pub seasons: usize,
+    /// `seasonal`: the width of a bucket, in seconds.
+    pub bucket: f64,
 }
 
 impl Default for DetectorSettings {
@@ -211,6 +220,9 @@ impl Default for DetectorSettings {
             exclude_anomalies: false,
             max_excluded_run: 10,
             half_life: 15.0,
+            season: 86_400.0,
+            seasons: 3,
+            bucket: 300.0,
         }
     }
 }

@@ -53,7 +53,12 @@ pub static MOVING_AVERAGE: DetectorKind = DetectorKind {
 };
 
 /// Every detector, the default first.
-pub static DETECTORS: &[&DetectorKind] = &[&MOVING_AVERAGE, &super::ewma::EWMA];
+pub static DETECTORS: &[&DetectorKind] = &[
+    &MOVING_AVERAGE,
+    &super::ewma::EWMA,
+    &super::median_mad::MEDIAN_MAD,
+    &super::seasonal::SEASONAL,
+];
 
 /// The detector called `name`.
 pub fn by_name(name: &str) -> Option<&'static DetectorKind> {

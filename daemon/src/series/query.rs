@@ -102,6 +102,8 @@ pub struct SeriesSummary {
 /// The detector settings in force for a series.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SettingsView {
+    /// `detector`.
+    pub detector: &'static str,
     /// `window_size`.
     pub window_size: usize,
     /// `threshold_multiplier`.
@@ -251,6 +253,7 @@ impl SeriesTable {
             summary: summary(&profiles, &shard, id),
             rule,
             settings: SettingsView {
+                detector: detector.kind.name,
                 window_size: detector.window_size,
                 threshold_multiplier: detector.threshold_multiplier,
                 direction: detector.direction,

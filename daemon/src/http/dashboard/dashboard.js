@@ -120,7 +120,8 @@ function drawChart() {
   const direction = detail.settings.direction;
   $("chart-title").textContent = detail.series;
   $("chart-info").textContent =
-    `${detail.points.length} recent points · window ${detail.settings.window_size}` +
+    `${detail.points.length} recent points · ${detail.settings.detector}` +
+    ` · window ${detail.settings.window_size}` +
     ` · k ${detail.settings.threshold_multiplier} · ${direction}` +
     (detail.rule ? ` · rule ${detail.rule}` : " · defaults") +
     (points.length > 0 && points[points.length - 1].in_episode ? " · episode open" : "");
