@@ -31,6 +31,21 @@ pub enum OutlierDirection {
     Both,
 }
 
+/// The distribution of a series' noise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoiseDistribution {
+    /// Gaussian.
+    Normal,
+    /// Student-t with ν = 3 degrees of freedom, scaled to the same σ:
+    /// heavy tails, as real metrics often have.
+    StudentT,
+}
+
+const NOISE_DISTRIBUTIONS: &[(&str, NoiseDistribution)] = &[
+    ("normal", NoiseDistribution::Normal),
+    ("student_t", NoiseDistribution::StudentT),
+];
+
 const OUTLIER_DIRECTIONS: &[(&str, OutlierDirection)] = &[
     ("up", OutlierDirection::Up),
     ("down", OutlierDirection::Down),
@@ -69,6 +84,21 @@ pub struct Pattern {
     pub level_shift_probability: f64,
     /// Size of a level shift, in units of the noise's standard deviation.
     pub level_shift_magnitude: (f64, f64),
+    /// Probability per point that the slope changes for good.
+    pub trend_change_probability: f64,
+    /// Size of a slope change, in noise σ per hour.
+    pub trend_change_magnitude: (f64, f64),
+    /// Probability per point that the noise's σ changes for good.
+    pub variance_change_probability: f64,
+    /// The factor a variance change multiplies (up) or divides (down) the
+    /// noise's σ by.
+    pub variance_change_factor: (f64, f64),
+    /// The distribution of the noise.
+    pub noise_distribution: NoiseDistribution,
+    /// Send a counter: the running total of the values (each floored at 0).
+    pub counter: bool,
+    /// With `counter`: probability per point that the total goes back to 0.
+    pub counter_reset_probability: f64,
 }
 
 impl Default for Pattern {
@@ -87,6 +117,13 @@ impl Default for Pattern {
             burst_length: (3, 5),
             level_shift_probability: 0.0,
             level_shift_magnitude: (5.0, 10.0),
+            trend_change_probability: 0.0,
+            trend_change_magnitude: (1.0, 3.0),
+            variance_change_probability: 0.0,
+            variance_change_factor: (3.0, 5.0),
+            noise_distribution: NoiseDistribution::Normal,
+            counter: false,
+            counter_reset_probability: 0.0,
         }
     }
 }
@@ -149,7 +186,36 @@ impl std::fmt::Display for Pattern {
             self.level_shift_probability * 100.0,
             self.level_shift_magnitude.0,
             self.level_shift_magnitude.1,
-        )
+        )?;
+        if self.trend_change_probability > 0.0 {
+            write!(
+                f,
+                "; trend changes {}% per point of {}..{}σ/h",
+                self.trend_change_probability * 100.0,
+                self.trend_change_magnitude.0,
+                self.trend_change_magnitude.1
+            )?;
+        }
+        if self.variance_change_probability > 0.0 {
+            write!(
+                f,
+                "; variance changes {}% per point by {}..{}x",
+                self.variance_change_probability * 100.0,
+                self.variance_change_factor.0,
+                self.variance_change_factor.1
+            )?;
+        }
+        if self.noise_distribution == NoiseDistribution::StudentT {
+            write!(f, "; Student-t noise (ν = 3)")?;
+        }
+        if self.counter {
+            write!(
+                f,
+                "; sent as a counter, reset {}% per point",
+                self.counter_reset_probability * 100.0
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -261,6 +327,13 @@ struct PatternKeys {
     burst_length: Option<(u32, u32)>,
     level_shift_probability: Option<f64>,
     level_shift_magnitude: Option<(f64, f64)>,
+    trend_change_probability: Option<f64>,
+    trend_change_magnitude: Option<(f64, f64)>,
+    variance_change_probability: Option<f64>,
+    variance_change_factor: Option<(f64, f64)>,
+    noise_distribution: Option<NoiseDistribution>,
+    counter: Option<bool>,
+    counter_reset_probability: Option<f64>,
 }
 
 const PATTERN_KEYS: &[&str] = &[
@@ -277,6 +350,13 @@ const PATTERN_KEYS: &[&str] = &[
     "burst_length",
     "level_shift_probability",
     "level_shift_magnitude",
+    "trend_change_probability",
+    "trend_change_magnitude",
+    "variance_change_probability",
+    "variance_change_factor",
+    "noise_distribution",
+    "counter",
+    "counter_reset_probability",
 ];
 
 const TOP_KEYS: &[&str] = &[
@@ -354,6 +434,31 @@ impl PatternKeys {
                 })
                 .and_then(|(lo, hi)| ordered(doc, dotted, value, lo, hi, false))
             }
+            "trend_change_probability" => {
+                self.trend_change_probability = doc.float(dotted, value, PROBABILITY)
+            }
+            "trend_change_magnitude" => {
+                self.trend_change_magnitude = pair(doc, dotted, value, |doc, key, v| {
+                    doc.float(key, v, NON_NEGATIVE)
+                })
+                .and_then(|(lo, hi)| ordered(doc, dotted, value, lo, hi, false))
+            }
+            "variance_change_probability" => {
+                self.variance_change_probability = doc.float(dotted, value, PROBABILITY)
+            }
+            "variance_change_factor" => {
+                self.variance_change_factor = pair(doc, dotted, value, |doc, key, v| {
+                    doc.float(key, v, 1.0..=1e6)
+                })
+                .and_then(|(lo, hi)| ordered(doc, dotted, value, lo, hi, false))
+            }
+            "noise_distribution" => {
+                self.noise_distribution = doc.choice(dotted, value, NOISE_DISTRIBUTIONS)
+            }
+            "counter" => self.counter = doc.boolean(dotted, value),
+            "counter_reset_probability" => {
+                self.counter_reset_probability = doc.float(dotted, value, PROBABILITY)
+            }
             _ => return false,
         }
         true
@@ -375,7 +480,14 @@ impl PatternKeys {
             burst_probability,
             burst_length,
             level_shift_probability,
-            level_shift_magnitude
+            level_shift_magnitude,
+            trend_change_probability,
+            trend_change_magnitude,
+            variance_change_probability,
+            variance_change_factor,
+            noise_distribution,
+            counter,
+            counter_reset_probability
         );
         if self.noise.is_some() {
             pattern.noise = self.noise;
