@@ -420,3 +420,100 @@ fn check_config_checks_that_the_anomaly_log_can_be_written() {
         stderr(&out)
     );
 }
+
+/// `anomalyd evaluate` scores candidates on the generator's labelled
+/// points; bad labels are exit 65, a bad candidate 78.
+#[test]
+fn evaluate_scores_candidates_on_labelled_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    std::fs::write(
+        path("gen.toml"),
+        "seed = 5\ndata_frequency = 60.0\nnoise = 1.0\nseason_amplitude = 0.0\n\
+         anomaly_probability = 0.005\nanomaly_magnitude = [8.0, 12.0]\n\
+         [[series]]\nname = \"a\"\n[[series]]\nname = \"b\"\nburst_probability = 1.0\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::helper::binary("anomaly-generator"))
+        .args(["--config", path("gen.toml").to_str().unwrap()])
+        .args(["--count", "3000", "--stdout", "--start-time", "1700000000"])
+        .args(["--labels", path("labels.ndjson").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(path("points.ndjson"), &out.stdout).unwrap();
+    std::fs::write(
+        path("good.toml"),
+        "[detector]\nwindow_size = 60\nthreshold_multiplier = 5.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        path("blind.toml"),
+        "[detector]\nthreshold_multiplier = 1000.0\n",
+    )
+    .unwrap();
+    let evaluate = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["evaluate".as_ref(), "--labels".as_ref()];
+        let labels = path("labels.ndjson");
+        let points = path("points.ndjson");
+        let owned: Vec<std::path::PathBuf> = extra.iter().map(|e| path(e)).collect();
+        args.push(labels.as_os_str());
+        for (flag, file) in extra.iter().zip(&owned) {
+            if flag.ends_with(".toml") {
+                args.push("--config".as_ref());
+                args.push(file.as_os_str());
+            } else {
+                args.push(std::ffi::OsStr::new(flag));
+            }
+        }
+        args.push(points.as_os_str());
+        run_anomalyd(&args)
+    };
+    let out = evaluate(&["good.toml", "blind.toml", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scores: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let (good, blind) = (&scores[0], &scores[1]);
+    assert!(good["candidate"].as_str().unwrap().ends_with("good.toml"));
+    assert!(good["windows"].as_u64().unwrap() >= 10, "{good}");
+    assert!(good["recall"].as_f64().unwrap() >= 0.8, "{good}");
+    assert!(good["precision"].as_f64().unwrap() >= 0.5, "{good}");
+    assert_eq!(good["points"], 6000);
+    assert_eq!(good["series"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (&blind["episodes"], &blind["recall"]),
+        (&Value::from(0), &Value::from(0.0))
+    );
+    // The table: a header and one row per candidate; the built-in
+    // defaults when no candidate is named.
+    let out = evaluate(&[]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.starts_with("candidate ") && table.contains("\nbuilt-in defaults "),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 2);
+
+    std::fs::write(path("labels.ndjson"), "{\"series\": \"a\"}\n").unwrap();
+    let out = evaluate(&[]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("labels.ndjson:1: no `timestamp` number")
+    );
+    std::fs::write(path("bad.toml"), "[detector]\ndetector = \"nope\"\n").unwrap();
+    assert_eq!(evaluate(&["bad.toml"]).status.code(), Some(78));
+    // Outside evaluate, one --config only.
+    let a = path("good.toml");
+    let out = run_anomalyd(&[
+        "--check-config".as_ref(),
+        "--config".as_ref(),
+        a.as_os_str(),
+        "--config".as_ref(),
+        a.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}

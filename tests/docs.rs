@@ -137,7 +137,7 @@ fn assert_flags_documented(program: &str, subcommands: &[&[&str]], page: &str) {
 
 #[test]
 fn every_flag_of_help_is_in_the_man_pages() {
-    assert_flags_documented("anomalyd", &[&[], &["replay"]], "anomalyd.8");
+    assert_flags_documented("anomalyd", &[&[], &["replay"], &["evaluate"]], "anomalyd.8");
     assert_flags_documented("anomaly-generator", &[&[]], "anomaly-generator.8");
 }
 
@@ -267,4 +267,64 @@ fn the_defaults_shown_in_the_generator_config_are_the_builtin_ones() {
     let (shown, builtin) = (&derived.series[0].pattern, &as_shipped.series[0].pattern);
     assert_eq!(shown.noise_std_dev(), builtin.noise_std_dev(), "noise");
     assert_eq!(shown.amplitude(), builtin.amplitude(), "season_amplitude");
+}
+
+/// The evaluation corpus is what [8/11] §4 asks for: a valid generator
+/// configuration of at least 20 series of 20,000 points, covering every
+/// shape, with tuning and held-out seeds apart.
+#[test]
+fn the_corpus_covers_every_shape() {
+    use anomaly_generator::config::{GeneratorConfig, NoiseDistribution};
+    let text = read("tests/data/corpus.toml");
+    let (generator, corpus) = text
+        .split_once("\n[corpus]\n")
+        .expect("a [corpus] table at the end");
+    let config = GeneratorConfig::from_toml_str(generator, Path::new("corpus.toml"))
+        .unwrap_or_else(|e| panic!("the corpus is not a generator configuration: {e}"));
+    assert!(config.series.len() >= 20, "{} series", config.series.len());
+    let number = |key: &str| -> u64 {
+        corpus
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("[corpus] {key}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(number("points"), 20_000);
+    let seeds = |key: &str| -> Vec<String> {
+        let line = corpus
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = [")))
+            .unwrap();
+        line.trim_end_matches(']')
+            .split(", ")
+            .map(str::to_owned)
+            .collect()
+    };
+    let (tune, heldout) = (seeds("tune_seeds"), seeds("heldout_seeds"));
+    assert!(!tune.is_empty() && tune.iter().all(|s| !heldout.contains(s)));
+    let patterns: Vec<_> = config.series.iter().map(|s| &s.pattern).collect();
+    let any = |shape: &str, f: &dyn Fn(&anomaly_generator::config::Pattern) -> bool| {
+        assert!(patterns.iter().any(|p| f(p)), "no series with {shape}");
+    };
+    any("spikes", &|p| {
+        p.anomaly_probability > 0.0 && p.burst_probability == 0.0
+    });
+    any("bursts", &|p| p.burst_probability > 0.0);
+    any("level shifts", &|p| p.level_shift_probability > 0.0);
+    any("trend changes", &|p| p.trend_change_probability > 0.0);
+    any("variance changes", &|p| p.variance_change_probability > 0.0);
+    any("daily seasonality", &|p| {
+        p.season_period.as_secs() == 86_400 && p.amplitude() > 0.0
+    });
+    any("daily seasonality without anomalies", &|p| {
+        p.season_period.as_secs() == 86_400 && p.amplitude() > 0.0 && p.anomaly_probability == 0.0
+    });
+    any("flat series with jumps", &|p| p.noise_std_dev() == 0.0);
+    any("counter resets", &|p| {
+        p.counter && p.counter_reset_probability > 0.0
+    });
+    any("Student-t noise", &|p| {
+        p.noise_distribution == NoiseDistribution::StudentT
+    });
 }

@@ -12,9 +12,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub struct Cli {
     /// Configuration file; `conf.d/*.toml` beside it is merged over it.
     /// [default: /etc/anomalyd/anomalyd.toml, or built-in defaults when that
-    /// file does not exist]
-    #[arg(short = 'c', long, value_name = "PATH", global = true)]
-    pub config: Option<PathBuf>,
+    /// file does not exist]. With `evaluate`, each one given is a candidate.
+    #[arg(short = 'c', long, value_name = "PATH", global = true, action = clap::ArgAction::Append)]
+    pub config: Vec<PathBuf>,
 
     /// Validate the configuration, print the effective merged configuration
     /// and exit (0 when valid, 78 when not).
@@ -33,6 +33,35 @@ pub enum Command {
     /// and print one NDJSON line per anomaly episode (the record of the point
     /// that opened it): a backtest for new settings.
     Replay(ReplayArgs),
+    /// Score candidate configurations (each --config; none: the built-in
+    /// defaults) on labelled points: precision, recall and F1 over
+    /// episodes, detection delay, false episodes per 10,000 points.
+    Evaluate(EvaluateArgs),
+}
+
+/// Arguments of `anomalyd evaluate`.
+#[derive(Debug, clap::Args)]
+pub struct EvaluateArgs {
+    /// The labelled incidents: anomaly-generator's --labels NDJSON, or CSV
+    /// lines `series,start,end` (unix seconds, inclusive).
+    #[arg(long, value_name = "FILE")]
+    pub labels: PathBuf,
+
+    /// Print the results as JSON (with figures per series).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Input format, as for replay.
+    #[arg(long, value_enum)]
+    pub format: Option<InputFormat>,
+
+    /// Skip (and count) points that cannot be parsed instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+
+    /// Recorded points (NDJSON or CSV, with timestamps), read in order.
+    #[arg(required = true, value_name = "POINTS")]
+    pub files: Vec<PathBuf>,
 }
 
 /// Arguments of `anomalyd replay`.

@@ -1,7 +1,7 @@
 //! The `anomalyd` binary: parse the command line, load the configuration,
 //! and run the daemon or a subcommand. Exit codes: 0 success, 1 runtime
-//! failure (for example the port is in use), 65 bad input data (`replay`),
-//! 78 configuration error.
+//! failure (for example the port is in use), 2 bad usage, 65 bad input data
+//! (`replay`, `evaluate`), 78 configuration error.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anomalyd::app;
-use anomalyd::cli::{Cli, Command, ReplayArgs};
+use anomalyd::cli::{Cli, Command, EvaluateArgs, ReplayArgs};
 use anomalyd::commands::check;
+use anomalyd::commands::evaluate::{self, Candidate};
 use anomalyd::commands::replay::{self, ReplayError, ReplayOptions};
 use anomalyd::config::{self, Config, DEFAULT_CONFIG_PATH};
 use anomalyd::service::signals::Signals;
@@ -27,7 +28,18 @@ const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match config::load(cli.config.as_deref()) {
+    if let Some(Command::Evaluate(args)) = cli.command {
+        telemetry::init(PROGRAM, Config::default().log.settings());
+        return run_evaluate(&cli.config, args);
+    }
+    if cli.config.len() > 1 {
+        eprintln!(
+            "{PROGRAM}: --config may be given once (only `evaluate` takes several, as candidates)"
+        );
+        return ExitCode::from(2);
+    }
+    let config_path = cli.config.first().cloned();
+    let config = match config::load(config_path.as_deref()) {
         Ok(config) => Arc::new(config),
         Err(errors) => {
             errors.eprint(PROGRAM);
@@ -40,7 +52,8 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Some(Command::Replay(args)) => run_replay(config, args),
-        None => daemon(config, cli.config),
+        Some(Command::Evaluate(_)) => unreachable!("handled above"),
+        None => daemon(config, config_path),
     }
 }
 
@@ -77,6 +90,66 @@ fn describe_sources(config: &Config) -> String {
         format!("{}; no file at {DEFAULT_CONFIG_PATH}", config.sources())
     } else {
         config.sources()
+    }
+}
+
+/// `anomalyd evaluate`: each `--config` is a candidate (none: the built-in
+/// defaults).
+fn run_evaluate(configs: &[PathBuf], args: EvaluateArgs) -> ExitCode {
+    let mut candidates = Vec::new();
+    for path in configs {
+        match Config::load(path) {
+            Ok(config) => candidates.push(Candidate {
+                name: path.display().to_string(),
+                config: Arc::new(config),
+            }),
+            Err(errors) => {
+                errors.eprint(PROGRAM);
+                return ExitCode::from(EX_CONFIG);
+            }
+        }
+    }
+    if candidates.is_empty() {
+        candidates.push(Candidate {
+            name: "built-in defaults".into(),
+            config: Arc::new(Config::default()),
+        });
+    }
+    let options = ReplayOptions {
+        format: args.format,
+        skip_bad: args.skip_bad,
+        all_points: false,
+        files: args.files,
+    };
+    let max_line = candidates[0].config.server.max_body_bytes;
+    match evaluate::evaluate(&candidates, &args.labels, &options, max_line) {
+        Ok((scores, summary)) => {
+            let mut out = std::io::stdout().lock();
+            let written = if args.json {
+                serde_json::to_writer_pretty(&mut out, &scores)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| writeln!(out))
+            } else {
+                write!(out, "{}", evaluate::table(&scores))
+            };
+            if summary.skipped > 0 {
+                eprintln!(
+                    "{PROGRAM} evaluate: skipped {} bad line(s)",
+                    summary.skipped
+                );
+            }
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{PROGRAM} evaluate: cannot write the results: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("{PROGRAM} evaluate: {e}");
+            ExitCode::from(EX_DATAERR)
+        }
     }
 }
 

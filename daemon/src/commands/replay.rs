@@ -155,6 +155,65 @@ pub fn replay(
     let table = SeriesTable::new(config);
     table.unlimited();
     let mut summary = ReplaySummary::default();
+    let mut series = BTreeMap::new();
+    let mut record_buf = Vec::with_capacity(256);
+    for_each_point(options, max_line, &mut summary, &mut |point| {
+        apply(&table, point, &mut series, options.all_points, |record| {
+            record_buf.clear();
+            record.write_line(&mut record_buf);
+            out.write_all(&record_buf).map_err(ReplayError::Output)
+        })
+    })?;
+    summary.series = series;
+    out.flush().map_err(ReplayError::Output)?;
+    Ok(summary)
+}
+
+/// Applies one point to `table`, counts it in `series`, and hands
+/// `write` the record of a point that opened an episode (of every
+/// anomalous point with `all_points`).
+fn apply(
+    table: &SeriesTable,
+    point: &DataPoint<'_>,
+    series: &mut BTreeMap<String, SeriesSummary>,
+    all_points: bool,
+    mut write: impl FnMut(&crate::api::AnomalyRecord) -> Result<(), ReplayError>,
+) -> Result<(), ReplayError> {
+    let observation = table
+        .observe_point(point)
+        .expect("replay has no series limit");
+    let entry = series.entry(point.series.to_string()).or_default();
+    if observation.duplicate {
+        entry.duplicates += 1;
+        return Ok(());
+    }
+    entry.points += 1;
+    match observation.verdict {
+        Verdict::WarmingUp { .. } => entry.warming_up += 1,
+        Verdict::Normal(_) => {}
+        Verdict::Anomaly(..) => {
+            entry.anomalies += 1;
+            let opened = observation.episode.event == Some(EpisodeEvent::Opened);
+            entry.episodes += u64::from(opened);
+            if (opened || all_points)
+                && let Some(record) = observation.record(point)
+            {
+                write(&record)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads every point of `options.files`, in order, and hands each valid
+/// one to `sink`. A bad line stops the reading with its error, or with
+/// `skip_bad` is counted in `summary` (the first few named).
+pub fn for_each_point(
+    options: &ReplayOptions,
+    max_line: usize,
+    summary: &mut ReplaySummary,
+    sink: &mut dyn FnMut(&DataPoint<'_>) -> Result<(), ReplayError>,
+) -> Result<(), ReplayError> {
     let progress = progress_bar(&options.files);
     for path in &options.files {
         let reader: Box<dyn Read> = if path.as_os_str() == "-" {
@@ -167,11 +226,16 @@ pub fn replay(
         };
         let reader = BufReader::with_capacity(256 * 1024, progress.wrap_read(reader));
         let lines = BoundedLines::new(reader, max_line, options.skip_bad);
-        replay_one(&table, path, lines, options, out, &mut summary)?;
+        let mut reader = PointReader {
+            path,
+            skip_bad: options.skip_bad,
+            summary,
+            sink,
+        };
+        reader.run(lines, options.format, max_line)?;
     }
     progress.finish_and_clear();
-    out.flush().map_err(ReplayError::Output)?;
-    Ok(summary)
+    Ok(())
 }
 
 fn progress_bar(files: &[PathBuf]) -> indicatif::ProgressBar {
@@ -209,40 +273,15 @@ fn detect_format(path: &Path, first: &[u8]) -> InputFormat {
     }
 }
 
-/// Replays one input.
-fn replay_one(
-    table: &SeriesTable,
-    path: &Path,
-    lines: BoundedLines<impl BufRead>,
-    options: &ReplayOptions,
-    out: &mut impl Write,
-    summary: &mut ReplaySummary,
-) -> Result<(), ReplayError> {
-    let max_line = lines.max();
-    let mut replayer = Replayer {
-        table,
-        path,
-        skip_bad: options.skip_bad,
-        all_points: options.all_points,
-        out,
-        summary,
-        record_buf: Vec::with_capacity(256),
-    };
-    replayer.run(lines, options.format, max_line)
-}
-
-/// Applies the points of one input and writes the anomaly records.
-struct Replayer<'r, W> {
-    table: &'r SeriesTable,
+/// Reads the points of one input.
+struct PointReader<'r> {
     path: &'r Path,
     skip_bad: bool,
-    all_points: bool,
-    out: &'r mut W,
     summary: &'r mut ReplaySummary,
-    record_buf: Vec<u8>,
+    sink: &'r mut dyn FnMut(&DataPoint<'_>) -> Result<(), ReplayError>,
 }
 
-impl<W: Write> Replayer<'_, W> {
+impl PointReader<'_> {
     /// Reads every line: NDJSON (one point object per line) or CSV (a
     /// header naming the columns, then one point per line); blank lines
     /// are skipped. The format is `forced`, else detected from the first
@@ -340,46 +379,12 @@ impl<W: Write> Replayer<'_, W> {
         Ok(())
     }
 
-    /// Validates and applies one point; writes its record if it opened an
-    /// episode (any anomalous point with `--all-points`).
+    /// Validates one point and hands it to the sink.
     fn apply(&mut self, point: &DataPoint<'_>, line: u64) -> Result<(), ReplayError> {
         if let Err(message) = ingest::validate_point(point) {
             return self.bad(line, message);
         }
-        let observation = self
-            .table
-            .observe_point(point)
-            .expect("replay has no series limit");
-        let entry = self
-            .summary
-            .series
-            .entry(point.series.to_string())
-            .or_default();
-        if observation.duplicate {
-            entry.duplicates += 1;
-            return Ok(());
-        }
-        entry.points += 1;
-        match observation.verdict {
-            Verdict::WarmingUp { .. } => entry.warming_up += 1,
-            Verdict::Normal(_) => {}
-            Verdict::Anomaly(..) => {
-                entry.anomalies += 1;
-                let opened = observation.episode.event == Some(EpisodeEvent::Opened);
-                entry.episodes += u64::from(opened);
-                if !(opened || self.all_points) {
-                    return Ok(());
-                }
-                if let Some(record) = observation.record(point) {
-                    self.record_buf.clear();
-                    record.write_line(&mut self.record_buf);
-                    self.out
-                        .write_all(&self.record_buf)
-                        .map_err(ReplayError::Output)?;
-                }
-            }
-        }
-        Ok(())
+        (self.sink)(point)
     }
 }
 
