@@ -123,16 +123,17 @@ fn runs_on_built_in_defaults_and_picks_up_a_config_file_that_appears_later() {
         "{line}"
     );
     assert!(line.contains("built-in defaults"), "{line}");
-    for i in 0..30 {
+    // The built-in defaults: a window of 120 points, k = 6.
+    for i in 0..120 {
         daemon.detect(&point("d", if i % 2 == 0 { 1.0 } else { 2.0 }, i as f64));
     }
-    let reply = daemon.detect(&point("d", 99.0, 30.0)).json();
+    let reply = daemon.detect(&point("d", 99.0, 120.0)).json();
     assert_eq!(reply["anomaly"], true);
     let k = |r: &Value| {
         (r["threshold"].as_f64().unwrap() - r["mean"].as_f64().unwrap())
             / r["std_dev"].as_f64().unwrap()
     };
-    assert!((k(&reply) - 3.0).abs() < 1e-9, "{reply}");
+    assert!((k(&reply) - 6.0).abs() < 1e-9, "{reply}");
     let log = daemon.dir.path().join("anomalies.log");
     assert_eq!(
         crate::helper::read_lines(&log).len(),
@@ -150,7 +151,7 @@ fn runs_on_built_in_defaults_and_picks_up_a_config_file_that_appears_later() {
     .unwrap();
     daemon.wait_for_reload(before);
     daemon.wait_for_stderr("/etc/anomalyd/anomalyd.toml");
-    let reply = daemon.detect(&point("d", 1.5, 31.0)).json();
+    let reply = daemon.detect(&point("d", 1.5, 121.0)).json();
     assert_eq!(reply["warming_up"], false, "{reply}");
     assert!((k(&reply) - 5.0).abs() < 1e-9, "{reply}");
 }

@@ -120,7 +120,8 @@ fn a_seeded_run_is_reproducible_byte_for_byte() {
     let config = dir.path().join("gen.toml");
     std::fs::write(
         &config,
-        "anomaly_direction = \"both\"\nburst_probability = 0.2\nlevel_shift_probability = 0.005\n\
+        "anomaly_probability = 0.1\nanomaly_direction = \"both\"\nburst_probability = 0.2\n\
+         level_shift_probability = 0.005\n\
          [[series]]\nname = \"cpu\"\n[[series]]\nname = \"latency\"\ndata_frequency = 0.5\n",
     )
     .unwrap();

@@ -210,7 +210,13 @@ median() {
 # and the measured runs alternate between them, so drift of the machine
 # affects both alike; the summary shows the median of the runs.
 declare -A R
-write_config "$TMP/anomalyd.toml" ""
+# The detector settings of every figure since [1/5] (the built-in defaults
+# until [8/11]; keys every version knows), so that runs of different
+# commits compare.
+write_config "$TMP/anomalyd.toml" "[detector]
+window_size = 30
+threshold_multiplier = 3.0
+direction = \"upper\""
 if [ "$RUNS" -eq 0 ]; then
     # Memory figures only: the idle RSS still comes from a fresh anomalyd.
     start_server anomalyd "$ANOMALYD" --config "$TMP/anomalyd.toml"

@@ -106,12 +106,12 @@ impl Default for Pattern {
         Pattern {
             data_frequency: 1.0,
             value_range: (40.0, 50.0),
-            anomaly_probability: 0.1,
+            anomaly_probability: 0.005,
             noise: None,
             season_period: Duration::from_secs(3600),
             season_amplitude: None,
             trend: 0.0,
-            anomaly_magnitude: (6.0, 10.0),
+            anomaly_magnitude: (8.0, 12.0),
             anomaly_direction: OutlierDirection::Up,
             burst_probability: 0.0,
             burst_length: (3, 5),
@@ -806,14 +806,15 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_file_gives_the_design_defaults() {
+    fn an_empty_file_gives_the_defaults() {
         let config = parse("").unwrap();
         assert_eq!(config, GeneratorConfig::default());
         let pattern = &config.series[0].pattern;
         assert_eq!(config.series[0].name, "default");
         assert_eq!(pattern.data_frequency, 1.0);
         assert_eq!(pattern.value_range, (40.0, 50.0));
-        assert_eq!(pattern.anomaly_probability, 0.1);
+        assert_eq!(pattern.anomaly_probability, 0.005);
+        assert_eq!(pattern.anomaly_magnitude, (8.0, 12.0));
         assert_eq!(config.target.authority, "127.0.0.1:8001");
         assert_eq!(config.target.path, "/detect");
         assert_eq!(pattern.noise_std_dev(), 1.0);

@@ -101,13 +101,59 @@ pub struct TestDaemon {
     stderr_seen: Vec<String>,
 }
 
+/// The detector settings the tests are written against: the design's
+/// original ones (window 30, `k` 3, upper side, every anomaly its own
+/// episode). The built-in defaults differ since [8/11] (chosen on the
+/// evaluation corpus) and are tested where they matter.
+const CLASSIC_DETECTOR: &[(&str, &str)] = &[
+    ("window_size", "30"),
+    ("threshold_multiplier", "3.0"),
+    ("direction", "\"upper\""),
+    ("resolve_after", "1"),
+];
+
+/// `config` with each [`CLASSIC_DETECTOR`] key its `[detector]` table does
+/// not set written into that table (added when missing).
+fn with_classic_detector(config: &str) -> String {
+    let (before, table, after) = match config.find("[detector]\n") {
+        Some(start) => {
+            let body = start + "[detector]\n".len();
+            let end = config[body..]
+                .find("\n[")
+                .map_or(config.len(), |i| body + i + 1);
+            (&config[..body], &config[body..end], &config[end..])
+        }
+        None => (config, "", ""),
+    };
+    // The test's own lines first, so that positions in errors stay put.
+    let mut text = format!("{before}{table}");
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    if !config.contains("[detector]\n") {
+        text.push_str("\n[detector]\n");
+    }
+    for (key, value) in CLASSIC_DETECTOR {
+        let set = table
+            .lines()
+            .any(|line| line.split('=').next().is_some_and(|k| k.trim() == *key));
+        if !set {
+            text.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    text.push_str(after);
+    text
+}
+
 /// Writes `config` (TOML) to `dir/anomalyd.toml`, adding a `[server] listen`
-/// on `127.0.0.1:port` and an anomaly log in `dir` unless the text sets them.
+/// on `127.0.0.1:port` and an anomaly log in `dir` unless the text sets them,
+/// and the [`CLASSIC_DETECTOR`] settings the text's `[detector]` leaves
+/// unset.
 pub fn write_config(dir: &Path, port: u16, config: &str) -> PathBuf {
     let mut text = String::new();
     let has_server = config.contains("[server]");
     let has_log = config.contains("[log]");
-    text.push_str(config);
+    text.push_str(&with_classic_detector(config));
     if !has_server {
         text.push_str(&format!("\n[server]\nlisten = \"127.0.0.1:{port}\"\n"));
     }

@@ -537,7 +537,13 @@ mod tests {
         }
         text.push_str("40,100\n");
         std::fs::write(&path, &text).unwrap();
-        let config = Arc::new(Config::default());
+        let config = Arc::new(
+            Config::from_toml_str(
+                "[detector]\nwindow_size = 30\nthreshold_multiplier = 3.0\n",
+                Path::new("t.toml"),
+            )
+            .unwrap(),
+        );
         let options = ReplayOptions {
             format: None,
             skip_bad: false,
@@ -593,7 +599,8 @@ mod tests {
         std::fs::write(&path, &text).unwrap();
         let config = Arc::new(
             Config::from_toml_str(
-                "[detector]\nexclude_anomalies = true\n",
+                "[detector]\nwindow_size = 30\nthreshold_multiplier = 3.0\nresolve_after = 1\n\
+                 exclude_anomalies = true\n",
                 Path::new("t.toml"),
             )
             .unwrap(),

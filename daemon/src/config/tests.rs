@@ -82,9 +82,12 @@ fn defaults() {
     assert_eq!(config.server.idle_timeout, Duration::from_secs(60));
     assert_eq!(config.server.max_series, 100_000);
     let d = &config.detector;
-    assert_eq!(d.window_size, 30);
-    assert_eq!(d.threshold_multiplier, 3.0);
-    assert_eq!(d.direction, Direction::Upper);
+    // Chosen on the evaluation corpus ([8/11] §4).
+    assert_eq!(d.window_size, 120);
+    assert_eq!(d.threshold_multiplier, 6.0);
+    assert_eq!(d.direction, Direction::Both);
+    assert_eq!((d.min_consecutive, d.resolve_after), (1, 5));
+    assert_eq!(d.detector.name, "moving_average");
     assert_eq!(d.min_samples, None);
     assert_eq!(d.min_std_dev, 0.0);
     assert_eq!(d.min_relative_std_dev, 1e-14);
@@ -99,9 +102,9 @@ fn defaults() {
     assert!(config.files.is_empty());
 
     let settings = config.series_settings("anything");
-    assert_eq!(settings.detector.window_size, 30);
-    assert_eq!(settings.detector.min_samples, 30);
-    assert_eq!(settings.detector.threshold_multiplier, 3.0);
+    assert_eq!(settings.detector.window_size, 120);
+    assert_eq!(settings.detector.min_samples, 120);
+    assert_eq!(settings.detector.threshold_multiplier, 6.0);
     assert_eq!(settings.series_ttl, Duration::from_secs(3600));
 
     let empty = parse_ok("");
@@ -226,9 +229,9 @@ fn defaults_round_trip_through_to_toml() {
         "idle_timeout = \"1m\"",
         "max_series = 100000",
         "[detector]",
-        "window_size = 30",
-        "threshold_multiplier = 3.0",
-        "direction = \"upper\"",
+        "window_size = 120",
+        "threshold_multiplier = 6.0",
+        "direction = \"both\"",
         "# min_samples = <window_size>",
         "min_std_dev = 0.0",
         "min_relative_std_dev = 1e-14",
@@ -651,13 +654,13 @@ fn rule_bad_glob() {
 #[test]
 fn min_samples_above_window_size() {
     let message = only_problem(
-        "[detector]\nmin_samples = 40\n",
+        "[detector]\nmin_samples = 140\n",
         Some("detector.min_samples"),
         (2, 15),
     );
     assert_eq!(
         message,
-        "must not exceed window_size (30 by default), got 40; lower min_samples, raise \
+        "must not exceed window_size (120 by default), got 140; lower min_samples, raise \
          window_size, or remove min_samples to follow window_size"
     );
     let message = only_problem(
@@ -760,7 +763,7 @@ fn episode_keys_resolve_per_rule() {
     let calm = e("calm.x");
     assert_eq!(
         (calm.resolve_after, calm.resolve_multiplier, calm.direction),
-        (1, 1.5, Direction::Both)
+        (5, 1.5, Direction::Both)
     );
     assert_eq!(e("other").resolve_multiplier, 4.0);
     // The effective configuration shows the derived key as a comment and
@@ -930,7 +933,7 @@ fn rule_precedence_within_a_file() {
         "[[rule]]\nseries = \"a\"\nwindow_size = 7\n[[rule]]\nseries = \"*\"\nthreshold_multiplier = 9\n",
     );
     let a = config.series_settings("a").detector;
-    assert_eq!((a.window_size, a.threshold_multiplier), (7, 3.0));
+    assert_eq!((a.window_size, a.threshold_multiplier), (7, 6.0));
     assert_eq!(config.rule_for("b").unwrap().series, "*");
 }
 

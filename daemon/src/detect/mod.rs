@@ -208,6 +208,9 @@ pub struct DetectorSettings {
 }
 
 impl Default for DetectorSettings {
+    /// The design's original settings (window 30, `k` 3, upper), which the
+    /// detectors' tests build on. The configuration's built-in defaults
+    /// are [`crate::config::DetectorConfig::default`].
     fn default() -> Self {
         Self {
             kind: &registry::MOVING_AVERAGE,

@@ -1031,7 +1031,7 @@ mod tests {
         assert_eq!(table.sweep_idle(), 1, "`b` is 16 s old");
         // `a` comes back as a new series.
         let obs = table.observe_batch(&[point("a", 1.0, None)]).unwrap();
-        assert_eq!(obs[0].verdict, Verdict::WarmingUp { have: 0, need: 30 });
+        assert_eq!(obs[0].verdict, Verdict::WarmingUp { have: 0, need: 120 });
         assert_eq!(table.len(), 2);
     }
 
@@ -1057,6 +1057,7 @@ mod tests {
         let table = SeriesTable::new(config(
             "[detector]
 window_size = 4
+threshold_multiplier = 3.0
 ",
         ));
         warm_then(&table, "b.calm", 10.0);
