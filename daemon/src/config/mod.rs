@@ -243,7 +243,7 @@ impl Default for DetectorConfig {
     fn default() -> Self {
         Self {
             // Chosen with `anomalyd evaluate` on tests/data/corpus.toml (best
-            // F1 of 192 moving_average settings on the tuning seeds; see
+            // F1 of 384 moving_average settings on the tuning seeds; see
             // "Choosing the defaults" in the README).
             detector: &registry::MOVING_AVERAGE,
             window_size: 120,
