@@ -45,15 +45,10 @@ fn median_mad_flags_a_whole_burst_and_a_reload_switches_only_its_series() {
 
     // plain.* becomes ewma: that series starts over, robust.cpu keeps its
     // window.
-    let before = daemon.reloads_ok();
-    let conf_d = daemon.dir.path().join("conf.d");
-    std::fs::create_dir(&conf_d).unwrap();
-    std::fs::write(
-        conf_d.join("50-ewma.toml"),
+    daemon.add_drop_in(
+        "50-ewma.toml",
         "[[rule]]\nseries = \"plain.*\"\ndetector = \"ewma\"\n",
-    )
-    .unwrap();
-    daemon.wait_for_reload(before);
+    );
     let plain = daemon.get("/series/plain.cpu").json();
     assert_eq!(
         (&plain["settings"]["detector"], &plain["warming_up"]),

@@ -203,15 +203,10 @@ fn a_reload_changes_the_episode_keys_live() {
     assert_eq!(event(60.0, 13), (json!(13), json!("opened")));
 
     // Now three in a row open one, three calm points close it.
-    let before = daemon.reloads_ok();
-    let conf_d = daemon.dir.path().join("conf.d");
-    std::fs::create_dir(&conf_d).unwrap();
-    std::fs::write(
-        conf_d.join("50-episodes.toml"),
+    daemon.add_drop_in(
+        "50-episodes.toml",
         "[detector]\nmin_consecutive = 3\nresolve_after = 3\n",
-    )
-    .unwrap();
-    daemon.wait_for_reload(before);
+    );
     let settings = daemon.get("/series/cpu").json()["settings"].clone();
     assert_eq!(
         (&settings["min_consecutive"], &settings["resolve_after"]),

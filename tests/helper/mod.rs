@@ -351,6 +351,16 @@ impl TestDaemon {
             v > before
         });
     }
+
+    /// Writes `conf.d/NAME` beside the config with `text` and waits until
+    /// the daemon has reloaded.
+    pub fn add_drop_in(&self, name: &str, text: &str) {
+        let before = self.reloads_ok();
+        let conf_d = self.dir.path().join("conf.d");
+        std::fs::create_dir_all(&conf_d).unwrap();
+        std::fs::write(conf_d.join(name), text).unwrap();
+        self.wait_for_reload(before);
+    }
 }
 
 impl Drop for TestDaemon {

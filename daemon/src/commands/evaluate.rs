@@ -92,27 +92,26 @@ pub struct Score {
     pub mean_delay_points: Option<f64>,
     /// Episodes that hit no window, per 10,000 points outside every window.
     pub false_per_10k: f64,
-    /// Episodes in all.
-    pub episodes: u64,
-    /// Episodes that hit no window.
-    pub false_episodes: u64,
-    /// Labelled windows.
-    pub windows: u64,
-    /// Windows hit.
-    pub windows_hit: u64,
-    /// Points in all.
-    pub points: u64,
-    /// Points outside every window.
-    pub normal_points: u64,
-    /// The same figures per series, by name.
+    /// The counts over every series.
+    #[serde(flatten)]
+    pub totals: Counts,
+    /// The counts per series.
     pub series: Vec<SeriesScore>,
 }
 
-/// The figures of one series.
+/// The counts of one series.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SeriesScore {
     /// The series.
     pub series: String,
+    /// Its counts.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// What the scores are computed from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Counts {
     /// Episodes.
     pub episodes: u64,
     /// Episodes that hit no window.
@@ -127,6 +126,18 @@ pub struct SeriesScore {
     pub normal_points: u64,
     /// Sum of the delays of the hit windows, in points.
     pub delay_points: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, other: Counts) {
+        self.episodes += other.episodes;
+        self.false_episodes += other.false_episodes;
+        self.windows += other.windows;
+        self.windows_hit += other.windows_hit;
+        self.points += other.points;
+        self.normal_points += other.normal_points;
+        self.delay_points += other.delay_points;
+    }
 }
 
 /// A labelled window: point indices `first..end` of its series (empty
@@ -399,32 +410,33 @@ fn match_series(
     let labelled: usize = windows.iter().map(|w| w.end - w.first).sum();
     SeriesScore {
         series: name.to_owned(),
-        points: points as u64,
-        episodes: episodes.len() as u64,
-        false_episodes,
-        windows: windows.len() as u64,
-        windows_hit,
-        normal_points: points.saturating_sub(labelled) as u64,
-        delay_points,
+        counts: Counts {
+            episodes: episodes.len() as u64,
+            false_episodes,
+            windows: windows.len() as u64,
+            windows_hit,
+            points: points as u64,
+            normal_points: points.saturating_sub(labelled) as u64,
+            delay_points,
+        },
     }
 }
 
 /// The totals of a candidate.
 fn summarise(candidate: &str, series: Vec<SeriesScore>) -> Score {
-    let sum = |f: fn(&SeriesScore) -> u64| series.iter().map(f).sum::<u64>();
-    let (episodes, false_episodes) = (sum(|s| s.episodes), sum(|s| s.false_episodes));
-    let (windows, windows_hit) = (sum(|s| s.windows), sum(|s| s.windows_hit));
-    let normal_points = sum(|s| s.normal_points);
-    let delay = sum(|s| s.delay_points);
-    let precision = if episodes == 0 {
+    let mut t = Counts::default();
+    for s in &series {
+        t += s.counts;
+    }
+    let precision = if t.episodes == 0 {
         0.0
     } else {
-        (episodes - false_episodes) as f64 / episodes as f64
+        (t.episodes - t.false_episodes) as f64 / t.episodes as f64
     };
-    let recall = if windows == 0 {
+    let recall = if t.windows == 0 {
         1.0
     } else {
-        windows_hit as f64 / windows as f64
+        t.windows_hit as f64 / t.windows as f64
     };
     let f1 = if precision + recall > 0.0 {
         2.0 * precision * recall / (precision + recall)
@@ -436,14 +448,10 @@ fn summarise(candidate: &str, series: Vec<SeriesScore>) -> Score {
         precision,
         recall,
         f1,
-        mean_delay_points: (windows_hit > 0).then(|| delay as f64 / windows_hit as f64),
-        false_per_10k: false_episodes as f64 * 10_000.0 / normal_points.max(1) as f64,
-        episodes,
-        false_episodes,
-        windows,
-        windows_hit,
-        points: sum(|s| s.points),
-        normal_points,
+        mean_delay_points: (t.windows_hit > 0)
+            .then(|| t.delay_points as f64 / t.windows_hit as f64),
+        false_per_10k: t.false_episodes as f64 * 10_000.0 / t.normal_points.max(1) as f64,
+        totals: t,
         series,
     }
 }
@@ -462,7 +470,7 @@ pub fn table(scores: &[Score]) -> String {
         let _ = writeln!(
             out,
             "{:<40} {:>9.3} {:>7.3} {:>6.3} {:>7} {:>9.2} {:>9}",
-            s.candidate, s.precision, s.recall, s.f1, delay, s.false_per_10k, s.episodes
+            s.candidate, s.precision, s.recall, s.f1, delay, s.false_per_10k, s.totals.episodes
         );
     }
     out
@@ -495,17 +503,18 @@ mod tests {
         let windows = [Window { first: 10, end: 12 }, Window { first: 50, end: 51 }];
         // Two episodes on the first window, one false, none on the second.
         let s = match_series("cpu", &[(11, 12), (13, 14), (30, 31)], &windows, 1_000, 3);
+        let c = s.counts;
         assert_eq!(
             (
-                s.episodes,
-                s.false_episodes,
-                s.windows,
-                s.windows_hit,
-                s.delay_points
+                c.episodes,
+                c.false_episodes,
+                c.windows,
+                c.windows_hit,
+                c.delay_points
             ),
             (3, 1, 2, 1, 1)
         );
-        assert_eq!(s.normal_points, 997);
+        assert_eq!(c.normal_points, 997);
         let score = summarise("x", vec![s]);
         assert_eq!((score.precision, score.recall), (2.0 / 3.0, 0.5));
         assert!((score.f1 - 4.0 / 7.0).abs() < 1e-12);

@@ -11,8 +11,7 @@
 //! variance of all points so far with weights `α(1 − α)^age`, the first
 //! point keeping the rest `(1 − α)^n` (a property test checks it).
 
-use super::registry::DetectorKind;
-use super::{Baseline, DetectorSettings, SeriesModel, Verdict};
+use super::{Baseline, DetectorKind, DetectorSettings, SeriesModel, Verdict};
 
 /// The `ewma` entry of the registry.
 pub static EWMA: DetectorKind = DetectorKind {

@@ -18,8 +18,7 @@
 use std::collections::VecDeque;
 
 use super::order_tree::OrderTree;
-use super::registry::DetectorKind;
-use super::{Baseline, DetectorSettings, SeriesModel, Verdict};
+use super::{Baseline, DetectorKind, DetectorSettings, SeriesModel, Verdict};
 
 /// The `median_mad` entry of the registry.
 pub static MEDIAN_MAD: DetectorKind = DetectorKind {

@@ -1,13 +1,15 @@
-//! Moving average with deviation thresholding: the pure detection logic.
+//! The pure detection logic: the detectors, their verdicts and episodes.
 //!
-//! This module owns the per-series sliding window and the verdict for each new
-//! point. It performs no I/O, takes no locks and knows nothing of HTTP or
+//! Each detector keeps a per-series state and gives a verdict for each new
+//! point. Nothing here performs I/O, takes locks or knows of HTTP or
 //! tokio: data in, verdicts out.
 //!
-//! This folder holds the window statistics ([`window`]), the moving
-//! average detector ([`moving_average`]) and episodes ([`episode`]);
-//! [8/11] adds the detector trait and its registry here. Nothing here may use tokio, hyper, locks
-//! or files: settings come in as values, verdicts go out.
+//! This folder holds the detectors behind one trait ([`SeriesModel`],
+//! listed in [`registry`]): the moving average with deviation thresholding
+//! (`moving_average`, on the window statistics of `window`, the default
+//! and the design's core, described below), `ewma`, `median_mad` (on
+//! `order_tree`) and `seasonal`; and episodes ([`episode`]). Settings come
+//! in as values, verdicts go out.
 //!
 //! # The rule
 //!
@@ -117,7 +119,6 @@ mod window;
 use window::{clamp_capacity, fmax};
 
 pub use moving_average::{DetectorState, SeriesDetector};
-pub use registry::DetectorKind;
 pub use window::{SlidingWindow, WindowStats};
 
 /// Default σ floor relative to `|mean|`: about 45 ε, enough for rounding
@@ -144,6 +145,26 @@ impl Direction {
             Direction::Lower => "lower",
             Direction::Both => "both",
         }
+    }
+}
+
+/// A detector: its name, what it is for, the keys it reads, and how to
+/// make its state for a new series.
+#[derive(Debug)]
+pub struct DetectorKind {
+    /// The name in the configuration.
+    pub name: &'static str,
+    /// One line on what it suits.
+    pub about: &'static str,
+    /// The detector-specific keys it reads, beside [`registry::COMMON_KEYS`].
+    pub keys: &'static [&'static str],
+    /// A fresh state for a series under `settings`.
+    pub new: fn(&DetectorSettings) -> Box<dyn SeriesModel>,
+}
+
+impl PartialEq for DetectorKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
     }
 }
 

@@ -2,9 +2,22 @@
 //! before it, and keeps flagged points out of the window when asked
 //! (`exclude_anomalies`).
 
-use super::registry::{self, DetectorKind};
 use super::window::{SlidingWindow, WindowStats};
-use super::{Baseline, DetectorSettings, SeriesModel, Verdict};
+use super::{Baseline, DetectorKind, DetectorSettings, SeriesModel, Verdict};
+
+/// The default detector: the design's moving average with deviation
+/// thresholding.
+pub static MOVING_AVERAGE: DetectorKind = DetectorKind {
+    name: "moving_average",
+    about: "mean and standard deviation of the last window_size points",
+    keys: &[
+        "window_size",
+        "min_samples",
+        "exclude_anomalies",
+        "max_excluded_run",
+    ],
+    new: |settings| Box::new(SeriesDetector::new(settings)),
+};
 
 /// Per-series detector state without its ring: the window statistics plus
 /// the exclusion run (48 bytes). A series whose detector is not the moving
@@ -164,7 +177,7 @@ impl DetectorState {
 
     /// The detector this state belongs to.
     pub fn kind(&self) -> &'static DetectorKind {
-        self.model().map_or(&registry::MOVING_AVERAGE, |m| m.kind())
+        self.model().map_or(&MOVING_AVERAGE, |m| m.kind())
     }
 
     /// Starts over as a fresh state of the detector of `settings`: an
@@ -293,6 +306,6 @@ impl SeriesModel for SeriesDetector {
     }
 
     fn kind(&self) -> &'static DetectorKind {
-        &registry::MOVING_AVERAGE
+        &MOVING_AVERAGE
     }
 }

@@ -3,27 +3,8 @@
 //! [`SeriesModel`](super::SeriesModel), one `DetectorKind` constant in it,
 //! and one line in [`DETECTORS`].
 
-use super::{DetectorSettings, SeriesModel};
-
-/// A detector: its name, what it is for, the keys it reads, and how to
-/// make its state for a new series.
-#[derive(Debug)]
-pub struct DetectorKind {
-    /// The name in the configuration.
-    pub name: &'static str,
-    /// One line on what it suits.
-    pub about: &'static str,
-    /// The detector-specific keys it reads, beside [`COMMON_KEYS`].
-    pub keys: &'static [&'static str],
-    /// A fresh state for a series under `settings`.
-    pub new: fn(&DetectorSettings) -> Box<dyn SeriesModel>,
-}
-
-impl PartialEq for DetectorKind {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name
-    }
-}
+pub use super::DetectorKind;
+pub use super::moving_average::MOVING_AVERAGE;
 
 /// The keys of `[detector]` and `[[rule]]` every detector honours.
 pub const COMMON_KEYS: &[&str] = &[
@@ -37,20 +18,6 @@ pub const COMMON_KEYS: &[&str] = &[
     "resolve_multiplier",
     "series_ttl",
 ];
-
-/// The default detector: the design's moving average with deviation
-/// thresholding.
-pub static MOVING_AVERAGE: DetectorKind = DetectorKind {
-    name: "moving_average",
-    about: "mean and standard deviation of the last window_size points",
-    keys: &[
-        "window_size",
-        "min_samples",
-        "exclude_anomalies",
-        "max_excluded_run",
-    ],
-    new: |settings| Box::new(super::SeriesDetector::new(settings)),
-};
 
 /// Every detector, the default first.
 pub static DETECTORS: &[&DetectorKind] = &[
@@ -78,6 +45,7 @@ pub fn uses_key(kind: &DetectorKind, key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::DetectorSettings;
 
     #[test]
     fn names_are_unique_and_found() {

@@ -20,8 +20,7 @@
 //! learnt. A change of `season`, `seasons` or `bucket` starts the series
 //! over.
 
-use super::registry::DetectorKind;
-use super::{Baseline, DetectorSettings, SeriesModel, Verdict};
+use super::{Baseline, DetectorKind, DetectorSettings, SeriesModel, Verdict};
 
 /// The `seasonal` entry of the registry.
 pub static SEASONAL: DetectorKind = DetectorKind {
