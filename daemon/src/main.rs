@@ -179,6 +179,7 @@ fn run_replay(config: Arc<Config>, args: ReplayArgs) -> ExitCode {
 }
 
 fn daemon(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
+    runtime::keep_freed_heap();
     tracing::info!(
         version = %env!("CARGO_PKG_VERSION"),
         commit = %env!("ANOMALYD_COMMIT"),

@@ -11,7 +11,7 @@ use super::reply::{ResponseBody, error, json, json_bytes, too_large};
 use crate::api::{AnomalyRecord, BatchReply, EpisodeEvent, EpisodeRecord, PointReply, STATUS_OK};
 use crate::detect::{Direction, Verdict};
 use crate::ingest::{self, DataPoint, PointError, PointErrorKind};
-use crate::series::Observation;
+use crate::series::{ClosedEpisodes, Observation};
 use crate::state::AppState;
 
 /// `POST /detect`.
@@ -72,7 +72,8 @@ async fn detect_point(body: &[u8], state: &AppState) -> Response<ResponseBody> {
     if let Err(message) = ingest::validate_point(&point) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, message);
     }
-    let observation = match state.table.observe_point(&point) {
+    let mut closed = Vec::new();
+    let observation = match state.table.observe_point_into(&point, &mut closed) {
         Ok(observation) => observation,
         Err(e) => return error(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
     };
@@ -83,11 +84,8 @@ async fn detect_point(body: &[u8], state: &AppState) -> Response<ResponseBody> {
     let record = observation.record(&point);
     if observation.episode.event.is_some() {
         let opened = observation.opened(&point);
-        let closed = observation.closed.as_deref();
-        state.report_episodes(
-            opened.as_slice(),
-            closed.map(std::slice::from_ref).unwrap_or_default(),
-        );
+        let closed: Vec<EpisodeRecord> = closed.into_iter().map(|(_, r)| r).collect();
+        state.report_episodes(opened.as_slice(), &closed);
     }
     let logged = match record {
         Some(record) => state.record_anomalies(std::slice::from_ref(&record)).await,
@@ -113,7 +111,8 @@ async fn detect_batch(body: &[u8], format: BodyFormat, state: &AppState) -> Resp
     {
         return error(StatusCode::UNPROCESSABLE_ENTITY, e.message);
     }
-    let observations = match state.table.observe_batch(&points) {
+    let mut closed = Vec::new();
+    let observations = match state.table.observe_batch_into(&points, &mut closed) {
         Ok(observations) => observations,
         Err(e) => return error(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
     };
@@ -122,7 +121,7 @@ async fn detect_batch(body: &[u8], format: BodyFormat, state: &AppState) -> Resp
         .points
         .fetch_add(points.len() as u64, Ordering::Relaxed);
     let records = anomaly_records(&points, &observations);
-    let (episodes_opened, episodes_closed) = episode_changes(&points, &observations);
+    let (episodes_opened, episodes_closed) = episode_changes(&points, &observations, closed);
     state.report_episodes(&episodes_opened, &episodes_closed);
     let logged = state.record_anomalies(&records).await;
     let duplicates = observations.iter().filter(|o| o.duplicate).count();
@@ -153,21 +152,21 @@ fn anomaly_records(points: &[DataPoint<'_>], observations: &[Observation]) -> Ve
         .collect()
 }
 
-/// The episodes a batch opened and closed, in batch order.
+/// The episodes a batch opened and closed (`closed`, from the table), in
+/// batch order.
 fn episode_changes(
     points: &[DataPoint<'_>],
     observations: &[Observation],
+    mut closed: ClosedEpisodes,
 ) -> (Vec<EpisodeRecord>, Vec<EpisodeRecord>) {
-    let mut opened = Vec::new();
-    let mut closed = Vec::new();
-    for (point, obs) in points.iter().zip(observations) {
-        match obs.episode.event {
-            None => {}
-            Some(EpisodeEvent::Opened) => opened.extend(obs.opened(point)),
-            Some(EpisodeEvent::Closed) => closed.extend(obs.closed.as_deref().cloned()),
-        }
-    }
-    (opened, closed)
+    let opened = points
+        .iter()
+        .zip(observations)
+        .filter(|(_, obs)| obs.episode.event == Some(EpisodeEvent::Opened))
+        .filter_map(|(point, obs)| obs.opened(point))
+        .collect();
+    closed.sort_by_key(|&(index, _)| index);
+    (opened, closed.into_iter().map(|(_, r)| r).collect())
 }
 
 /// The reply to a single point.

@@ -47,8 +47,9 @@ pub struct TooManySeries {
     pub limit: usize,
 }
 
-/// What happened to one point.
-#[derive(Clone, Debug, PartialEq)]
+/// What happened to one point (`Copy`, and as small as it can be: a batch
+/// holds one per point).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Observation {
     /// The point's `seq` was already applied; nothing else happened.
     pub duplicate: bool,
@@ -62,9 +63,11 @@ pub struct Observation {
     /// The episode the point is part of, and whether it opened or closed
     /// it.
     pub episode: EpisodeStep,
-    /// The episode this point closed, complete.
-    pub closed: Option<Box<EpisodeRecord>>,
 }
+
+/// The episodes some points closed, complete, each with the index of the
+/// point that closed it (in its batch), in no particular order.
+pub type ClosedEpisodes = Vec<(u32, EpisodeRecord)>;
 
 impl Observation {
     /// A slot not filled yet (as a duplicate: it claims nothing).
@@ -77,7 +80,6 @@ impl Observation {
             episode: None,
             event: None,
         },
-        closed: None,
     };
 
     /// The episode this point opened, as it is at its opening.
@@ -171,6 +173,15 @@ impl Profiles {
 /// Hashing of series names: foldhash is several times faster than SipHash
 /// on short keys and is still seeded per process.
 type Hasher = foldhash::fast::RandomState;
+
+/// When and where a point is applied: the table's clock, the point's
+/// timestamp, its index in its batch.
+#[derive(Clone, Copy)]
+struct Applied {
+    now: u32,
+    timestamp: f64,
+    index: u32,
+}
 
 /// Episode counts of the table.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -379,10 +390,20 @@ impl SeriesTable {
     /// Applies one point (the single-point request path, without the
     /// batch's allocations).
     pub fn observe_point(&self, point: &DataPoint<'_>) -> Result<Observation, TooManySeries> {
+        self.observe_point_into(point, &mut Vec::new())
+    }
+
+    /// [`Self::observe_point`], adding the episode the point closed, if
+    /// any, to `closed` (with index 0).
+    pub fn observe_point_into(
+        &self,
+        point: &DataPoint<'_>,
+        closed: &mut ClosedEpisodes,
+    ) -> Result<Observation, TooManySeries> {
         let profiles = self.current();
         let now = self.now_secs();
         let timestamp = point.timestamp.unwrap_or_else(unix_now);
-        self.observe_one(&profiles, point, now, timestamp)
+        self.observe_one(&profiles, point, now, timestamp, closed)
     }
 
     /// Applies `points` in order. Either every point is applied or, when new
@@ -396,6 +417,16 @@ impl SeriesTable {
         &self,
         points: &[DataPoint<'_>],
     ) -> Result<Vec<Observation>, TooManySeries> {
+        self.observe_batch_into(points, &mut Vec::new())
+    }
+
+    /// [`Self::observe_batch`], adding the episodes the points closed to
+    /// `closed`, each with the index of the point that closed it.
+    pub fn observe_batch_into(
+        &self,
+        points: &[DataPoint<'_>],
+        closed: &mut ClosedEpisodes,
+    ) -> Result<Vec<Observation>, TooManySeries> {
         let profiles = self.current();
         let now = self.now_secs();
         // The clock is read once per batch, and only if a point needs it.
@@ -408,7 +439,7 @@ impl SeriesTable {
         if let [point] = points {
             let timestamp = timestamp_of(point);
             return self
-                .observe_one(&profiles, point, now, timestamp)
+                .observe_one(&profiles, point, now, timestamp, closed)
                 .map(|obs| vec![obs]);
         }
         let hashes: Vec<u64> = points
@@ -433,8 +464,12 @@ impl SeriesTable {
                     }
                 };
                 let timestamp = timestamp_of(point);
-                observations[i as usize] =
-                    self.apply(&profiles, &mut shard, id, point, now, timestamp);
+                let at = Applied {
+                    now,
+                    timestamp,
+                    index: i,
+                };
+                observations[i as usize] = self.apply(&profiles, &mut shard, id, point, at, closed);
             }
         }
         self.settle_reservation(missing, created);
@@ -487,6 +522,7 @@ impl SeriesTable {
         point: &DataPoint<'_>,
         now: u32,
         timestamp: f64,
+        closed: &mut ClosedEpisodes,
     ) -> Result<Observation, TooManySeries> {
         let name = point.series.as_ref();
         let hash = hash_name(&self.hasher, name);
@@ -498,7 +534,12 @@ impl SeriesTable {
                 Self::create(profiles, &mut shard, hash, name, now)
             }
         };
-        Ok(self.apply(profiles, &mut shard, id, point, now, timestamp))
+        let at = Applied {
+            now,
+            timestamp,
+            index: 0,
+        };
+        Ok(self.apply(profiles, &mut shard, id, point, at, closed))
     }
 
     fn apply(
@@ -507,9 +548,14 @@ impl SeriesTable {
         shard: &mut Shard,
         id: u32,
         point: &DataPoint<'_>,
-        now: u32,
-        timestamp: f64,
+        at: Applied,
+        closed: &mut ClosedEpisodes,
     ) -> Observation {
+        let Applied {
+            now,
+            timestamp,
+            index,
+        } = at;
         let mut series = shard.series(id);
         let state = &mut *series.slot;
         state.last_seen = now;
@@ -530,7 +576,6 @@ impl SeriesTable {
                     direction: settings.direction,
                     timestamp,
                     episode: EpisodeStep::default(),
-                    closed: None,
                 };
             }
             state.last_seq = seq;
@@ -571,18 +616,17 @@ impl SeriesTable {
             id,
             HistoryPoint::new(timestamp, point.value, &verdict, episode.episode.is_some()),
         );
-        let closed = if episode.episode.is_some() {
-            self.track_episode(shard, point, &verdict, episode, timestamp)
-        } else {
-            None
-        };
+        if episode.episode.is_some()
+            && let Some(record) = self.track_episode(shard, point, &verdict, episode, timestamp)
+        {
+            closed.push((index, record));
+        }
         Observation {
             duplicate: false,
             verdict,
             direction: settings.direction,
             timestamp,
             episode,
-            closed,
         }
     }
 
@@ -615,7 +659,7 @@ impl SeriesTable {
         verdict: &Verdict,
         step: EpisodeStep,
         timestamp: f64,
-    ) -> Option<Box<EpisodeRecord>> {
+    ) -> Option<EpisodeRecord> {
         let name: &str = &point.series;
         match (step.event, step.episode, verdict) {
             (Some(EpisodeEvent::Opened), Some(id), Verdict::Anomaly(baseline, side)) => {
@@ -629,7 +673,7 @@ impl SeriesTable {
                 let open = shard.open_episodes.remove(name)?;
                 let record = open.record(name, Some(timestamp));
                 self.episodes.closed(record.clone());
-                Some(Box::new(record))
+                Some(record)
             }
             (None, _, Verdict::Anomaly(baseline, _)) => {
                 if let Some(open) = shard.open_episodes.get_mut(name) {
@@ -1364,7 +1408,6 @@ dashboard = false
                             direction: s.direction,
                             timestamp: point.timestamp.expect("test points carry timestamps"),
                             episode: EpisodeStep::default(),
-                            closed: None,
                         };
                     }
                     *last_seq = Some(seq);
@@ -1394,7 +1437,6 @@ dashboard = false
                     direction: s.direction,
                     timestamp,
                     episode: step,
-                    closed: None,
                 }
             }
 
@@ -1449,18 +1491,20 @@ dashboard = false
                                 .iter()
                                 .map(|&(i, value, seq)| point(&name(i), value, seq))
                                 .collect();
-                            let mut got = table.observe_batch(&points).unwrap();
-                            for obs in &mut got {
-                                // The closing record is checked here; the
-                                // rest is compared with the reference.
-                                let closed = obs.closed.take();
-                                prop_assert_eq!(
-                                    closed.map(|c| c.episode),
-                                    (obs.episode.event == Some(EpisodeEvent::Closed))
-                                        .then_some(obs.episode.episode)
-                                        .flatten()
-                                );
-                            }
+                            let mut closed = Vec::new();
+                            let got = table.observe_batch_into(&points, &mut closed).unwrap();
+                            // A closing record for each point that closed
+                            // an episode, and for no other.
+                            let mut closers: Vec<(u32, u64)> =
+                                closed.iter().map(|(i, r)| (*i, r.episode)).collect();
+                            closers.sort_unstable();
+                            let want_closers: Vec<(u32, u64)> = got
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, o)| o.episode.event == Some(EpisodeEvent::Closed))
+                                .map(|(i, o)| (i as u32, o.episode.episode.unwrap()))
+                                .collect();
+                            prop_assert_eq!(closers, want_closers);
                             let want: Vec<Observation> = points
                                 .iter()
                                 .map(|p| reference.observe(&current, p))
