@@ -265,6 +265,13 @@ fn the_dashboard_shows_a_stream_live_and_reconnects_after_a_restart() {
         json!([]),
     );
     assert_eq!(band, 1, "the threshold band is drawn");
+    // The two spikes are one episode, still open: one shaded span.
+    let spans = browser.run(
+        "return [document.querySelectorAll('#chart rect.episode').length, \
+         document.getElementById('chart-info').textContent.includes('episode open')];",
+        json!([]),
+    );
+    assert_eq!(spans, json!([1, true]), "one shaded episode span");
     // Hovering the first spike shows its time, value, mean, sigma and
     // threshold.
     let tooltip = browser.run(
@@ -283,6 +290,7 @@ fn the_dashboard_shows_a_stream_live_and_reconnects_after_a_restart() {
         "σ 0.5",
         "threshold 12",
         "score 179",
+        "in an episode",
     ] {
         assert!(
             tooltip.contains(part),
