@@ -523,6 +523,22 @@ mod tests {
     }
 
     #[test]
+    fn points_need_timestamps() {
+        let mut points = Points::default();
+        let point = DataPoint {
+            value: 1.0,
+            timestamp: None,
+            series: "a".into(),
+            seq: None,
+        };
+        let err = points.push(&point).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "point 0 of series \"a\" has no timestamp; evaluate matches labels by time"
+        );
+    }
+
+    #[test]
     fn labels_merge_adjacent_points_and_read_csv_windows() {
         let dir = tempfile::tempdir().unwrap();
         let mut points = Points::default();
