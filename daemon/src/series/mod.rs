@@ -284,8 +284,8 @@ impl SeriesTable {
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             for id in 0..shard.len() as u32 {
-                let name = String::from_utf8_lossy(shard.name(id)).into_owned();
-                let profile = profiles.profile_of(&name);
+                // Names are stored from `&str`: no copy is made.
+                let profile = profiles.profile_of(&String::from_utf8_lossy(shard.name(id)));
                 let settings = &profiles.settings[profile as usize].detector;
                 let slot = shard.series(id).slot;
                 slot.profile = profile;
@@ -638,12 +638,9 @@ impl SeriesTable {
         timestamp: f64,
         settings: &DetectorSettings,
     ) -> Verdict {
-        if slot.detector.model().is_none() {
-            slot.detector.reset(settings);
-        }
         slot.detector
             .model_mut()
-            .expect("a model was just made")
+            .expect("apply switched the series to this detector, which made its model")
             .observe(value, timestamp, settings)
     }
 
