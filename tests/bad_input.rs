@@ -38,6 +38,24 @@ const CASES: &[(&str, &str, u16, &str)] = &[
     ),
     (
         "application/json",
+        r#"{"value": 1, "timestamp": 1e300}"#,
+        422,
+        "field `timestamp`: 1e300 is after the year 9999",
+    ),
+    (
+        "application/x-ndjson",
+        "{\"value\": 1, \"timestamp\": 1700000000}\n{\"value\": 1, \"timestamp\": 1700000000000}\n",
+        422,
+        "line 2: field `timestamp`: 1700000000000 is after the year 9999",
+    ),
+    (
+        "application/json",
+        r#"[{"value": 1, "timestamp": -0.5}]"#,
+        422,
+        "item 0: field `timestamp`: -0.5 is not a valid unix time",
+    ),
+    (
+        "application/json",
         r#"{"value": 1, "seq": -3}"#,
         422,
         "field `seq`",

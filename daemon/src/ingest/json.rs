@@ -548,7 +548,7 @@ impl<'de> Visitor<'de> for SeqField<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::point::{MAX_SEQ, MAX_SERIES_NAME_BYTES};
+    use super::super::point::{MAX_SEQ, MAX_SERIES_NAME_BYTES, MAX_TIMESTAMP};
     use super::*;
 
     #[test]
@@ -706,6 +706,14 @@ mod tests {
         p.series = Cow::Borrowed("ok");
         p.timestamp = Some(-1.0);
         assert!(validate_point(&p).unwrap_err().contains("`timestamp`"));
+        // Plausible unix seconds only: up to the last second of 9999.
+        p.timestamp = Some(MAX_TIMESTAMP - 1.0);
+        assert_eq!(validate_point(&p), Ok(()));
+        for implausible in [MAX_TIMESTAMP, 1e300, 1.7e12, f64::INFINITY, f64::NAN] {
+            p.timestamp = Some(implausible);
+            let message = validate_point(&p).unwrap_err();
+            assert!(message.starts_with("field `timestamp`"), "{message}");
+        }
     }
 
     #[test]

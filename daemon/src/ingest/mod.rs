@@ -15,6 +15,6 @@ pub mod scan;
 
 pub use json::{parse_json_body, parse_json_object, parse_ndjson_body, parse_ndjson_line};
 pub use point::{
-    DEFAULT_SERIES, DataPoint, MAX_ABS_VALUE, MAX_SEQ, MAX_SERIES_NAME_BYTES, PointError,
-    PointErrorKind, short_number, validate_all, validate_point,
+    DEFAULT_SERIES, DataPoint, MAX_ABS_VALUE, MAX_SEQ, MAX_SERIES_NAME_BYTES, MAX_TIMESTAMP,
+    PointError, PointErrorKind, check_timestamp, short_number, validate_all, validate_point,
 };

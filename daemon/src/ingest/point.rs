@@ -18,6 +18,11 @@ pub const MAX_ABS_VALUE: f64 = 1e150;
 /// every later point of its series a duplicate; and 2^63 is where other
 /// tools' signed 64-bit integers end.
 pub const MAX_SEQ: u64 = i64::MAX as u64;
+/// The first unix time not accepted as a timestamp: 10000-01-01T00:00:00Z.
+/// A later one is a unit mix-up (milliseconds or nanoseconds sent as
+/// seconds), not a time, and would overflow the microseconds of an
+/// episode id.
+pub const MAX_TIMESTAMP: f64 = 253_402_300_800.0;
 /// Series name used when a point names none.
 pub const DEFAULT_SERIES: &str = "default";
 
@@ -95,12 +100,9 @@ pub fn validate_point(point: &DataPoint<'_>) -> Result<(), String> {
         ));
     }
     if let Some(ts) = point.timestamp
-        && (!ts.is_finite() || ts < 0.0)
+        && let Err(message) = check_timestamp(ts)
     {
-        return Err(format!(
-            "field `timestamp`: {} is not a valid unix time (seconds since 1970, >= 0)",
-            short_number(ts)
-        ));
+        return Err(format!("field `timestamp`: {message}"));
     }
     if let Some(seq) = point.seq
         && seq > MAX_SEQ
@@ -123,6 +125,24 @@ pub fn validate_point(point: &DataPoint<'_>) -> Result<(), String> {
         return Err("field `series`: must not contain control characters".into());
     }
     Ok(())
+}
+
+/// Checks that `ts` is a plausible unix time in seconds: finite, not
+/// negative and before the year 10000; the error says which and why.
+pub fn check_timestamp(ts: f64) -> Result<(), String> {
+    if !ts.is_finite() || ts < 0.0 {
+        Err(format!(
+            "{} is not a valid unix time (seconds since 1970, >= 0)",
+            short_number(ts)
+        ))
+    } else if ts >= MAX_TIMESTAMP {
+        Err(format!(
+            "{} is after the year 9999: send unix time in seconds (not milliseconds or nanoseconds)",
+            short_number(ts)
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// A number as an error message shows it: short, in scientific notation
