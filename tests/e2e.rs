@@ -60,3 +60,6 @@ mod events;
 /// The dashboard in headless chromium: live list, chart, anomalies,
 /// reconnection after a restart.
 mod browser;
+
+/// The monitoring stack with the real programs: Prometheus remote-write.
+mod stack;

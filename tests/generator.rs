@@ -358,7 +358,9 @@ fn a_restarted_anomalyd_loses_nothing() {
         dir.path(),
         &["--config", config.to_str().unwrap(), "--count", "2000"],
     );
-    daemon.wait_for_metric("anomalyd_points_received_total", |v| v >= 300.0);
+    daemon.wait_for_metric("anomalyd_points_received_total{format=\"detect\"}", |v| {
+        v >= 300.0
+    });
     let daemon_dir = daemon.kill9();
     generator.wait_for_stderr("Cannot deliver points to anomalyd");
     let daemon = TestDaemon::start_in(daemon_dir, port, "");
@@ -370,7 +372,7 @@ fn a_restarted_anomalyd_loses_nothing() {
         "{stopped}"
     );
     generator.wait_for_stderr("anomalyd accepts points again");
-    assert!(daemon.metric("anomalyd_points_received_total") > 0.0);
+    assert!(daemon.metric("anomalyd_points_received_total{format=\"detect\"}") > 0.0);
 }
 
 /// A proxy that forwards HTTP/1.1 requests to `upstream` and, for request
@@ -451,8 +453,14 @@ fn a_lost_reply_is_resent_and_applied_once() {
         String::from_utf8_lossy(&out.stderr)
     );
     // 50 points, one of them posted twice: the repeat was skipped.
-    assert_eq!(daemon.metric("anomalyd_points_received_total"), 51.0);
-    assert_eq!(daemon.metric("anomalyd_points_duplicate_total"), 1.0);
+    assert_eq!(
+        daemon.metric("anomalyd_points_received_total{format=\"detect\"}"),
+        51.0
+    );
+    assert_eq!(
+        daemon.metric("anomalyd_points_duplicate_total{format=\"detect\"}"),
+        1.0
+    );
 }
 
 #[test]
@@ -592,7 +600,10 @@ fn sigterm_delivers_the_queue_within_the_grace_and_notifies_systemd() {
         .unwrap();
     assert!(generated > 0.0);
     assert!(stopped.contains("unsent=0"), "{stopped}");
-    assert_eq!(daemon.metric("anomalyd_points_received_total"), generated);
+    assert_eq!(
+        daemon.metric("anomalyd_points_received_total{format=\"detect\"}"),
+        generated
+    );
 }
 
 #[test]
@@ -613,7 +624,10 @@ fn each_series_may_post_to_its_own_detector() {
         String::from_utf8_lossy(&out.stderr)
     );
     for daemon in [&first, &second] {
-        assert_eq!(daemon.metric("anomalyd_points_received_total"), 30.0);
+        assert_eq!(
+            daemon.metric("anomalyd_points_received_total{format=\"detect\"}"),
+            30.0
+        );
         assert_eq!(daemon.metric("anomalyd_series_active"), 1.0);
     }
 }

@@ -4,7 +4,7 @@ use crate::helper::{TestDaemon, point, promtool_check, request};
 fn metrics_move_with_points_anomalies_bad_requests_and_reloads() {
     let daemon = TestDaemon::start("[detector]\nwindow_size = 4\ndirection = \"both\"\n");
     let m = |sample: &str| daemon.metric(sample);
-    assert_eq!(m("anomalyd_points_received_total"), 0.0);
+    assert_eq!(m("anomalyd_points_received_total{format=\"detect\"}"), 0.0);
     assert_eq!(m("anomalyd_config_last_reload_successful"), 1.0);
     assert!(m("anomalyd_config_last_reload_success_timestamp_seconds") > 1.7e9);
     // The build: version, the commit built from, and the compiler.
@@ -70,7 +70,7 @@ fn metrics_move_with_points_anomalies_bad_requests_and_reloads() {
         daemon.detect(&point("a", -100.0, 7.0)).json()["anomaly"],
         true
     );
-    assert_eq!(m("anomalyd_points_received_total"), 8.0);
+    assert_eq!(m("anomalyd_points_received_total{format=\"detect\"}"), 8.0);
     assert_eq!(m("anomalyd_anomalies_total{direction=\"upper\"}"), 1.0);
     assert_eq!(m("anomalyd_anomalies_total{direction=\"lower\"}"), 1.0);
     assert_eq!(m("anomalyd_anomaly_log_lines_written_total"), 2.0);
@@ -93,7 +93,7 @@ fn metrics_move_with_points_anomalies_bad_requests_and_reloads() {
         1.0
     );
     assert_eq!(
-        m("anomalyd_points_received_total"),
+        m("anomalyd_points_received_total{format=\"detect\"}"),
         8.0,
         "refused points are not counted"
     );

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::detect::Side;
+use crate::ingest::{SkipReason, Skipped};
 use crate::series::{EpisodeCounts, TableStats};
 
 /// Upper bounds (seconds) of the request duration buckets.
@@ -102,12 +103,18 @@ pub enum Route {
     Events,
     /// `/`, the dashboard page.
     Dashboard,
+    /// `/api/v1/write` (Prometheus remote-write).
+    RemoteWrite,
+    /// `/api/v2/write` (Influx line protocol, v2 API).
+    InfluxV2,
+    /// `/write` (Influx line protocol, v1 API).
+    InfluxV1,
     /// Any other path (answered 404).
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 10] = [
+    const ALL: [Route; 13] = [
         Route::Detect,
         Route::Anomalies,
         Route::Episodes,
@@ -117,6 +124,9 @@ impl Route {
         Route::Series,
         Route::Events,
         Route::Dashboard,
+        Route::RemoteWrite,
+        Route::InfluxV2,
+        Route::InfluxV1,
         Route::Other,
     ];
 
@@ -132,6 +142,9 @@ impl Route {
             "/series" => Route::Series,
             "/events" => Route::Events,
             "/" | "/index.html" | "/dashboard.css" | "/dashboard.js" => Route::Dashboard,
+            "/api/v1/write" => Route::RemoteWrite,
+            "/api/v2/write" => Route::InfluxV2,
+            "/write" => Route::InfluxV1,
             _ if path.starts_with("/series/") => Route::Series,
             _ => Route::Other,
         }
@@ -148,7 +161,33 @@ impl Route {
             Route::Series => "/series",
             Route::Events => "/events",
             Route::Dashboard => "/",
+            Route::RemoteWrite => "/api/v1/write",
+            Route::InfluxV2 => "/api/v2/write",
+            Route::InfluxV1 => "/write",
             Route::Other => "other",
+        }
+    }
+}
+
+/// The format points arrived in, as the `format` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// JSON or NDJSON on `POST /detect`.
+    Detect,
+    /// Prometheus remote-write on `POST /api/v1/write`.
+    RemoteWrite,
+    /// Influx line protocol on `POST /api/v2/write` and `POST /write`.
+    Influx,
+}
+
+impl Format {
+    const ALL: [Format; 3] = [Format::Detect, Format::RemoteWrite, Format::Influx];
+
+    fn label(self) -> &'static str {
+        match self {
+            Format::Detect => "detect",
+            Format::RemoteWrite => "remote_write",
+            Format::Influx => "influx",
         }
     }
 }
@@ -252,10 +291,12 @@ impl Default for LogStats {
 /// Every metric of the daemon except the ones computed at scrape time.
 #[derive(Debug)]
 pub struct Metrics {
-    /// Points accepted on `/detect` (duplicates included).
-    pub points: AtomicU64,
-    /// Points skipped as duplicates (`seq` already applied).
-    pub duplicates: AtomicU64,
+    /// Points accepted (duplicates included), by format.
+    points: [AtomicU64; Format::ALL.len()],
+    /// Points skipped as duplicates, by format.
+    duplicates: [AtomicU64; Format::ALL.len()],
+    /// Samples skipped (not points), by format and reason.
+    skipped: [[AtomicU64; SkipReason::ALL.len()]; Format::ALL.len()],
     /// Requests being handled right now.
     pub in_flight: AtomicU64,
     anomalies: [AtomicU64; 2],
@@ -273,8 +314,9 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            points: AtomicU64::new(0),
-            duplicates: AtomicU64::new(0),
+            points: Default::default(),
+            duplicates: Default::default(),
+            skipped: Default::default(),
             in_flight: AtomicU64::new(0),
             anomalies: Default::default(),
             bad_requests: Default::default(),
@@ -310,6 +352,29 @@ impl Metrics {
             .last_reload_success
             .store(loaded_at.to_bits(), Ordering::Relaxed);
         metrics
+    }
+
+    /// Counts `points` points accepted in `format`, `duplicates` of them
+    /// not applied again.
+    pub fn points(&self, format: Format, points: u64, duplicates: u64) {
+        self.points[format as usize].fetch_add(points, Ordering::Relaxed);
+        if duplicates > 0 {
+            self.duplicates[format as usize].fetch_add(duplicates, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts the samples of a `format` request that were skipped.
+    pub fn skipped(&self, format: Format, skipped: &Skipped) {
+        for (count, &n) in self.skipped[format as usize].iter().zip(&skipped.counts) {
+            if n > 0 {
+                count.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Points accepted in every format.
+    pub fn points_total(&self) -> u64 {
+        self.points.iter().map(|p| p.load(Ordering::Relaxed)).sum()
     }
 
     /// Counts one anomaly that crossed `side`.
@@ -376,18 +441,51 @@ impl Metrics {
     /// Points, anomalies, refused requests and series.
     fn render_points(&self, out: &mut String, snapshot: &Snapshot) {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        counter(
+        header(
             out,
             "anomalyd_points_received_total",
-            "Data points accepted on POST /detect, duplicates included.",
-            load(&self.points),
+            "counter",
+            "Data points accepted, duplicates included, by the format they came in.",
         );
-        counter(
+        for (format, count) in Format::ALL.iter().zip(&self.points) {
+            let _ = writeln!(
+                out,
+                "anomalyd_points_received_total{{format=\"{}\"}} {}",
+                format.label(),
+                load(count)
+            );
+        }
+        header(
             out,
             "anomalyd_points_duplicate_total",
-            "Points not applied because their seq was already applied.",
-            load(&self.duplicates),
+            "counter",
+            "Points not applied again: a seq already applied (detect), or a timestamp not after the series' last one (remote_write, influx).",
         );
+        for (format, count) in Format::ALL.iter().zip(&self.duplicates) {
+            let _ = writeln!(
+                out,
+                "anomalyd_points_duplicate_total{{format=\"{}\"}} {}",
+                format.label(),
+                load(count)
+            );
+        }
+        header(
+            out,
+            "anomalyd_samples_skipped_total",
+            "counter",
+            "Samples of remote-write and line protocol that were not points, by format and reason.",
+        );
+        for format in [Format::RemoteWrite, Format::Influx] {
+            for (reason, count) in SkipReason::ALL.iter().zip(&self.skipped[format as usize]) {
+                let _ = writeln!(
+                    out,
+                    "anomalyd_samples_skipped_total{{format=\"{}\",reason=\"{}\"}} {}",
+                    format.label(),
+                    reason.label(),
+                    load(count)
+                );
+            }
+        }
 
         header(
             out,

@@ -161,7 +161,7 @@ impl AppState {
     /// Updates the points-per-second figure of [`AppState::status_line`]
     /// with the points counted since the last call, `elapsed` ago.
     pub fn update_points_rate(&self, elapsed: Duration, last_points: &mut u64) {
-        let points = self.metrics.points.load(Ordering::Relaxed);
+        let points = self.metrics.points_total();
         let rate = points.saturating_sub(*last_points) as f64 / elapsed.as_secs_f64().max(1e-3);
         *last_points = points;
         self.points_rate.store(rate.to_bits(), Ordering::Relaxed);

@@ -7,6 +7,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderMap};
+use hyper::{Response, StatusCode};
+
+use super::reply::{ResponseBody, error, too_large};
+use crate::config::ServerConfig;
 
 /// How a `/detect` body is encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +121,47 @@ async fn rest_of_body(
         Ok(Bytes::from(buf))
     })
     .await?
+}
+
+/// Reads the whole body under `[server] max_body_bytes` and
+/// `idle_timeout`; the error is the reply to send (413, 408 or 400).
+pub async fn read_request_body(
+    body: Incoming,
+    server: &ServerConfig,
+) -> Result<Bytes, Response<ResponseBody>> {
+    let max = server.max_body_bytes;
+    read_body(body, max, server.idle_timeout)
+        .await
+        .map_err(|e| match e {
+            BodyError::TimedOut => error(
+                StatusCode::REQUEST_TIMEOUT,
+                "timed out reading the request body".into(),
+            ),
+            BodyError::TooLarge => too_large(max),
+            BodyError::Read(e) => error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            ),
+        })
+}
+
+/// The `Content-Encoding` of a request, lower-cased; `None` when absent
+/// or `identity`.
+pub fn content_encoding(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_ENCODING)?;
+    let text = String::from_utf8_lossy(value.as_bytes())
+        .trim()
+        .to_ascii_lowercase();
+    (text != "identity" && !text.is_empty()).then_some(text)
+}
+
+/// The media type of `Content-Type` (before any `;`), lower-cased, and
+/// its parameters as they were sent; `None` when absent.
+pub fn media_type(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::CONTENT_TYPE)?;
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let (mime, params) = text.split_once(';').unwrap_or((&text, ""));
+    Some((mime.trim().to_ascii_lowercase(), params.trim().to_owned()))
 }
 
 #[cfg(test)]

@@ -1,23 +1,21 @@
 //! `POST /detect`: one point, a JSON array or NDJSON, applied to the series
 //! table; anomalies are in the log before the reply says `logged: true`.
 
-use std::sync::atomic::Ordering;
-
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
-use super::body::{BodyError, BodyFormat, body_format, read_body};
-use super::reply::{ResponseBody, error, json, json_bytes, too_large};
+use super::body::{BodyFormat, body_format, read_request_body};
+use super::reply::{ResponseBody, error, json, json_bytes};
 use crate::api::{AnomalyRecord, BatchReply, EpisodeEvent, EpisodeRecord, PointReply, STATUS_OK};
 use crate::detect::{Direction, Verdict};
 use crate::ingest::{self, DataPoint, PointError, PointErrorKind};
-use crate::series::{ClosedEpisodes, Observation};
+use crate::metrics::Format;
+use crate::series::{ClosedEpisodes, Duplicates, Observation};
 use crate::state::AppState;
 
 /// `POST /detect`.
 pub(super) async fn detect(req: Request<Incoming>, state: &AppState) -> Response<ResponseBody> {
     let config = state.config();
-    let max_body = config.server.max_body_bytes;
     let format = match body_format(req.headers()) {
         Ok(format) => format,
         Err(content_type) => {
@@ -29,21 +27,9 @@ pub(super) async fn detect(req: Request<Incoming>, state: &AppState) -> Response
             );
         }
     };
-    let body = match read_body(req.into_body(), max_body, config.server.idle_timeout).await {
+    let body = match read_request_body(req.into_body(), &config.server).await {
         Ok(body) => body,
-        Err(BodyError::TimedOut) => {
-            return error(
-                StatusCode::REQUEST_TIMEOUT,
-                "timed out reading the request body".into(),
-            );
-        }
-        Err(BodyError::TooLarge) => return too_large(max_body),
-        Err(BodyError::Read(e)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the request body: {e}"),
-            );
-        }
+        Err(response) => return response,
     };
     let single =
         format == BodyFormat::Json && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
@@ -77,10 +63,9 @@ async fn detect_point(body: &[u8], state: &AppState) -> Response<ResponseBody> {
         Ok(observation) => observation,
         Err(e) => return error(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
     };
-    state.metrics.points.fetch_add(1, Ordering::Relaxed);
-    if observation.duplicate {
-        state.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
-    }
+    state
+        .metrics
+        .points(Format::Detect, 1, u64::from(observation.duplicate));
     let record = observation.record(&point);
     if observation.episode.event.is_some() {
         let opened = observation.opened(&point);
@@ -111,36 +96,69 @@ async fn detect_batch(body: &[u8], format: BodyFormat, state: &AppState) -> Resp
     {
         return error(StatusCode::UNPROCESSABLE_ENTITY, e.message);
     }
-    let mut closed = Vec::new();
-    let observations = match state.table.observe_batch_into(&points, &mut closed) {
-        Ok(observations) => observations,
-        Err(e) => return error(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+    let applied = match apply_points(&points, Duplicates::BySeq, Format::Detect, state).await {
+        Ok(applied) => applied,
+        Err(response) => return response,
     };
-    state
-        .metrics
-        .points
-        .fetch_add(points.len() as u64, Ordering::Relaxed);
-    let records = anomaly_records(&points, &observations);
-    let (episodes_opened, episodes_closed) = episode_changes(&points, &observations, closed);
-    state.report_episodes(&episodes_opened, &episodes_closed);
-    let logged = state.record_anomalies(&records).await;
-    let duplicates = observations.iter().filter(|o| o.duplicate).count();
-    state
-        .metrics
-        .duplicates
-        .fetch_add(duplicates as u64, Ordering::Relaxed);
     json(
         StatusCode::OK,
         &BatchReply {
             status: STATUS_OK.into(),
             received: points.len(),
-            duplicates,
-            anomalies: records,
-            episodes_opened,
-            episodes_closed,
-            logged,
+            duplicates: applied.duplicates,
+            anomalies: applied.records,
+            episodes_opened: applied.episodes_opened,
+            episodes_closed: applied.episodes_closed,
+            logged: applied.logged,
         },
     )
+}
+
+/// What applying a batch did.
+pub(super) struct AppliedBatch {
+    /// The anomalous points' records, in batch order.
+    pub(super) records: Vec<AnomalyRecord>,
+    /// Episodes the batch opened, in batch order.
+    pub(super) episodes_opened: Vec<EpisodeRecord>,
+    /// Episodes the batch closed, in batch order.
+    pub(super) episodes_closed: Vec<EpisodeRecord>,
+    /// Points recognised as already applied.
+    pub(super) duplicates: usize,
+    /// Whether the records are in the anomaly log (else in its backlog).
+    pub(super) logged: bool,
+}
+
+/// Applies `points` (all or none), counts them as `format`, reports the
+/// episodes they opened and closed, and writes their anomalies to the log
+/// before returning. The error is the 429 reply when `max_series` would be
+/// exceeded.
+pub(super) async fn apply_points(
+    points: &[DataPoint<'_>],
+    duplicates: Duplicates,
+    format: Format,
+    state: &AppState,
+) -> Result<AppliedBatch, Response<ResponseBody>> {
+    let mut closed = Vec::new();
+    let observed = match duplicates {
+        Duplicates::BySeq => state.table.observe_batch_into(points, &mut closed),
+        Duplicates::ByTimestamp => state.table.observe_samples_into(points, &mut closed),
+    };
+    let observations = observed.map_err(|e| error(StatusCode::TOO_MANY_REQUESTS, e.to_string()))?;
+    let records = anomaly_records(points, &observations);
+    let (episodes_opened, episodes_closed) = episode_changes(points, &observations, closed);
+    state.report_episodes(&episodes_opened, &episodes_closed);
+    let logged = state.record_anomalies(&records).await;
+    let duplicates = observations.iter().filter(|o| o.duplicate).count();
+    state
+        .metrics
+        .points(format, points.len() as u64, duplicates as u64);
+    Ok(AppliedBatch {
+        records,
+        episodes_opened,
+        episodes_closed,
+        duplicates,
+        logged,
+    })
 }
 
 /// The records of the anomalous points of a batch, in batch order.

@@ -7,6 +7,8 @@
 //!   `POST /detect`, `GET /anomalies`, `GET /series[/{name}]`,
 //!   `GET /events` (with the publisher of its shared events), and
 //!   `/healthz`, `/ready`, `/metrics`.
+//! - `write`: the monitoring stack's write endpoints (Prometheus
+//!   remote-write), which share `detect`'s path to the series table.
 //! - `dashboard`: the page at `/` and its assets (in `dashboard/`,
 //!   compiled in).
 //! - [`query`]: query-string parsing; [`body`]: reading request bodies;
@@ -32,6 +34,7 @@ pub mod reply;
 pub mod router;
 mod series;
 pub mod server;
+mod write;
 
 pub use events::publish as publish_events;
 pub use reply::{ResponseBody, error, json};

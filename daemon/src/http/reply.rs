@@ -96,6 +96,13 @@ pub fn too_large(max: usize) -> Response<ResponseBody> {
     )
 }
 
+/// A reply with no body (204).
+pub fn empty(status: StatusCode) -> Response<ResponseBody> {
+    let mut response = Response::new(whole(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
 /// 405 with the `Allow` header listing the methods the path takes.
 pub fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {
     let mut response = error(

@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::reply::{ResponseBody, error, method_not_allowed};
-use super::{anomalies, dashboard, detect, events, health, series};
+use super::{anomalies, dashboard, detect, events, health, series, write};
 use crate::state::AppState;
 
 /// Routes one request to its handler.
@@ -15,6 +15,8 @@ pub async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Re
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/detect") => detect::detect(req, state).await,
         (_, "/detect") => method_not_allowed("POST"),
+        (&Method::POST, "/api/v1/write") => write::remote_write(req, state).await,
+        (_, "/api/v1/write") => method_not_allowed("POST"),
         (&Method::GET | &Method::HEAD, "/anomalies") => {
             anomalies::anomalies(req.uri().query(), state)
         }
@@ -41,7 +43,7 @@ pub async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Re
             error(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "no such endpoint `{path}`; try POST /detect, GET /anomalies, /episodes, /series, /metrics, /healthz or /ready"
+                    "no such endpoint `{path}`; try POST /detect, POST /api/v1/write, GET /anomalies, /episodes, /series, /metrics, /healthz or /ready"
                 ),
             )
         }),

@@ -181,6 +181,19 @@ struct Applied {
     now: u32,
     timestamp: f64,
     index: u32,
+    duplicates: Duplicates,
+}
+
+/// How a point is recognised as one already applied (a resend).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Duplicates {
+    /// By `seq`: a point whose `seq` is not above the last applied one of
+    /// its series (`/detect`). Points without `seq` are never duplicates.
+    BySeq,
+    /// By timestamp: a point whose timestamp is not after the last applied
+    /// one of its series (remote-write and line protocol, whose senders
+    /// resend samples on retry).
+    ByTimestamp,
 }
 
 /// Episode counts of the table.
@@ -403,7 +416,7 @@ impl SeriesTable {
         let profiles = self.current();
         let now = self.now_secs();
         let timestamp = point.timestamp.unwrap_or_else(unix_now);
-        self.observe_one(&profiles, point, now, timestamp, closed)
+        self.observe_one(&profiles, point, now, timestamp, Duplicates::BySeq, closed)
     }
 
     /// Applies `points` in order. Either every point is applied or, when new
@@ -427,6 +440,26 @@ impl SeriesTable {
         points: &[DataPoint<'_>],
         closed: &mut ClosedEpisodes,
     ) -> Result<Vec<Observation>, TooManySeries> {
+        self.observe_batch_with(points, Duplicates::BySeq, closed)
+    }
+
+    /// [`Self::observe_batch_into`] for the samples of remote-write or line
+    /// protocol: a point whose timestamp is not after the last applied one
+    /// of its series is a duplicate (see [`Duplicates::ByTimestamp`]).
+    pub fn observe_samples_into(
+        &self,
+        points: &[DataPoint<'_>],
+        closed: &mut ClosedEpisodes,
+    ) -> Result<Vec<Observation>, TooManySeries> {
+        self.observe_batch_with(points, Duplicates::ByTimestamp, closed)
+    }
+
+    fn observe_batch_with(
+        &self,
+        points: &[DataPoint<'_>],
+        duplicates: Duplicates,
+        closed: &mut ClosedEpisodes,
+    ) -> Result<Vec<Observation>, TooManySeries> {
         let profiles = self.current();
         let now = self.now_secs();
         // The clock is read once per batch, and only if a point needs it.
@@ -439,7 +472,7 @@ impl SeriesTable {
         if let [point] = points {
             let timestamp = timestamp_of(point);
             return self
-                .observe_one(&profiles, point, now, timestamp, closed)
+                .observe_one(&profiles, point, now, timestamp, duplicates, closed)
                 .map(|obs| vec![obs]);
         }
         let hashes: Vec<u64> = points
@@ -468,6 +501,7 @@ impl SeriesTable {
                     now,
                     timestamp,
                     index: i,
+                    duplicates,
                 };
                 observations[i as usize] = self.apply(&profiles, &mut shard, id, point, at, closed);
             }
@@ -522,6 +556,7 @@ impl SeriesTable {
         point: &DataPoint<'_>,
         now: u32,
         timestamp: f64,
+        duplicates: Duplicates,
         closed: &mut ClosedEpisodes,
     ) -> Result<Observation, TooManySeries> {
         let name = point.series.as_ref();
@@ -538,6 +573,7 @@ impl SeriesTable {
             now,
             timestamp,
             index: 0,
+            duplicates,
         };
         Ok(self.apply(profiles, &mut shard, id, point, at, closed))
     }
@@ -555,6 +591,7 @@ impl SeriesTable {
             now,
             timestamp,
             index,
+            duplicates,
         } = at;
         let mut series = shard.series(id);
         let state = &mut *series.slot;
@@ -565,20 +602,29 @@ impl SeriesTable {
         }
         let profile = &profiles.settings[state.profile as usize];
         let settings = &profile.detector;
-        if let Some(seq) = point.seq {
-            if state.last_seq != shard::NO_SEQ && seq <= state.last_seq {
-                return Observation {
-                    duplicate: true,
-                    verdict: Verdict::WarmingUp {
-                        have: state.detector.window().len(),
-                        need: settings.min_samples,
-                    },
-                    direction: settings.direction,
-                    timestamp,
-                    episode: EpisodeStep::default(),
-                };
+        let duplicate = match duplicates {
+            Duplicates::BySeq => point.seq.is_some_and(|seq| {
+                let seen = state.last_seq != shard::NO_SEQ && seq <= state.last_seq;
+                if !seen {
+                    state.last_seq = seq;
+                }
+                seen
+            }),
+            Duplicates::ByTimestamp => {
+                state.stats.points > 0 && timestamp <= state.stats.last_timestamp
             }
-            state.last_seq = seq;
+        };
+        if duplicate {
+            return Observation {
+                duplicate: true,
+                verdict: Verdict::WarmingUp {
+                    have: state.detector.window().len(),
+                    need: settings.min_samples,
+                },
+                direction: settings.direction,
+                timestamp,
+                episode: EpisodeStep::default(),
+            };
         }
         if !std::ptr::eq(series.slot.detector.kind(), settings.kind) {
             // Another detector (configuration reloaded).
@@ -952,6 +998,43 @@ mod tests {
         // Only one point entered the window: still warming up with 1 of 3.
         let obs = table.observe_batch(&[point("a", 1.0, Some(6))]).unwrap();
         assert_eq!(obs[0].verdict, Verdict::WarmingUp { have: 1, need: 3 });
+    }
+
+    #[test]
+    fn samples_are_duplicates_unless_after_the_last_timestamp() {
+        let table = SeriesTable::new(config("[detector]\nwindow_size = 3\n"));
+        let at = |series: &str, value: f64, timestamp: f64| DataPoint {
+            timestamp: Some(timestamp),
+            ..point(series, value, None)
+        };
+        let observe = |points: &[DataPoint<'_>]| {
+            let observations = table.observe_samples_into(points, &mut Vec::new()).unwrap();
+            observations.iter().map(|o| o.duplicate).collect::<Vec<_>>()
+        };
+        // A retried batch overlapping the last one, and an older sample
+        // within one batch: each series keeps its own last timestamp.
+        assert_eq!(
+            observe(&[at("a", 1.0, 10.0), at("a", 1.0, 20.0)]),
+            [false, false]
+        );
+        assert_eq!(
+            observe(&[
+                at("a", 9.0, 10.0),
+                at("a", 9.0, 20.0),
+                at("b", 1.0, 15.0),
+                at("a", 1.0, 30.0),
+                at("a", 9.0, 25.0),
+            ]),
+            [true, true, false, false, true]
+        );
+        let obs = table.observe_samples_into(&[at("a", 1.0, 31.0)], &mut Vec::new());
+        let Verdict::Normal(baseline) = obs.unwrap()[0].verdict else {
+            panic!("three samples of `a` entered the window: it is warm");
+        };
+        assert_eq!(baseline.mean, 1.0, "the resent 9s did not enter the window");
+        // `/detect` points (by seq) at an old timestamp are still applied.
+        let obs = table.observe_batch(&[at("a", 1.0, 5.0)]).unwrap();
+        assert!(!obs[0].duplicate);
     }
 
     #[test]
