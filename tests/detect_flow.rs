@@ -180,7 +180,7 @@ fn every_verdict_carries_a_score_in_sigmas() {
     assert_eq!(line["score"], spike_score);
     assert_eq!(daemon.get("/anomalies").json()[0]["score"], spike_score);
     let history = daemon.get("/series/s").json();
-    let points = history["points"].as_array().unwrap();
+    let points = history["history"].as_array().unwrap();
     assert_eq!(points[0]["score"], Value::Null);
     assert_eq!(points.last().unwrap()["score"], spike_score);
     // A flat series: a point off it gets the cap, finite.

@@ -63,3 +63,6 @@ mod browser;
 
 /// The monitoring stack with the real programs: Prometheus remote-write.
 mod stack;
+
+/// InfluxDB line protocol: Telegraf's documented bodies, gzip, precision.
+mod line_protocol;

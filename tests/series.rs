@@ -63,7 +63,7 @@ fn series_list_and_detail_show_the_stream_and_its_history() {
         assert_eq!(detail["rule"], "lat*");
         assert_eq!(detail["settings"]["direction"], "both");
         assert_eq!(detail["settings"]["window_size"], 4);
-        let points = detail["points"].as_array().unwrap();
+        let points = detail["history"].as_array().unwrap();
         assert_eq!(points.len(), 5);
         assert_eq!(points[0]["mean"], serde_json::Value::Null, "warming up");
         assert_eq!(points[4]["anomaly"], true);

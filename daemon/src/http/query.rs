@@ -10,6 +10,7 @@ use crate::anomalies::Query;
 use crate::anomalies::recent::MAX_LIMIT;
 use crate::clock::parse_rfc3339;
 use crate::config::SeriesGlob;
+use crate::ingest::Precision;
 use crate::series::episodes::MAX_LIMIT as EPISODES_MAX_LIMIT;
 use crate::series::query::MAX_LIMIT as SERIES_MAX_LIMIT;
 use crate::series::{EpisodeQuery, SeriesQuery, SeriesSort};
@@ -165,6 +166,37 @@ pub fn parse_time(key: &str, value: &str) -> Result<f64, String> {
     })
 }
 
+/// Parses the query string of the InfluxDB write endpoints: the
+/// `precision` of the timestamps (nanoseconds when absent), spelled as
+/// InfluxDB 1.x (`v1`: `n`, `u`, `ms`, `s`, `m`, `h`) or 2.x (`ns`, `us`,
+/// `ms`, `s`) takes it. Other keys (`db`, `rp`, `bucket`, `org`, ...) are
+/// accepted and ignored, as every line goes to the one series table.
+pub fn parse_influx_query(raw: &str, v1: bool) -> Result<Precision, String> {
+    let mut precision = Precision::default();
+    for (key, value) in pairs(raw) {
+        if key? != "precision" {
+            continue;
+        }
+        let value = value?;
+        let (spellings, allowed): (&[&str], _) = if v1 {
+            (
+                &["n", "u", "ms", "s", "m", "h"],
+                "`n`, `u`, `ms`, `s`, `m` or `h`",
+            )
+        } else {
+            (&["ns", "us", "ms", "s"], "`ns`, `us`, `ms` or `s`")
+        };
+        precision = spellings
+            .contains(&value.as_str())
+            .then(|| Precision::parse(&value))
+            .flatten()
+            .ok_or_else(|| {
+                format!("query parameter `precision`: `{value}` is not a precision; use {allowed}")
+            })?;
+    }
+    Ok(precision)
+}
+
 /// The glob of a `series_glob` query parameter.
 pub fn parse_glob(value: &str) -> Result<SeriesGlob, String> {
     SeriesGlob::new(value).map_err(|e| format!("query parameter `series_glob`: {e}"))
@@ -222,6 +254,27 @@ pub fn decode_component(raw: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_influx_queries() {
+        assert_eq!(parse_influx_query("", false), Ok(Precision::Nanoseconds));
+        assert_eq!(
+            parse_influx_query("org=o&bucket=b&precision=s", false),
+            Ok(Precision::Seconds)
+        );
+        assert_eq!(
+            parse_influx_query("db=x&precision=u", true),
+            Ok(Precision::Microseconds)
+        );
+        assert_eq!(
+            parse_influx_query("precision=h", true),
+            Ok(Precision::Hours)
+        );
+        let e = parse_influx_query("precision=h", false).unwrap_err();
+        assert!(e.contains("`h` is not a precision; use `ns`"), "{e}");
+        let e = parse_influx_query("precision=ns", true).unwrap_err();
+        assert!(e.contains("use `n`, `u`"), "{e}");
+    }
 
     #[test]
     fn parses_anomaly_queries() {

@@ -17,6 +17,11 @@ pub async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Re
         (_, "/detect") => method_not_allowed("POST"),
         (&Method::POST, "/api/v1/write") => write::remote_write(req, state).await,
         (_, "/api/v1/write") => method_not_allowed("POST"),
+        (&Method::POST, "/api/v2/write") => {
+            write::line_protocol(req, write::InfluxApi::V2, state).await
+        }
+        (&Method::POST, "/write") => write::line_protocol(req, write::InfluxApi::V1, state).await,
+        (_, "/api/v2/write" | "/write") => method_not_allowed("POST"),
         (&Method::GET | &Method::HEAD, "/anomalies") => {
             anomalies::anomalies(req.uri().query(), state)
         }
@@ -43,7 +48,7 @@ pub async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Re
             error(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "no such endpoint `{path}`; try POST /detect, POST /api/v1/write, GET /anomalies, /episodes, /series, /metrics, /healthz or /ready"
+                    "no such endpoint `{path}`; try POST /detect, POST /api/v1/write, POST /api/v2/write, GET /anomalies, /episodes, /series, /metrics, /healthz or /ready"
                 ),
             )
         }),

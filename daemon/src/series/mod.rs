@@ -1282,12 +1282,12 @@ history_points = 3
         // The spike entered the window (exclude_anomalies is off).
         assert_eq!(detail.mean, Some((10.0 + 11.0 + 11.0 + 100.0) / 4.0));
         assert!(detail.threshold.unwrap() > detail.mean.unwrap());
-        let times: Vec<f64> = detail.points.iter().map(|p| p.timestamp).collect();
+        let times: Vec<f64> = detail.history.iter().map(|p| p.timestamp).collect();
         assert_eq!(times, [2.0, 3.0, 4.0], "the newest history_points");
-        let last = detail.points.last().unwrap();
+        let last = detail.history.last().unwrap();
         assert!(last.anomaly);
         assert_eq!((last.value, last.mean), (100.0, Some(10.5)));
-        assert_eq!(detail.points[0].mean, None, "warming up");
+        assert_eq!(detail.history[0].mean, None, "warming up");
         warm_then(&table, "cpu", 10.0);
         assert_eq!(table.detail("cpu").unwrap().rule, None);
         assert!(table.detail("nope").is_none());
@@ -1300,7 +1300,7 @@ history_points = 3
 history_series = 2
 ",
         ));
-        let history = |table: &SeriesTable, name| table.detail(name).unwrap().points.len();
+        let history = |table: &SeriesTable, name| table.detail(name).unwrap().history.len();
         table.observe_point(&point("a", 1.0, None)).unwrap();
         table.observe_point(&point("b", 1.0, None)).unwrap();
         advance(&mut table, 2);
@@ -1329,7 +1329,7 @@ dashboard = false
     #[test]
     fn a_newer_series_displaces_an_older_history_and_watched_ones_stay() {
         let mut table = SeriesTable::new(config("[server]\nhistory_series = 2\n"));
-        let history = |table: &SeriesTable, name| table.detail(name).unwrap().points.len();
+        let history = |table: &SeriesTable, name| table.detail(name).unwrap().history.len();
         for name in ["a", "b"] {
             table.observe_point(&point(name, 1.0, None)).unwrap();
         }

@@ -194,8 +194,9 @@ pub struct SeriesDetail {
     pub episode: Option<u64>,
     /// The recent points, oldest first (empty when the series has no
     /// history: the dashboard is off, or `history_series` others are
-    /// more recent).
-    pub points: Vec<HistoryView>,
+    /// more recent). Named `history` because the summary's `points` is
+    /// the count of points.
+    pub history: Vec<HistoryView>,
 }
 
 impl SeriesTable {
@@ -272,7 +273,7 @@ impl SeriesTable {
             threshold: baseline.map(|b| b.threshold),
             lower_threshold: baseline.map(|b| b.lower_threshold),
             episode: slot.episode.open(),
-            points: shard.history(id).map(HistoryView::from).collect(),
+            history: shard.history(id).map(HistoryView::from).collect(),
         })
     }
 }

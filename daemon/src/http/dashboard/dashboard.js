@@ -116,11 +116,11 @@ function drawChart() {
   while (svg.firstChild) svg.removeChild(svg.firstChild);
   const detail = state.detail;
   if (!detail) return;
-  const points = detail.points;
+  const points = detail.history;
   const direction = detail.settings.direction;
   $("chart-title").textContent = detail.series;
   $("chart-info").textContent =
-    `${detail.points.length} recent points · ${detail.settings.detector}` +
+    `${detail.history.length} recent points · ${detail.settings.detector}` +
     ` · window ${detail.settings.window_size}` +
     ` · k ${detail.settings.threshold_multiplier} · ${direction}` +
     (detail.rule ? ` · rule ${detail.rule}` : " · defaults") +
@@ -227,8 +227,8 @@ async function select(name) {
 
 function appendPoints(event) {
   if (!state.detail || event.series !== state.selected) return;
-  const points = state.detail.points.concat(event.points);
-  state.detail.points = points.slice(Math.max(0, points.length - state.historyPoints));
+  const points = state.detail.history.concat(event.points);
+  state.detail.history = points.slice(Math.max(0, points.length - state.historyPoints));
   drawChart();
 }
 
