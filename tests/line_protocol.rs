@@ -240,3 +240,40 @@ fn bad_requests_name_the_line_and_apply_nothing() {
     assert_eq!(reply.status, 204, "{}", reply.error());
     assert!(series(&daemon, "ok_v").is_some());
 }
+
+#[test]
+fn rules_pick_labelled_series_by_metric_and_labels() {
+    let daemon = TestDaemon::start(concat!(
+        "[detector]\nwindow_size = 10\nmin_samples = 10\n",
+        "[[rule]]\nmetric = \"disk_*\"\nlabels = { host = \"db-1\" }\nwindow_size = 3\nmin_samples = 3\n",
+        "[[rule]]\nseries = 'mem_used\\{host=\"db-1\"\\}'\nwindow_size = 4\nmin_samples = 4\n",
+    ));
+    let body = "disk,host=db-1 used=1 1\ndisk,host=web-1 used=1 1\nmem,host=db-1 used=1 1\n";
+    let reply = write(&daemon, "/api/v2/write?precision=s", &[], body.as_bytes());
+    assert_eq!(reply.status, 204, "{}", reply.error());
+    let settings = |name: &str| {
+        let detail = series(&daemon, name).unwrap_or_else(|| panic!("no {name}"));
+        (
+            detail["rule"].clone(),
+            detail["settings"]["window_size"].clone(),
+        )
+    };
+    assert_eq!(
+        settings(r#"disk_used{host="db-1"}"#),
+        (
+            serde_json::json!(r#"metric = "disk_*", labels = { host = "db-1" }"#),
+            serde_json::json!(3)
+        )
+    );
+    assert_eq!(
+        settings(r#"disk_used{host="web-1"}"#),
+        (serde_json::Value::Null, serde_json::json!(10))
+    );
+    assert_eq!(
+        settings(r#"mem_used{host="db-1"}"#),
+        (
+            serde_json::json!(r#"mem_used\{host="db-1"\}"#),
+            serde_json::json!(4)
+        )
+    );
+}

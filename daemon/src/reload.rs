@@ -171,7 +171,7 @@ pub fn same_settings(a: &Config, b: &Config) -> bool {
         && a.rules
             .iter()
             .zip(&b.rules)
-            .all(|(x, y)| x.series == y.series && x.overrides == y.overrides)
+            .all(|(x, y)| x.matcher == y.matcher && x.overrides == y.overrides)
 }
 
 /// Resets the settings that cannot change while running to their values in

@@ -14,7 +14,7 @@ use toml::de::{DeTable, DeValue};
 use super::toml_walk::{Document, entries, join_key, quote};
 use super::{
     Config, ConfigErrors, ConfigProblem, DetectorConfig, DetectorOverrides, KeyTable, LogConfig,
-    LogKeys, ROOT_KEYS, Rule, ServerKeys,
+    LogKeys, ROOT_KEYS, Rule, RuleMatch, SeriesGlob, ServerKeys,
 };
 use crate::detect::registry::{self, DetectorKind};
 use crate::detect::seasonal::MAX_BUCKETS;
@@ -177,6 +177,9 @@ fn read_document(doc: &mut Document<'_>, root: &DeTable<'_>) -> FileKeys {
     keys
 }
 
+/// The keys of `[[rule]]` that say which series it applies to.
+const MATCHER_KEYS: [&str; 3] = ["series", "metric", "labels"];
+
 /// Read the `index`-th (1-based) `[[rule]]` of a file, at `span`.
 fn read_rule(
     doc: &mut Document<'_>,
@@ -186,44 +189,99 @@ fn read_rule(
 ) -> Option<ParsedRule> {
     let prefix = format!("rule[{index}]");
     let mut section = Section::<DetectorOverrides>::default();
-    let mut series = None;
+    let mut matcher = RuleMatch::default();
+    let mut valid = true;
     for (name, value) in entries(table) {
         let dotted = join_key(&prefix, name.get_ref());
-        if name.get_ref() == "series" {
-            series = doc
-                .string(&dotted, value)
-                .map(|glob| (glob.to_owned(), value.span()));
-        } else if !section.read_entry(doc, name.get_ref(), &dotted, value) {
-            let known: Vec<&str> = std::iter::once("series")
-                .chain(DetectorOverrides::KEYS.iter().copied())
-                .collect();
-            doc.unknown_key(name, &dotted, "[[rule]]", &known);
+        match name.get_ref().as_ref() {
+            key @ ("series" | "metric") => {
+                let Some(text) = doc.string(&dotted, value) else {
+                    valid = false;
+                    continue;
+                };
+                match SeriesGlob::new(text) {
+                    Ok(glob) if key == "series" => matcher.series = Some(glob),
+                    Ok(glob) => matcher.metric = Some(glob),
+                    Err(error) => {
+                        let message = format!(
+                            "invalid glob {}: {}; use * ? [abc] {{a,b}} patterns, e.g. \"cpu.*\", \
+                             and \\{{ \\[ for a literal {{ or [",
+                            quote(text),
+                            error.kind()
+                        );
+                        doc.report(Some(&dotted), Some(value.span()), message);
+                        valid = false;
+                    }
+                }
+            }
+            "labels" => match read_labels(doc, &dotted, value) {
+                Some(labels) => matcher.labels = labels,
+                None => valid = false,
+            },
+            _ => {
+                if !section.read_entry(doc, name.get_ref(), &dotted, value) {
+                    let known: Vec<&str> = MATCHER_KEYS
+                        .iter()
+                        .chain(DetectorOverrides::KEYS)
+                        .copied()
+                        .collect();
+                    doc.unknown_key(name, &dotted, "[[rule]]", &known);
+                }
+            }
         }
     }
-    let series_key = format!("{prefix}.series");
-    let Some((glob, glob_span)) = series else {
-        if !table.contains_key("series") {
-            doc.report(
-                Some(&series_key),
-                Some(span),
-                "missing required key \"series\": the glob of the series this rule applies \
-                 to, e.g. series = \"cpu.*\"",
-            );
-        }
+    if !valid {
+        return None;
+    }
+    if matcher.is_empty() {
+        doc.report(
+            Some(&prefix),
+            Some(span),
+            "a [[rule]] needs at least one of \"series\" (a glob over the series name, e.g. \
+             series = \"cpu.*\"), \"metric\" (a glob over the metric name, e.g. metric = \
+             \"node_cpu_*\") or \"labels\" (e.g. labels = { job = \"node\" }); for every \
+             series, set the keys in [detector]",
+        );
+        return None;
+    }
+    let rule = Rule::with_matcher(matcher, section.keys.clone(), doc.path());
+    Some(ParsedRule { rule, section })
+}
+
+/// `labels = { name = "value", ... }`: a table of strings.
+fn read_labels(
+    doc: &mut Document<'_>,
+    key: &str,
+    value: &Spanned<DeValue<'_>>,
+) -> Option<BTreeMap<String, String>> {
+    let DeValue::Table(table) = value.get_ref() else {
+        doc.wrong_type(
+            key,
+            value,
+            "a table of label values, e.g. { job = \"node\" }",
+        );
         return None;
     };
-    match Rule::new(&glob, section.keys.clone(), doc.path()) {
-        Ok(rule) => Some(ParsedRule { rule, section }),
-        Err(error) => {
-            let message = format!(
-                "invalid glob {}: {}; use * ? [abc] {{a,b}} patterns, e.g. \"cpu.*\"",
-                quote(&glob),
-                error.kind()
-            );
-            doc.report(Some(&series_key), Some(glob_span), message);
-            None
+    let mut labels = BTreeMap::new();
+    let mut valid = true;
+    for (name, label_value) in entries(table) {
+        let dotted = join_key(key, name.get_ref());
+        match doc.string(&dotted, label_value) {
+            Some(text) => {
+                labels.insert(name.get_ref().to_string(), text.to_owned());
+            }
+            None => valid = false,
         }
     }
+    if labels.is_empty() && valid {
+        doc.report(
+            Some(key),
+            Some(value.span()),
+            "an empty table matches nothing; name at least one label, e.g. { job = \"node\" }",
+        );
+        return None;
+    }
+    valid.then_some(labels)
 }
 
 /// Accumulates files, then merges and validates them.

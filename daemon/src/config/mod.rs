@@ -15,9 +15,11 @@
 
 mod load;
 mod merge;
+mod rule;
 pub mod toml_walk;
 
 pub use load::{load, load_or_builtin};
+pub use rule::{Rule, RuleMatch, SeriesGlob};
 
 pub use toml_walk::{ConfigErrors, ConfigProblem};
 
@@ -27,7 +29,6 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use globset::{GlobBuilder, GlobMatcher};
 use toml::Spanned;
 use toml::de::DeValue;
 
@@ -104,7 +105,7 @@ pub fn known_keys() -> Vec<String> {
     let sections = [
         ("server", ServerKeys::KEYS),
         ("detector", DetectorOverrides::KEYS),
-        ("rule", &["series"][..]),
+        ("rule", &["series", "metric", "labels"][..]),
         ("log", LogKeys::KEYS),
     ];
     sections
@@ -535,81 +536,6 @@ key_table! {
     }
 }
 
-/// A glob over series names, as `[[rule]] series` and the `series_glob`
-/// query parameters take it: `*` (also across `/` and `.`), `?`, `[abc]`,
-/// `{a,b}`; a backslash escapes the next character.
-#[derive(Clone, Debug)]
-pub struct SeriesGlob {
-    text: String,
-    matcher: GlobMatcher,
-}
-
-impl SeriesGlob {
-    /// Compiles `text`; the error says what is wrong with the pattern.
-    pub fn new(text: &str) -> Result<SeriesGlob, globset::Error> {
-        let glob = GlobBuilder::new(text).literal_separator(false).build()?;
-        Ok(SeriesGlob {
-            text: text.to_owned(),
-            matcher: glob.compile_matcher(),
-        })
-    }
-
-    /// Whether the series `name` matches.
-    pub fn matches(&self, name: &str) -> bool {
-        self.matcher.is_match(name)
-    }
-
-    /// The pattern as written.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-}
-
-impl PartialEq for SeriesGlob {
-    fn eq(&self, other: &Self) -> bool {
-        self.text == other.text
-    }
-}
-
-/// A `[[rule]]`: detector overrides for the series matching a glob.
-#[derive(Clone, Debug)]
-pub struct Rule {
-    /// The glob text, e.g. `cpu.*` (`*` also matches `/` and `.`).
-    pub series: String,
-    matcher: SeriesGlob,
-    /// The `[detector]` keys this rule overrides.
-    pub overrides: DetectorOverrides,
-    /// The file the rule comes from.
-    pub file: PathBuf,
-}
-
-impl Rule {
-    /// A rule for the series matching the glob `series`.
-    pub fn new(
-        series: &str,
-        overrides: DetectorOverrides,
-        file: impl Into<PathBuf>,
-    ) -> Result<Rule, globset::Error> {
-        Ok(Rule {
-            series: series.to_owned(),
-            matcher: SeriesGlob::new(series)?,
-            overrides,
-            file: file.into(),
-        })
-    }
-
-    /// Whether this rule applies to the series `series`.
-    pub fn matches(&self, series: &str) -> bool {
-        self.matcher.matches(series)
-    }
-}
-
-impl PartialEq for Rule {
-    fn eq(&self, other: &Self) -> bool {
-        self.series == other.series && self.overrides == other.overrides && self.file == other.file
-    }
-}
-
 /// When the anomaly log is flushed to disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsyncPolicy {
@@ -786,7 +712,7 @@ impl Config {
 
     /// The rule that applies to `series`: the first matching one.
     pub fn rule_for(&self, series: &str) -> Option<&Rule> {
-        self.rules.iter().find(|rule| rule.matches(series))
+        self.matching_rule(series).map(|i| &self.rules[i])
     }
 
     /// Settings for one series: the first matching rule (rules are stored in
@@ -798,7 +724,11 @@ impl Config {
 
     /// Index in [`Config::rules`] of the first rule matching `series`.
     pub fn matching_rule(&self, series: &str) -> Option<usize> {
-        self.rules.iter().position(|rule| rule.matches(series))
+        // The name is split into metric and labels once, for all rules.
+        let mut parsed = None;
+        self.rules
+            .iter()
+            .position(|rule| rule.matcher.matches(series, &mut parsed))
     }
 
     /// Settings of the series matched by rule `rule` (an index into
@@ -879,7 +809,7 @@ impl Config {
         }
         for rule in &self.rules {
             let _ = writeln!(out, "\n[[rule]]\n# from {}", rule.file.display());
-            let _ = writeln!(out, "series = {}", quote(&rule.series));
+            rule.matcher.write_toml(&mut out);
             rule.overrides.write_toml(&mut out, |_| None);
         }
 

@@ -150,7 +150,7 @@ fn full_config_is_read() {
     assert_eq!(d.max_excluded_run, 0);
     assert_eq!(d.series_ttl, Duration::from_secs(26 * 3600));
     assert_eq!(config.rules.len(), 2);
-    assert_eq!(config.rules[0].series, "cpu.*");
+    assert_eq!(config.rules[0].describe(), "cpu.*");
     assert_eq!(
         config.rules[0].overrides,
         DetectorOverrides {
@@ -161,7 +161,7 @@ fn full_config_is_read() {
         }
     );
     assert_eq!(config.rules[0].file, Path::new(FILE));
-    assert_eq!(config.rules[1].series, "disk.{read,write}");
+    assert_eq!(config.rules[1].describe(), "disk.{read,write}");
     assert_eq!(
         config.log.anomaly_log_file,
         Path::new("/var/log/anomalyd/anomalies.log")
@@ -278,12 +278,12 @@ fn merged_config_round_trips_through_to_toml() {
         rules: config
             .rules
             .iter()
-            .map(|r| Rule::new(&r.series, r.overrides.clone(), "").unwrap())
+            .map(|r| Rule::new(&r.describe(), r.overrides.clone(), "").unwrap())
             .collect(),
         ..config.clone()
     };
     assert_eq!(strip(&again), strip(&config), "{text}");
-    assert_eq!(again.rules[0].series, "b \"q\"");
+    assert_eq!(again.rules[0].describe(), "b \"q\"");
 }
 
 #[test]
@@ -362,7 +362,7 @@ fn unknown_key_in_rule() {
     let message = only_problem(text, Some("rule[2].threshold"), (5, 1));
     assert_eq!(
         message,
-        "unknown key \"threshold\" in [[rule]]; expected one of: series, detector, \
+        "unknown key \"threshold\" in [[rule]]; expected one of: series, metric, labels, detector, \
          window_size, threshold_multiplier, direction, min_samples, min_std_dev, \
          min_relative_std_dev, exclude_anomalies, max_excluded_run, min_consecutive, \
          resolve_after, resolve_multiplier, half_life, season, seasons, bucket, series_ttl"
@@ -629,13 +629,78 @@ fn bad_log_path() {
 }
 
 #[test]
-fn rule_needs_series() {
+fn rule_needs_a_matcher() {
     let text = "[[rule]]\nseries = \"a\"\n\n  [[rule]]\nwindow_size = 5\n";
-    let message = only_problem(text, Some("rule[2].series"), (4, 3));
+    let message = only_problem(text, Some("rule[2]"), (4, 3));
     assert!(
-        message.starts_with("missing required key \"series\""),
+        message.starts_with("a [[rule]] needs at least one of \"series\""),
         "{message}"
     );
+}
+
+#[test]
+fn rules_match_by_metric_and_labels() {
+    let config = parse_ok(concat!(
+        "[[rule]]\nmetric = \"node_cpu_*\"\nlabels = { job = \"node\", mode = \"idle\" }\nwindow_size = 7\n",
+        "[[rule]]\nlabels = { job = \"node\" }\nwindow_size = 8\n",
+        "[[rule]]\nseries = 'up\\{*'\nwindow_size = 9\n",
+    ));
+    let window = |s: &str| config.series_settings(s).detector.window_size;
+    assert_eq!(
+        window(r#"node_cpu_seconds_total{cpu="0",job="node",mode="idle"}"#),
+        7
+    );
+    assert_eq!(
+        window(r#"node_cpu_seconds_total{cpu="0",job="node",mode="user"}"#),
+        8
+    );
+    assert_eq!(window(r#"node_load1{job="node"}"#), 8);
+    assert_eq!(window(r#"up{job="api"}"#), 9);
+    assert_eq!(window("node_cpu_total"), 120, "no labels: only [detector]");
+    assert_eq!(
+        config.rules[0].describe(),
+        r#"metric = "node_cpu_*", labels = { job = "node", mode = "idle" }"#
+    );
+    // --check-config prints the matchers, and reads back the same.
+    let again = parse_ok(&config.to_toml());
+    assert_eq!(
+        again.rules,
+        config
+            .rules
+            .iter()
+            .map(|r| crate::config::Rule {
+                file: again.rules[0].file.clone(),
+                ..r.clone()
+            })
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn rule_matcher_errors() {
+    let message = only_problem(
+        "[[rule]]\nlabels = \"job=node\"\n",
+        Some("rule[1].labels"),
+        (2, 10),
+    );
+    assert!(message.contains("a table of label values"), "{message}");
+    let message = only_problem(
+        "[[rule]]\nlabels = { job = 1 }\n",
+        Some("rule[1].labels.job"),
+        (2, 18),
+    );
+    assert!(message.contains("a string"), "{message}");
+    let message = only_problem("[[rule]]\nlabels = {}\n", Some("rule[1].labels"), (2, 10));
+    assert!(
+        message.starts_with("an empty table matches nothing"),
+        "{message}"
+    );
+    let message = only_problem(
+        "[[rule]]\nmetric = \"[x\"\n",
+        Some("rule[1].metric"),
+        (2, 10),
+    );
+    assert!(message.starts_with("invalid glob \"[x\""), "{message}");
 }
 
 #[test]
@@ -907,7 +972,7 @@ fsync = \"often\"
             ("detector.window_size", (5, 15)),
             ("detector.direction", (6, 13)),
             ("detector.bogus", (7, 1)),
-            ("rule[1].series", (8, 1)),
+            ("rule[1]", (8, 1)),
             ("rule[2].series_ttl", (12, 14)),
             ("log.fsync", (14, 9)),
         ]
@@ -922,7 +987,7 @@ fn rule_precedence_within_a_file() {
     let config = parse_ok(
         "[[rule]]\nseries = \"cpu.user\"\nwindow_size = 1\n[[rule]]\nseries = \"cpu.*\"\nwindow_size = 2\n[[rule]]\nseries = \"*\"\nwindow_size = 3\n",
     );
-    let series: Vec<_> = config.rules.iter().map(|r| r.series.as_str()).collect();
+    let series: Vec<_> = config.rules.iter().map(|r| r.describe()).collect();
     assert_eq!(series, ["cpu.user", "cpu.*", "*"]);
     assert_eq!(config.series_settings("cpu.user").detector.window_size, 1);
     assert_eq!(config.series_settings("cpu.system").detector.window_size, 2);
@@ -934,7 +999,7 @@ fn rule_precedence_within_a_file() {
     );
     let a = config.series_settings("a").detector;
     assert_eq!((a.window_size, a.threshold_multiplier), (7, 6.0));
-    assert_eq!(config.rule_for("b").unwrap().series, "*");
+    assert_eq!(config.rule_for("b").unwrap().describe(), "*");
 }
 
 /// A tempdir holding `anomalyd.toml` and `conf.d/` with `files`.
@@ -1002,7 +1067,7 @@ fn rule_precedence_across_files() {
         .iter()
         .map(|r| {
             let file = r.file.file_name().unwrap().to_str().unwrap();
-            (r.series.as_str(), file)
+            (r.describe().leak() as &str, file)
         })
         .collect();
     assert_eq!(

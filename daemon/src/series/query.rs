@@ -244,7 +244,7 @@ impl SeriesTable {
         let rule = profiles
             .config
             .matching_rule(name)
-            .map(|i| profiles.config.rules[i].series.clone());
+            .map(|i| profiles.config.rules[i].describe());
         let settings = profiles.settings_of(shard.name(id), slot);
         let detector = &settings.detector;
         let baseline = slot
