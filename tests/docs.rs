@@ -202,6 +202,7 @@ fn the_defaults_shown_in_the_anomalyd_config_are_the_builtin_ones() {
         &shipped,
         &[
             "admin_listen",
+            "external_url",
             "min_samples",
             "resolve_multiplier",
             "half_life",
@@ -214,7 +215,7 @@ fn the_defaults_shown_in_the_anomalyd_config_are_the_builtin_ones() {
         with_defaults, as_shipped,
         "a `#key = value` comment in etc/anomalyd/anomalyd.toml is not the built-in default"
     );
-    let derived = uncomment_defaults(&shipped, &["admin_listen"]);
+    let derived = uncomment_defaults(&shipped, &["admin_listen", "external_url"]);
     let derived = anomalyd::config::Config::from_toml_str(&derived, path).expect("valid");
     assert_eq!(
         derived.detector.effective_min_samples(),

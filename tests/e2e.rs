@@ -66,3 +66,6 @@ mod stack;
 
 /// InfluxDB line protocol: Telegraf's documented bodies, gzip, precision.
 mod line_protocol;
+
+/// Alert sinks: webhooks against a test receiver, the real Alertmanager.
+mod alerting;

@@ -40,6 +40,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let state = build_state(config, config_path)?;
+    if let Ok(addr) = listener.local_addr() {
+        let _ = state.bound_addr.set(addr);
+    }
     let tasks = TaskTracker::new();
     let stop_tasks = CancellationToken::new();
     tasks.spawn(housekeeping(state.clone(), stop_tasks.clone()));
@@ -80,6 +83,12 @@ pub async fn run(
     // Event streams never finish by themselves: end them now.
     state.live.close();
     drain(&state, connections, kill).await;
+    // Requests are done: no new episode can start. Pending alerts get the
+    // grace period too.
+    state
+        .alerts
+        .shutdown(state.config().server.shutdown_grace)
+        .await;
     stop_tasks.cancel();
     tasks.close();
     tasks.wait().await;
@@ -182,7 +191,8 @@ async fn housekeeping(state: Arc<AppState>, stop: CancellationToken) {
         state.journal.flush();
         if last_sweep.elapsed() >= sweep_interval(&state.config()) {
             last_sweep = tokio::time::Instant::now();
-            let removed = state.table.sweep_idle();
+            let (removed, closed) = state.table.sweep_idle();
+            state.report_episodes(&[], &[], &closed);
             if removed > 0 {
                 tracing::debug!(removed, "Forgot idle series.");
             }

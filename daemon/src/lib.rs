@@ -37,6 +37,7 @@
 //! fsync) and sweeps idle series; the reload loop runs reloads one at a
 //! time; the status task refreshes systemd's `STATUS=`.
 
+pub mod alert;
 pub mod anomalies;
 pub mod api;
 pub mod app;

@@ -331,7 +331,7 @@ impl Default for Metrics {
 }
 
 /// Values read at scrape time from other parts of the daemon.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// Series held and warming up.
     pub table: TableStats,
@@ -341,6 +341,8 @@ pub struct Snapshot {
     pub journal_suppressed: u64,
     /// Open `GET /events` streams.
     pub event_streams: usize,
+    /// The alert sinks' counters.
+    pub sinks: Vec<crate::alert::worker::SinkSnapshot>,
 }
 
 impl Metrics {
@@ -435,6 +437,7 @@ impl Metrics {
         self.render_anomaly_log(&mut out, snapshot);
         self.render_reloads(&mut out);
         self.render_http(&mut out, snapshot);
+        render_sinks(&mut out, &snapshot.sinks);
         out
     }
 
@@ -685,6 +688,53 @@ fn escape_label(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// The alert sinks: one sample per sink in each family (no family when
+/// no sink is configured).
+fn render_sinks(out: &mut String, sinks: &[crate::alert::worker::SinkSnapshot]) {
+    if sinks.is_empty() {
+        return;
+    }
+    type Field = fn(&crate::alert::worker::SinkSnapshot) -> u64;
+    let families: [(&str, &str, &str, Field); 4] = [
+        (
+            "anomalyd_notifications_sent_total",
+            "counter",
+            "Episode notifications delivered to an alert sink (Alertmanager alerts, re-sends included; webhook documents).",
+            |s| s.sent,
+        ),
+        (
+            "anomalyd_notifications_failed_total",
+            "counter",
+            "Requests to an alert sink that failed (unreachable, timeout, error status); each retry counts.",
+            |s| s.failed,
+        ),
+        (
+            "anomalyd_notifications_dropped_total",
+            "counter",
+            "Episode notifications given up: the sink's queue was full, the sink refused them (4xx), or shutdown came first.",
+            |s| s.dropped,
+        ),
+        (
+            "anomalyd_notifications_queued",
+            "gauge",
+            "Episode notifications waiting to be sent to an alert sink.",
+            |s| s.queued,
+        ),
+    ];
+    for (name, kind, help, field) in families {
+        header(out, name, kind, help);
+        for sink in sinks {
+            let _ = writeln!(
+                out,
+                "{name}{{sink=\"{}\",url=\"{}\"}} {}",
+                sink.kind,
+                escape_label(&sink.url),
+                field(sink)
+            );
+        }
+    }
 }
 
 /// Writes the `# HELP` and `# TYPE` lines of a metric family.

@@ -153,6 +153,7 @@ async fn apply(state: &AppState, config: Arc<Config>) {
     }
     state.recent.set_capacity(config.log.recent_anomalies);
     state.journal.set_rate(config.log.journal_anomaly_rate);
+    state.alerts.apply(&config.alert);
     telemetry::set_level(config.log.level);
     let settings = AnomalyLogSettings::from_config(&config.log);
     state.set_config(config);
@@ -167,6 +168,7 @@ pub fn same_settings(a: &Config, b: &Config) -> bool {
     a.server == b.server
         && a.detector == b.detector
         && a.log == b.log
+        && a.alert == b.alert
         && a.rules.len() == b.rules.len()
         && a.rules
             .iter()

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::alert::{Notifier, Opening};
 use crate::anomalies::tail;
 use crate::anomalies::{
     AnomalyEvents, AnomalyLog, AnomalyLogError, AnomalyLogSettings, RecentAnomalies,
@@ -40,6 +41,10 @@ pub struct AppState {
     pub journal: AnomalyEvents,
     /// The dashboard's live event streams.
     pub live: LiveEvents,
+    /// The alert sinks.
+    pub alerts: Notifier,
+    /// The address the main listener is bound to (set once it is).
+    pub bound_addr: std::sync::OnceLock<std::net::SocketAddr>,
     last_reload_error: Mutex<Option<String>>,
     /// Keys whose new value waits for a restart, as last reported.
     pending_restart: Mutex<String>,
@@ -90,11 +95,37 @@ impl AppState {
             .unwrap_or_else(|p| p.into_inner()) = error;
     }
 
-    /// Reports the episodes a request opened and closed: one journal event
-    /// each, within `[log] journal_anomaly_rate`.
-    pub fn report_episodes(&self, opened: &[EpisodeRecord], closed: &[EpisodeRecord]) {
-        if !opened.is_empty() || !closed.is_empty() {
-            self.journal.emit(opened, closed);
+    /// Reports the episodes a request opened (with the opening point of
+    /// each, `openings[i]` for `opened[i]`) and closed: one journal event
+    /// each, within `[log] journal_anomaly_rate`, and a notification to
+    /// every alert sink.
+    pub fn report_episodes(
+        &self,
+        opened: &[EpisodeRecord],
+        openings: &[Opening],
+        closed: &[EpisodeRecord],
+    ) {
+        if opened.is_empty() && closed.is_empty() {
+            return;
+        }
+        self.journal.emit(opened, closed);
+        if self.alerts.has_sinks() {
+            let config = self.config();
+            let severity = |series: &str| -> Arc<str> {
+                let severity = config
+                    .rule_for(series)
+                    .and_then(|rule| rule.overrides.severity.as_deref())
+                    .unwrap_or(&config.detector.severity);
+                Arc::from(severity)
+            };
+            let bound = self.bound_addr.get().copied();
+            let external_url: Arc<str> = config.server.effective_external_url(bound).into();
+            let opened: Vec<(EpisodeRecord, Opening)> = opened
+                .iter()
+                .cloned()
+                .zip(openings.iter().copied())
+                .collect();
+            self.alerts.notify(&opened, closed, severity, &external_url);
         }
     }
 
@@ -126,6 +157,7 @@ impl AppState {
             episodes: self.table.episode_counts(),
             journal_suppressed: self.journal.suppressed_total(),
             event_streams: self.live.streams(),
+            sinks: self.alerts.snapshot(),
         }
     }
 
@@ -215,7 +247,11 @@ pub fn build_state(
     let log = AnomalyLog::start(AnomalyLogSettings::from_config(&config.log))?;
     let mut metrics = Metrics::new(unix_now());
     metrics.log = log.stats().clone();
+    let alerts = Notifier::new();
+    alerts.apply(&config.alert);
     Ok(Arc::new(AppState {
+        alerts,
+        bound_addr: std::sync::OnceLock::new(),
         journal: AnomalyEvents::new(config.log.journal_anomaly_rate),
         live: LiveEvents::default(),
         config: RwLock::new(config.clone()),

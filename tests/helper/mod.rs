@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod programs;
+pub mod receiver;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -13,8 +13,8 @@ use toml::de::{DeTable, DeValue};
 
 use super::toml_walk::{Document, entries, join_key, quote};
 use super::{
-    Config, ConfigErrors, ConfigProblem, DetectorConfig, DetectorOverrides, KeyTable, LogConfig,
-    LogKeys, ROOT_KEYS, Rule, RuleMatch, SeriesGlob, ServerKeys,
+    AlertConfig, Config, ConfigErrors, ConfigProblem, DetectorConfig, DetectorOverrides, KeyTable,
+    LogConfig, LogKeys, ROOT_KEYS, Rule, RuleMatch, SeriesGlob, ServerKeys,
 };
 use crate::detect::registry::{self, DetectorKind};
 use crate::detect::seasonal::MAX_BUCKETS;
@@ -137,6 +137,7 @@ struct ParsedRule {
 /// What one file sets.
 #[derive(Debug, Default)]
 struct FileKeys {
+    alert: AlertConfig,
     server: Section<ServerKeys>,
     detector: Section<DetectorOverrides>,
     log: Section<LogKeys>,
@@ -162,6 +163,11 @@ fn read_document(doc: &mut Document<'_>, root: &DeTable<'_>) -> FileKeys {
             "log" => {
                 if let Some(table) = doc.table(name_str, value) {
                     keys.log.read(doc, name_str, table);
+                }
+            }
+            "alert" => {
+                if let Some(table) = doc.table(name_str, value) {
+                    super::alert::read_alert(doc, table, &mut keys.alert);
                 }
             }
             "rule" => {
@@ -309,6 +315,11 @@ impl Loader {
         let mut server = Section::<ServerKeys>::default();
         let mut detector = Section::<DetectorOverrides>::default();
         let mut log = Section::<LogKeys>::default();
+        let mut alert = AlertConfig::default();
+        for layer in &mut self.layers {
+            alert.alertmanagers.append(&mut layer.alert.alertmanagers);
+            alert.webhooks.append(&mut layer.alert.webhooks);
+        }
         for layer in &self.layers {
             server.overlay(&layer.server);
             detector.overlay(&layer.detector);
@@ -323,6 +334,7 @@ impl Loader {
 
         let mut config = Config {
             files: self.files,
+            alert,
             ..Config::default()
         };
         server.keys.apply_to(&mut config.server);

@@ -13,11 +13,13 @@
 //! [`Config::to_toml`] (for `[detector]` keys: to the `From<&DetectorConfig>`
 //! conversion instead).
 
+pub mod alert;
 mod load;
 mod merge;
 mod rule;
 pub mod toml_walk;
 
+pub use alert::{AlertConfig, AlertmanagerConfig, HttpUrl, WebhookConfig};
 pub use load::{load, load_or_builtin};
 pub use rule::{Rule, RuleMatch, SeriesGlob};
 
@@ -94,7 +96,7 @@ const FSYNC_POLICIES: &[(&str, FsyncPolicy)] = &[
 ];
 
 /// The tables allowed at the top level of a file.
-const ROOT_KEYS: &[&str] = &["server", "detector", "rule", "log"];
+const ROOT_KEYS: &[&str] = &["server", "detector", "rule", "log", "alert"];
 
 /// Every key a configuration file may set, as `section.key`, in
 /// documentation order; `rule.series` stands for `[[rule]]`, which may also
@@ -107,6 +109,8 @@ pub fn known_keys() -> Vec<String> {
         ("detector", DetectorOverrides::KEYS),
         ("rule", &["series", "metric", "labels"][..]),
         ("log", LogKeys::KEYS),
+        ("alert.alertmanager", alert::ALERTMANAGER_KEYS),
+        ("alert.webhook", alert::WEBHOOK_KEYS),
     ];
     sections
         .iter()
@@ -127,6 +131,8 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// `[log]`: the anomaly log.
     pub log: LogConfig,
+    /// `[alert]`: where episodes are sent.
+    pub alert: AlertConfig,
     /// The files read, in merge order.
     pub files: Vec<PathBuf>,
     /// What in the files is valid but probably not meant (a key the chosen
@@ -178,6 +184,21 @@ pub struct ServerConfig {
     pub history_series: usize,
     /// Most simultaneous `GET /events` streams.
     pub max_event_streams: usize,
+    /// The URL users reach anomalyd at (links in alerts); `None` means
+    /// `http://` plus `listen`.
+    pub external_url: Option<String>,
+}
+
+impl ServerConfig {
+    /// `external_url`, or `http://` plus the listen address (`bound`,
+    /// the address actually bound, when known: `listen` may say port 0),
+    /// without a trailing `/`.
+    pub fn effective_external_url(&self, bound: Option<SocketAddr>) -> String {
+        match &self.external_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", bound.unwrap_or(self.listen)),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -196,6 +217,7 @@ impl Default for ServerConfig {
             history_points: 300,
             history_series: 1000,
             max_event_streams: 64,
+            external_url: None,
         }
     }
 }
@@ -238,6 +260,8 @@ pub struct DetectorConfig {
     pub bucket: Duration,
     /// A series that receives no point for this long is forgotten.
     pub series_ttl: Duration,
+    /// The `severity` label of its alerts.
+    pub severity: String,
 }
 
 impl Default for DetectorConfig {
@@ -263,6 +287,7 @@ impl Default for DetectorConfig {
             seasons: 3,
             bucket: Duration::from_secs(300),
             series_ttl: Duration::from_secs(3_600),
+            severity: "warning".into(),
         }
     }
 }
@@ -464,6 +489,15 @@ key_table! {
         bucket: Duration = |d, k, v| d.duration(k, v, SEASON),
         /// See [`DetectorConfig::series_ttl`].
         series_ttl: Duration = |d, k, v| d.duration(k, v, TTL),
+        /// See [`DetectorConfig::severity`].
+        severity: String = |d, k, v| d.string(k, v).and_then(|text| {
+            if text.is_empty() || text.chars().any(char::is_control) {
+                d.report(Some(k), Some(v.span()), "must be a non-empty label value without control characters, e.g. \"warning\" or \"critical\"");
+                None
+            } else {
+                Some(text.to_owned())
+            }
+        }),
     }
 }
 
@@ -489,6 +523,7 @@ impl From<&DetectorConfig> for DetectorOverrides {
             seasons: Some(config.seasons),
             bucket: Some(config.bucket),
             series_ttl: Some(config.series_ttl),
+            severity: Some(config.severity.clone()),
         }
     }
 }
@@ -517,6 +552,15 @@ key_table! {
         history_points: usize = |d, k, v| d.integer(k, v, 1..=100_000),
         history_series: usize = |d, k, v| d.integer(k, v, 0..=1_000_000),
         max_event_streams: usize = |d, k, v| d.integer(k, v, 1..=10_000),
+        external_url: String = |d, k, v| d.string(k, v).and_then(|text| {
+            match HttpUrl::parse(text.replacen("https://", "http://", 1).as_str()) {
+                Ok(_) => Some(text.to_owned()),
+                Err(message) => {
+                    d.report(Some(k), Some(v.span()), format!("{message} (an http:// or https:// URL, e.g. \"http://anomalyd.example:8001\")"));
+                    None
+                }
+            }
+        }),
     }
 }
 
@@ -795,6 +839,10 @@ impl Config {
         key(&mut out, "history_points", &server.history_points);
         key(&mut out, "history_series", &server.history_series);
         key(&mut out, "max_event_streams", &server.max_event_streams);
+        match &server.external_url {
+            Some(url) => key(&mut out, "external_url", url),
+            None => out.push_str("# external_url = \"http://<listen>\"\n"),
+        }
 
         out.push_str("\n[detector]\n");
         DetectorOverrides::from(&self.detector).write_toml(&mut out, |key| match key {
@@ -825,6 +873,7 @@ impl Config {
         key(&mut out, "level", &log.level);
         key(&mut out, "journal", &log.journal);
         key(&mut out, "journal_anomaly_rate", &log.journal_anomaly_rate);
+        self.alert.write_toml(&mut out);
         out
     }
 }
@@ -838,6 +887,12 @@ trait TomlValue {
 impl TomlValue for &'static DetectorKind {
     fn toml(&self) -> String {
         quote(self.name)
+    }
+}
+
+impl TomlValue for String {
+    fn toml(&self) -> String {
+        quote(self)
     }
 }
 

@@ -311,7 +311,7 @@ fn unknown_top_level_key() {
     let message = only_problem("[servre]\nlisten = \"x\"\n", Some("servre"), (1, 2));
     assert_eq!(
         message,
-        "unknown key \"servre\" in the top level; expected one of: server, detector, rule, log"
+        "unknown key \"servre\" in the top level; expected one of: server, detector, rule, log, alert"
     );
     only_problem("verbose = true\n", Some("verbose"), (1, 1));
 }
@@ -323,7 +323,8 @@ fn unknown_key_in_server() {
         message,
         "unknown key \"port\" in [server]; expected one of: listen, admin_listen, max_body_bytes, \
          max_connections, header_read_timeout, idle_timeout, write_timeout, max_series, \
-         shutdown_grace, dashboard, history_points, history_series, max_event_streams"
+         shutdown_grace, dashboard, history_points, history_series, max_event_streams, \
+         external_url"
     );
 }
 
@@ -339,7 +340,8 @@ fn unknown_key_in_detector() {
         "unknown key \"window\" in [detector]; expected one of: detector, \
          window_size, threshold_multiplier, direction, min_samples, min_std_dev, \
          min_relative_std_dev, exclude_anomalies, max_excluded_run, min_consecutive, \
-         resolve_after, resolve_multiplier, half_life, season, seasons, bucket, series_ttl"
+         resolve_after, resolve_multiplier, half_life, season, seasons, bucket, series_ttl, \
+         severity"
     );
     // A dotted key names its first part.
     only_problem("detector.foo.bar = 1\n", Some("detector.foo"), (1, 10));
@@ -365,7 +367,8 @@ fn unknown_key_in_rule() {
         "unknown key \"threshold\" in [[rule]]; expected one of: series, metric, labels, detector, \
          window_size, threshold_multiplier, direction, min_samples, min_std_dev, \
          min_relative_std_dev, exclude_anomalies, max_excluded_run, min_consecutive, \
-         resolve_after, resolve_multiplier, half_life, season, seasons, bucket, series_ttl"
+         resolve_after, resolve_multiplier, half_life, season, seasons, bucket, series_ttl, \
+         severity"
     );
 }
 
@@ -1318,7 +1321,9 @@ fn every_numeric_key_has_a_bound_that_check_config_enforces() {
         "server.listen",
         "server.admin_listen",
         "server.dashboard",
+        "server.external_url",
         "detector.direction",
+        "detector.severity",
         "detector.detector",
         "detector.exclude_anomalies",
         "log.anomaly_log_file",
@@ -1376,4 +1381,101 @@ fn every_numeric_key_has_a_bound_that_check_config_enforces() {
             );
         }
     }
+}
+
+#[test]
+fn alert_sinks_are_read_and_checked() {
+    let config = parse_ok(concat!(
+        "[server]\nexternal_url = \"https://anomalyd.example/\"\n",
+        "[detector]\nseverity = \"page\"\n",
+        "[[alert.alertmanager]]\nurl = \"http://127.0.0.1:9093\"\n",
+        "[[alert.alertmanager]]\nurl = \"http://am2:9093/am/\"\nresend_interval = \"30s\"\ntimeout = \"2s\"\nqueue_size = 5\n",
+        "[[alert.webhook]]\nurl = \"http://127.0.0.1:8080/hook\"\nheaders = { Authorization = \"Bearer s3cret\" }\n",
+        "[[rule]]\nseries = \"db.*\"\nseverity = \"critical\"\n",
+    ));
+    assert_eq!(
+        config.server.effective_external_url(None),
+        "https://anomalyd.example"
+    );
+    assert_eq!(config.detector.severity, "page");
+    assert_eq!(
+        config.rules[0].overrides.severity.as_deref(),
+        Some("critical")
+    );
+    let [first, second] = &config.alert.alertmanagers[..] else {
+        panic!("{:?}", config.alert)
+    };
+    assert_eq!(first.resend_interval, Duration::from_secs(60));
+    assert_eq!(first.timeout, Duration::from_secs(10));
+    assert_eq!(first.queue_size, 10_000);
+    assert_eq!(second.url.authority, "am2:9093");
+    assert_eq!(second.url.join("/api/v2/alerts"), "/am/api/v2/alerts");
+    assert_eq!(second.resend_interval, Duration::from_secs(30));
+    assert_eq!(second.queue_size, 5);
+    let hook = &config.alert.webhooks[0];
+    assert_eq!(
+        hook.headers,
+        [("Authorization".to_owned(), "Bearer s3cret".to_owned())]
+    );
+    // --check-config shows the sinks but not the header values.
+    let shown = config.to_toml();
+    assert!(shown.contains("[[alert.webhook]]\nurl = \"http://127.0.0.1:8080/hook\"\n# headers = { \"Authorization\" = \"<hidden>\" }"), "{shown}");
+    assert!(!shown.contains("s3cret"));
+    assert!(shown.contains("resend_interval = \"30s\""), "{shown}");
+    // The default external URL follows listen.
+    assert_eq!(
+        Config::default().server.effective_external_url(None),
+        "http://127.0.0.1:8001"
+    );
+    assert_eq!(
+        Config::default()
+            .server
+            .effective_external_url(Some("127.0.0.1:4242".parse().unwrap())),
+        "http://127.0.0.1:4242"
+    );
+
+    let message = only_problem(
+        "[[alert.alertmanager]]\ntimeout = \"1s\"\n",
+        Some("alert.alertmanager[1]"),
+        (1, 1),
+    );
+    assert!(
+        message.starts_with("missing required key \"url\""),
+        "{message}"
+    );
+    let message = only_problem(
+        "[[alert.webhook]]\nurl = \"https://x/hook\"\n",
+        Some("alert.webhook[1].url"),
+        (2, 7),
+    );
+    assert!(
+        message.contains("https:// is not supported yet"),
+        "{message}"
+    );
+    let message = only_problem(
+        "[[alert.webhook]]\nurl = \"http://x\"\nretries = 3\n",
+        Some("alert.webhook[1].retries"),
+        (3, 1),
+    );
+    assert!(
+        message.contains("expected one of: url, headers, timeout, queue_size"),
+        "{message}"
+    );
+    let message = only_problem(
+        "[[alert.webhook]]\nurl = \"http://x\"\nheaders = { Host = \"y\" }\n",
+        Some("alert.webhook[1].headers.Host"),
+        (3, 13),
+    );
+    assert!(message.contains("set by anomalyd"), "{message}");
+    let message = only_problem("[alert]\nslack = 1\n", Some("alert.slack"), (2, 1));
+    assert!(
+        message.contains("expected one of: alertmanager, webhook"),
+        "{message}"
+    );
+    let message = only_problem(
+        "[detector]\nseverity = \"\"\n",
+        Some("detector.severity"),
+        (2, 12),
+    );
+    assert!(message.contains("non-empty"), "{message}");
 }

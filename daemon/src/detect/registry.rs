@@ -17,6 +17,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "resolve_after",
     "resolve_multiplier",
     "series_ttl",
+    "severity",
 ];
 
 /// Every detector, the default first.

@@ -6,6 +6,7 @@ use hyper::{Request, Response, StatusCode};
 
 use super::body::{BodyFormat, body_format, read_request_body};
 use super::reply::{ResponseBody, error, json, json_bytes};
+use crate::alert::Opening;
 use crate::api::{AnomalyRecord, BatchReply, EpisodeEvent, EpisodeRecord, PointReply, STATUS_OK};
 use crate::detect::{Direction, Verdict};
 use crate::ingest::{self, DataPoint, PointError, PointErrorKind};
@@ -69,8 +70,9 @@ async fn detect_point(body: &[u8], state: &AppState) -> Response<ResponseBody> {
     let record = observation.record(&point);
     if observation.episode.event.is_some() {
         let opened = observation.opened(&point);
+        let openings: Vec<Opening> = record.iter().map(Opening::from).collect();
         let closed: Vec<EpisodeRecord> = closed.into_iter().map(|(_, r)| r).collect();
-        state.report_episodes(opened.as_slice(), &closed);
+        state.report_episodes(opened.as_slice(), &openings, &closed);
     }
     let logged = match record {
         Some(record) => state.record_anomalies(std::slice::from_ref(&record)).await,
@@ -145,8 +147,9 @@ pub(super) async fn apply_points(
     };
     let observations = observed.map_err(|e| error(StatusCode::TOO_MANY_REQUESTS, e.to_string()))?;
     let records = anomaly_records(points, &observations);
-    let (episodes_opened, episodes_closed) = episode_changes(points, &observations, closed);
-    state.report_episodes(&episodes_opened, &episodes_closed);
+    let (episodes_opened, openings, episodes_closed) =
+        episode_changes(points, &observations, closed);
+    state.report_episodes(&episodes_opened, &openings, &episodes_closed);
     let logged = state.record_anomalies(&records).await;
     let duplicates = observations.iter().filter(|o| o.duplicate).count();
     state
@@ -170,21 +173,28 @@ fn anomaly_records(points: &[DataPoint<'_>], observations: &[Observation]) -> Ve
         .collect()
 }
 
-/// The episodes a batch opened and closed (`closed`, from the table), in
-/// batch order.
+/// The episodes a batch opened (with their opening points) and closed
+/// (`closed`, from the table), in batch order.
 fn episode_changes(
     points: &[DataPoint<'_>],
     observations: &[Observation],
     mut closed: ClosedEpisodes,
-) -> (Vec<EpisodeRecord>, Vec<EpisodeRecord>) {
-    let opened = points
+) -> (Vec<EpisodeRecord>, Vec<Opening>, Vec<EpisodeRecord>) {
+    let (opened, openings) = points
         .iter()
         .zip(observations)
         .filter(|(_, obs)| obs.episode.event == Some(EpisodeEvent::Opened))
-        .filter_map(|(point, obs)| obs.opened(point))
-        .collect();
+        .filter_map(|(point, obs)| {
+            let record = obs.record(point)?;
+            Some((obs.opened(point)?, Opening::from(&record)))
+        })
+        .unzip();
     closed.sort_by_key(|&(index, _)| index);
-    (opened, closed.into_iter().map(|(_, r)| r).collect())
+    (
+        opened,
+        openings,
+        closed.into_iter().map(|(_, r)| r).collect(),
+    )
 }
 
 /// The reply to a single point.

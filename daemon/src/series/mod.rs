@@ -783,9 +783,11 @@ impl SeriesTable {
     }
 
     /// Forgets series that received no point for longer than their
-    /// `series_ttl`; returns how many were removed.
-    pub fn sweep_idle(&self) -> usize {
+    /// `series_ttl`; returns how many were removed, and the episodes they
+    /// left open, closed at their last point.
+    pub fn sweep_idle(&self) -> (usize, Vec<EpisodeRecord>) {
         let profiles = self.current();
+        let mut closed = Vec::new();
         let now = self.now_secs();
         let mut removed = 0;
         let mut histories = 0;
@@ -798,7 +800,8 @@ impl SeriesTable {
             removed += gone.series;
             histories += gone.histories;
             for episode in gone.episodes {
-                self.episodes.closed(episode);
+                self.episodes.closed(episode.clone());
+                closed.push(episode);
             }
         }
         if removed > 0 {
@@ -806,7 +809,7 @@ impl SeriesTable {
             self.history_count.fetch_sub(histories, Ordering::AcqRel);
         }
         self.rebalance_histories();
-        removed
+        (removed, closed)
     }
 
     /// Keeps histories for the most recently updated series: ranks every
@@ -1127,7 +1130,7 @@ mod tests {
                 warming_up: 1
             }
         );
-        assert_eq!(table.sweep_idle(), 0);
+        assert_eq!(table.sweep_idle().0, 0);
     }
 
     /// Moves the table's clock `secs` seconds forward.
@@ -1149,10 +1152,10 @@ mod tests {
         advance(&mut table, 8);
         table.observe_batch(&[point("b", 1.0, None)]).unwrap();
         advance(&mut table, 8);
-        assert_eq!(table.sweep_idle(), 1, "`a` is 16 s old");
+        assert_eq!(table.sweep_idle().0, 1, "`a` is 16 s old");
         assert_eq!(table.stats().series, 2);
         advance(&mut table, 8);
-        assert_eq!(table.sweep_idle(), 1, "`b` is 16 s old");
+        assert_eq!(table.sweep_idle().0, 1, "`b` is 16 s old");
         // `a` comes back as a new series.
         let obs = table.observe_batch(&[point("a", 1.0, None)]).unwrap();
         assert_eq!(obs[0].verdict, Verdict::WarmingUp { have: 0, need: 120 });
@@ -1600,7 +1603,7 @@ dashboard = false
                             reference.now += secs;
                         }
                         Op::Sweep => {
-                            prop_assert_eq!(table.sweep_idle(), reference.sweep(&current));
+                            prop_assert_eq!(table.sweep_idle().0, reference.sweep(&current));
                         }
                     }
                     prop_assert_eq!(table.len(), reference.series.len());

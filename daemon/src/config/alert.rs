@@ -1,0 +1,411 @@
+//! `[alert]`: where episodes are sent. `[[alert.alertmanager]]` tables
+//! name Alertmanager instances, `[[alert.webhook]]` tables HTTP endpoints;
+//! every one of them gets every episode. The tables of all files add up
+//! (a drop-in in `conf.d/` can add a sink).
+
+use std::fmt::Write as _;
+use std::ops::{Bound, Range};
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::toml_walk::{Document, entries, format_duration, join_key, quote};
+
+/// Default `resend_interval` of an Alertmanager sink (Prometheus' own).
+pub const DEFAULT_RESEND_INTERVAL: Duration = Duration::from_secs(60);
+/// Default `timeout` of a sink's requests.
+pub const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `queue_size` of a sink.
+pub const DEFAULT_QUEUE_SIZE: usize = 10_000;
+
+/// The keys of `[[alert.alertmanager]]`, in documentation order.
+pub const ALERTMANAGER_KEYS: &[&str] = &["url", "resend_interval", "timeout", "queue_size"];
+/// The keys of `[[alert.webhook]]`, in documentation order.
+pub const WEBHOOK_KEYS: &[&str] = &["url", "headers", "timeout", "queue_size"];
+
+/// `[alert]`: the sinks.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AlertConfig {
+    /// `[[alert.alertmanager]]`, in file order.
+    pub alertmanagers: Vec<AlertmanagerConfig>,
+    /// `[[alert.webhook]]`, in file order.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One `[[alert.alertmanager]]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertmanagerConfig {
+    /// The Alertmanager's base URL, e.g. `http://127.0.0.1:9093`; alerts
+    /// go to `<url>/api/v2/alerts`.
+    pub url: HttpUrl,
+    /// How often the alert of an open episode is sent again.
+    pub resend_interval: Duration,
+    /// How long one request may take.
+    pub timeout: Duration,
+    /// Most notifications waiting to be sent.
+    pub queue_size: usize,
+}
+
+/// One `[[alert.webhook]]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookConfig {
+    /// The URL each notification is POSTed to.
+    pub url: HttpUrl,
+    /// Extra request headers (for example a token), in file order.
+    pub headers: Vec<(String, String)>,
+    /// How long one request may take.
+    pub timeout: Duration,
+    /// Most notifications waiting to be sent.
+    pub queue_size: usize,
+}
+
+/// A plain-HTTP URL, split for a client: `http://authority/path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpUrl {
+    /// The URL as written, without a trailing `/`.
+    pub text: String,
+    /// `host:port` (port 80 when the URL has none).
+    pub authority: String,
+    /// The path and query, `/` at least.
+    pub path: String,
+}
+
+impl HttpUrl {
+    /// Parses `text`; the error says what is wrong and what to write.
+    pub fn parse(text: &str) -> Result<HttpUrl, String> {
+        let example = "e.g. \"http://127.0.0.1:9093\"";
+        let uri: hyper::Uri = text
+            .parse()
+            .map_err(|e| format!("not a URL ({e}); write a full URL, {example}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(
+                    "https:// is not supported yet; reach the receiver over http:// (on a trusted network or a local relay)"
+                        .into(),
+                );
+            }
+            _ => return Err(format!("expected an http:// URL, {example}")),
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("the URL has no host, {example}"))?;
+        if authority.as_str().contains('@') {
+            return Err("credentials in the URL are not supported; for a webhook, set headers = { Authorization = \"...\" }".into());
+        }
+        let host = authority.host();
+        let port = authority.port_u16().unwrap_or(80);
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        Ok(HttpUrl {
+            text: text.trim_end_matches('/').to_owned(),
+            authority: format!("{host}:{port}"),
+            path: if path.is_empty() {
+                "/".into()
+            } else {
+                path.to_owned()
+            },
+        })
+    }
+
+    /// This URL with `suffix` appended to its path (`/api/v2/alerts`).
+    pub fn join(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.path.trim_end_matches('/'))
+    }
+}
+
+/// Reads `[alert]` from `table` into `alert`.
+pub(super) fn read_alert(doc: &mut Document<'_>, table: &DeTable<'_>, alert: &mut AlertConfig) {
+    for (name, value) in entries(table) {
+        let key = join_key("alert", name.get_ref());
+        match name.get_ref().as_ref() {
+            "alertmanager" => {
+                for (index, span, sink) in doc.array_of_tables(&key, value) {
+                    let prefix = format!("{key}[{index}]");
+                    if let Some(sink) = read_alertmanager(doc, &prefix, span, sink) {
+                        alert.alertmanagers.push(sink);
+                    }
+                }
+            }
+            "webhook" => {
+                for (index, span, sink) in doc.array_of_tables(&key, value) {
+                    let prefix = format!("{key}[{index}]");
+                    if let Some(sink) = read_webhook(doc, &prefix, span, sink) {
+                        alert.webhooks.push(sink);
+                    }
+                }
+            }
+            _ => doc.unknown_key(name, &key, "[alert]", &["alertmanager", "webhook"]),
+        }
+    }
+}
+
+/// The keys every sink has.
+struct Common {
+    url: Option<HttpUrl>,
+    timeout: Duration,
+    queue_size: usize,
+    valid: bool,
+}
+
+impl Common {
+    fn new() -> Common {
+        Common {
+            url: None,
+            timeout: DEFAULT_SINK_TIMEOUT,
+            queue_size: DEFAULT_QUEUE_SIZE,
+            valid: true,
+        }
+    }
+
+    /// Reads `name` if it is a common key; false if it is not one.
+    fn read(
+        &mut self,
+        doc: &mut Document<'_>,
+        name: &str,
+        key: &str,
+        value: &Spanned<DeValue<'_>>,
+    ) -> bool {
+        match name {
+            "url" => match doc.string(key, value).map(HttpUrl::parse) {
+                Some(Ok(url)) => self.url = Some(url),
+                Some(Err(message)) => {
+                    doc.report(Some(key), Some(value.span()), message);
+                    self.valid = false;
+                }
+                None => self.valid = false,
+            },
+            "timeout" => match doc.duration(key, value, timeout_range()) {
+                Some(timeout) => self.timeout = timeout,
+                None => self.valid = false,
+            },
+            "queue_size" => match doc.integer(key, value, 1..=10_000_000) {
+                Some(size) => self.queue_size = size,
+                None => self.valid = false,
+            },
+            _ => return false,
+        }
+        true
+    }
+
+    /// The URL, or a problem naming the missing key.
+    fn finish(
+        self,
+        doc: &mut Document<'_>,
+        prefix: &str,
+        span: Range<usize>,
+        example: &str,
+    ) -> Option<Common> {
+        if self.url.is_none() && self.valid {
+            doc.report(
+                Some(prefix),
+                Some(span),
+                format!("missing required key \"url\", e.g. url = \"{example}\""),
+            );
+            return None;
+        }
+        self.valid.then_some(self)
+    }
+}
+
+fn timeout_range() -> (Bound<Duration>, Bound<Duration>) {
+    (
+        Bound::Excluded(Duration::ZERO),
+        Bound::Included(Duration::from_secs(300)),
+    )
+}
+
+fn read_alertmanager(
+    doc: &mut Document<'_>,
+    prefix: &str,
+    span: Range<usize>,
+    table: &DeTable<'_>,
+) -> Option<AlertmanagerConfig> {
+    let mut common = Common::new();
+    let mut resend_interval = DEFAULT_RESEND_INTERVAL;
+    for (name, value) in entries(table) {
+        let key = join_key(prefix, name.get_ref());
+        if common.read(doc, name.get_ref(), &key, value) {
+            continue;
+        }
+        if name.get_ref() == "resend_interval" {
+            let range = (
+                Bound::Included(Duration::from_secs(1)),
+                Bound::Included(Duration::from_secs(86_400)),
+            );
+            match doc.duration(&key, value, range) {
+                Some(interval) => resend_interval = interval,
+                None => common.valid = false,
+            }
+        } else {
+            doc.unknown_key(name, &key, "[[alert.alertmanager]]", ALERTMANAGER_KEYS);
+        }
+    }
+    let common = common.finish(doc, prefix, span, "http://127.0.0.1:9093")?;
+    Some(AlertmanagerConfig {
+        url: common.url?,
+        resend_interval,
+        timeout: common.timeout,
+        queue_size: common.queue_size,
+    })
+}
+
+fn read_webhook(
+    doc: &mut Document<'_>,
+    prefix: &str,
+    span: Range<usize>,
+    table: &DeTable<'_>,
+) -> Option<WebhookConfig> {
+    let mut common = Common::new();
+    let mut headers = Vec::new();
+    for (name, value) in entries(table) {
+        let key = join_key(prefix, name.get_ref());
+        if common.read(doc, name.get_ref(), &key, value) {
+            continue;
+        }
+        if name.get_ref() == "headers" {
+            match read_headers(doc, &key, value) {
+                Some(read) => headers = read,
+                None => common.valid = false,
+            }
+        } else {
+            doc.unknown_key(name, &key, "[[alert.webhook]]", WEBHOOK_KEYS);
+        }
+    }
+    let common = common.finish(doc, prefix, span, "http://127.0.0.1:8080/hook")?;
+    Some(WebhookConfig {
+        url: common.url?,
+        headers,
+        timeout: common.timeout,
+        queue_size: common.queue_size,
+    })
+}
+
+/// `headers = { Name = "value", ... }`: valid HTTP header names and values.
+fn read_headers(
+    doc: &mut Document<'_>,
+    key: &str,
+    value: &Spanned<DeValue<'_>>,
+) -> Option<Vec<(String, String)>> {
+    let DeValue::Table(table) = value.get_ref() else {
+        doc.wrong_type(
+            key,
+            value,
+            "a table of header values, e.g. { Authorization = \"Bearer ...\" }",
+        );
+        return None;
+    };
+    let mut headers = Vec::new();
+    let mut valid = true;
+    for (name, header_value) in entries(table) {
+        let dotted = join_key(key, name.get_ref());
+        let Some(text) = doc.string(&dotted, header_value) else {
+            valid = false;
+            continue;
+        };
+        let lower = name.get_ref().to_ascii_lowercase();
+        if hyper::header::HeaderName::from_bytes(name.get_ref().as_bytes()).is_err() {
+            doc.report(
+                Some(&dotted),
+                Some(name.span()),
+                format!("{} is not a valid HTTP header name", quote(name.get_ref())),
+            );
+            valid = false;
+        } else if matches!(
+            lower.as_str(),
+            "host" | "content-length" | "content-type" | "transfer-encoding" | "connection"
+        ) {
+            doc.report(
+                Some(&dotted),
+                Some(name.span()),
+                format!("{} is set by anomalyd; remove it", quote(name.get_ref())),
+            );
+            valid = false;
+        } else if hyper::header::HeaderValue::from_str(text).is_err() {
+            doc.report(
+                Some(&dotted),
+                Some(header_value.span()),
+                "not a valid HTTP header value (control characters or non-ASCII)",
+            );
+            valid = false;
+        } else {
+            headers.push((name.get_ref().to_string(), text.to_owned()));
+        }
+    }
+    valid.then_some(headers)
+}
+
+impl AlertConfig {
+    /// Appends `[[alert.*]]` tables for `--check-config`. Header values
+    /// are not printed (they often hold tokens).
+    pub fn write_toml(&self, out: &mut String) {
+        if self.alertmanagers.is_empty() && self.webhooks.is_empty() {
+            out.push_str("\n# [[alert.alertmanager]] and [[alert.webhook]]: none\n");
+        }
+        for sink in &self.alertmanagers {
+            out.push_str("\n[[alert.alertmanager]]\n");
+            let _ = writeln!(out, "url = {}", quote(&sink.url.text));
+            let _ = writeln!(
+                out,
+                "resend_interval = {}",
+                quote(&format_duration(sink.resend_interval))
+            );
+            let _ = writeln!(out, "timeout = {}", quote(&format_duration(sink.timeout)));
+            let _ = writeln!(out, "queue_size = {}", sink.queue_size);
+        }
+        for sink in &self.webhooks {
+            out.push_str("\n[[alert.webhook]]\n");
+            let _ = writeln!(out, "url = {}", quote(&sink.url.text));
+            if !sink.headers.is_empty() {
+                let names: Vec<String> = sink
+                    .headers
+                    .iter()
+                    .map(|(name, _)| format!("{} = \"<hidden>\"", quote(name)))
+                    .collect();
+                let _ = writeln!(out, "# headers = {{ {} }}", names.join(", "));
+            }
+            let _ = writeln!(out, "timeout = {}", quote(&format_duration(sink.timeout)));
+            let _ = writeln!(out, "queue_size = {}", sink.queue_size);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let url = HttpUrl::parse("http://127.0.0.1:9093/").unwrap();
+        assert_eq!(url.authority, "127.0.0.1:9093");
+        assert_eq!(url.join("/api/v2/alerts"), "/api/v2/alerts");
+        assert_eq!(url.text, "http://127.0.0.1:9093");
+        let url = HttpUrl::parse("http://am.example/prefix?x=1").unwrap();
+        assert_eq!(url.authority, "am.example:80");
+        assert_eq!(url.path, "/prefix?x=1");
+        let url = HttpUrl::parse("http://[::1]:9093/am").unwrap();
+        assert_eq!(url.authority, "[::1]:9093");
+        assert_eq!(url.join("/api/v2/alerts"), "/am/api/v2/alerts");
+        assert!(HttpUrl::parse("https://x").unwrap_err().contains("https"));
+        assert!(
+            HttpUrl::parse("localhost:9093")
+                .unwrap_err()
+                .contains("http://")
+        );
+        assert!(
+            HttpUrl::parse("http://u:p@x/")
+                .unwrap_err()
+                .contains("credentials")
+        );
+        assert!(
+            HttpUrl::parse("not a url")
+                .unwrap_err()
+                .contains("not a URL")
+        );
+    }
+}
