@@ -3,7 +3,10 @@
 //! `POST /detect`: read the body and parse it with the same parser
 //! ([`anomalyd::ingest::parse_json_body`], or
 //! [`anomalyd::ingest::parse_ndjson_body`] for `application/x-ndjson`). It then
-//! replies 200 with a small fixed JSON body. No detection, no validation, no
+//! replies 200 with a small fixed JSON body. Likewise `POST /api/v1/write`
+//! (decompress and decode remote-write, [`anomalyd::ingest::decode_remote_write`])
+//! and `POST /api/v2/write` (decode line protocol in nanoseconds,
+//! [`anomalyd::ingest::decode_line_protocol`]), answered 204. No detection, no validation, no
 //! logging, no limits: the gap between this server and `anomalyd` is the
 //! cost of everything `anomalyd` does beyond HTTP and JSON.
 //!
@@ -42,8 +45,32 @@ fn reply(status: StatusCode, body: &'static [u8]) -> Response<Full<Bytes>> {
     response
 }
 
+/// The labelled formats: decode, count, 204.
+fn decode_labelled(path: &str, body: &[u8]) -> Response<Full<Bytes>> {
+    let decoded = match path {
+        "/api/v1/write" => {
+            anomalyd::ingest::decode_remote_write(body, 64 << 20).map_err(|e| e.to_string())
+        }
+        _ => anomalyd::ingest::decode_line_protocol(body, anomalyd::ingest::Precision::Nanoseconds)
+            .map_err(|e| e.to_string()),
+    };
+    match decoded {
+        // Keep the result alive until here so it cannot be optimised out.
+        Ok(samples) if !samples.points().is_empty() => reply(StatusCode::NO_CONTENT, b""),
+        Ok(_) => reply(StatusCode::BAD_REQUEST, br#"{"error": "empty"}"#),
+        Err(_) => reply(StatusCode::BAD_REQUEST, br#"{"error": "malformed"}"#),
+    }
+}
+
 async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    if req.method() != Method::POST || req.uri().path() != "/detect" {
+    let path = req.uri().path().to_owned();
+    if req.method() == Method::POST && matches!(path.as_str(), "/api/v1/write" | "/api/v2/write") {
+        return Ok(match req.into_body().collect().await {
+            Ok(collected) => decode_labelled(&path, &collected.to_bytes()),
+            Err(_) => reply(StatusCode::BAD_REQUEST, br#"{"error": "body"}"#),
+        });
+    }
+    if req.method() != Method::POST || path != "/detect" {
         return Ok(reply(StatusCode::NOT_FOUND, br#"{"error": "not found"}"#));
     }
     let ndjson = req

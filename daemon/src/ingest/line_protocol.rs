@@ -21,7 +21,7 @@
 
 use std::borrow::Cow;
 
-use super::labels::{MAX_LABELLED_NAME_BYTES, push_sanitized, write_series_name};
+use super::labels::{MAX_LABELLED_NAME_BYTES, escape_label_value, push_sanitized};
 use super::point::MAX_TIMESTAMP;
 use super::samples::{Samples, SkipReason};
 
@@ -116,6 +116,8 @@ pub fn decode_line_protocol(body: &[u8], precision: Precision) -> Result<Samples
         precision,
         tags: Vec::new(),
         label_set: String::new(),
+        fields: Vec::new(),
+        metric: String::new(),
     };
     for (index, line) in text.split('\n').enumerate() {
         let line = line.strip_suffix('\r').unwrap_or(line).trim_start();
@@ -135,9 +137,13 @@ struct Decoder<'a> {
     samples: Samples,
     precision: Precision,
     /// The current line's tags: sanitized key, unescaped value.
-    tags: Vec<(String, Cow<'a, str>)>,
+    tags: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     /// The current line's `{tag="value",...}` (empty without tags).
     label_set: String,
+    /// The current line's fields (kept to reuse the allocation).
+    fields: Fields<'a>,
+    /// The metric name being built (kept to reuse the allocation).
+    metric: String,
 }
 
 /// Characters a backslash escapes in tag keys, tag values and field keys.
@@ -165,28 +171,32 @@ impl<'a> Decoder<'a> {
         self.tags(key, measurement_end)?;
         // Fields, then the optional timestamp.
         let fields_start = skip_spaces(bytes, key_end);
-        let (fields, fields_end) = self.fields(line, fields_start)?;
+        let mut fields = std::mem::take(&mut self.fields);
+        fields.clear();
+        let fields_end = self.fields(line, fields_start, &mut fields)?;
         let rest = line[fields_end..].trim();
         let timestamp = if rest.is_empty() {
             None
         } else {
             Some(self.timestamp(rest)?)
         };
-        let mut metric = String::with_capacity(measurement.len() + 16);
-        for (field, value) in fields {
+        let control = self
+            .label_set
+            .bytes()
+            .any(|b| b.is_ascii_control() && b != b'\n');
+        let mut metric = std::mem::take(&mut self.metric);
+        metric.clear();
+        push_sanitized(&mut metric, &measurement);
+        metric.push('_');
+        let prefix = metric.len();
+        for (field, value) in fields.drain(..) {
+            metric.truncate(prefix);
+            push_sanitized(&mut metric, &field);
             let start = self.samples.name_buffer().len();
             let name = self.samples.name_buffer();
-            metric.clear();
-            push_sanitized(&mut metric, &measurement);
-            metric.push('_');
-            push_sanitized(&mut metric, &field);
             name.push_str(&metric);
             name.push_str(&self.label_set);
             let too_long = name.len() - start > MAX_LABELLED_NAME_BYTES;
-            let control = self
-                .label_set
-                .bytes()
-                .any(|b| b.is_ascii_control() && b != b'\n');
             let skip = match value {
                 FieldValue::String => Some(SkipReason::StringField),
                 _ if too_long => Some(SkipReason::NameTooLong),
@@ -205,6 +215,8 @@ impl<'a> Decoder<'a> {
                 (None, FieldValue::String) => unreachable!("string fields are skipped"),
             }
         }
+        self.fields = fields;
+        self.metric = metric;
         Ok(())
     }
 
@@ -226,27 +238,40 @@ impl<'a> Decoder<'a> {
             if raw_key.is_empty() || raw_value.is_empty() {
                 return Err(format!("tag `{}`: empty tag key or value", shorten(pair)));
             }
-            let mut name = String::with_capacity(raw_key.len());
-            push_sanitized(&mut name, &unescape(raw_key, KEY_ESCAPES));
+            let name = sanitized(unescape(raw_key, KEY_ESCAPES));
             self.tags.push((name, unescape(raw_value, KEY_ESCAPES)));
             at = end;
         }
         if !self.tags.is_empty() {
-            let mut pairs: Vec<(&str, &str)> = self
-                .tags
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_ref()))
-                .collect();
-            write_series_name(&mut self.label_set, "", &mut pairs);
+            // Telegraf sorts tags already; sort only when needed.
+            if !self.tags.is_sorted_by(|a, b| a.0 <= b.0) {
+                self.tags
+                    .sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+            }
+            self.label_set.push('{');
+            for (i, (name, value)) in self.tags.iter().enumerate() {
+                if i > 0 {
+                    self.label_set.push(',');
+                }
+                self.label_set.push_str(name);
+                self.label_set.push_str("=\"");
+                escape_label_value(&mut self.label_set, value);
+                self.label_set.push('"');
+            }
+            self.label_set.push('}');
         }
         Ok(())
     }
 
-    /// Reads the field set from `at`; returns the fields (unescaped key,
-    /// value) and where the field set ends.
-    fn fields(&self, line: &'a str, mut at: usize) -> Result<(Fields<'a>, usize), String> {
+    /// Reads the field set from `at` into `fields` (unescaped key and
+    /// value); returns where the field set ends.
+    fn fields(
+        &self,
+        line: &'a str,
+        mut at: usize,
+        fields: &mut Fields<'a>,
+    ) -> Result<usize, String> {
         let bytes = line.as_bytes();
-        let mut fields = Vec::new();
         loop {
             let key_end = find_unescaped(bytes, at, b"= ,");
             let raw_key = &line[at..key_end];
@@ -280,7 +305,7 @@ impl<'a> Decoder<'a> {
             fields.push((key, value));
             match bytes.get(value_end) {
                 Some(b',') => at = value_end + 1,
-                _ => return Ok((fields, value_end)),
+                _ => return Ok(value_end),
             }
         }
     }
@@ -373,6 +398,20 @@ fn skip_spaces(bytes: &[u8], mut from: usize) -> usize {
         from += 1;
     }
     from
+}
+
+/// `name` with every character outside `[a-zA-Z0-9_:]` replaced by `_`,
+/// borrowed when it has none.
+fn sanitized(name: Cow<'_, str>) -> Cow<'_, str> {
+    if name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+    {
+        return name;
+    }
+    let mut out = String::with_capacity(name.len());
+    push_sanitized(&mut out, &name);
+    Cow::Owned(out)
 }
 
 /// `raw` with `\c` replaced by `c` for each `c` in `escapes`; other
