@@ -158,6 +158,7 @@ fn canonical(labels: &[(String, String)]) -> String {
 /// One connection's series and where its stream stands.
 struct Stream {
     labels: Vec<Vec<(String, String)>>,
+    /// The names as JSON strings (quoted, escaped), made once.
     names: Vec<String>,
     /// Values sent per series so far (the next timestamp and `seq`).
     step: u64,
@@ -201,9 +202,8 @@ impl Stream {
                         let ts = (START_MS + n as i64 * 1000) as f64 / 1000.0 + 0.25;
                         let _ = writeln!(
                             text,
-                            "{{\"value\":{},\"timestamp\":{ts},\"series\":{},\"seq\":{n}}}",
+                            "{{\"value\":{},\"timestamp\":{ts},\"series\":{name},\"seq\":{n}}}",
                             Self::value(s, n, args.anomaly_every),
-                            serde_json::to_string(name).expect("a string serializes")
                         );
                     }
                 }
@@ -297,7 +297,10 @@ async fn run_connection(args: Args, index: usize, deadline: Instant) -> Tally {
         .iter()
         .map(|&i| labels_of(i, args.prometheus_names))
         .collect();
-    let names = labels.iter().map(|l| canonical(l)).collect();
+    let names = labels
+        .iter()
+        .map(|l| serde_json::to_string(&canonical(l)).expect("a string serializes"))
+        .collect();
     let mut stream = Stream {
         labels,
         names,

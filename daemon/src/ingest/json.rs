@@ -811,6 +811,28 @@ mod scanner_agreement {
         }
 
         #[test]
+        fn short_decimals_round_as_from_str_rounds_them(
+            digits in 1u64..1_000_000_000_000_000,
+            fraction in 0usize..=15,
+            negative in any::<bool>(),
+        ) {
+            // At most 15 (the fast path) or 16+ digits (the slow one).
+            let text = digits.to_string();
+            let fraction = fraction.min(text.len() - 1);
+            let (int, frac) = text.split_at(text.len() - fraction);
+            let sign = if negative { "-" } else { "" };
+            let number = if frac.is_empty() {
+                format!("{sign}{int}")
+            } else {
+                format!("{sign}{int}.{frac}")
+            };
+            let json = format!("{{\"value\":{number}}}");
+            let fast = point(json.as_bytes()).expect("a plain number");
+            let expected: f64 = number.parse().unwrap();
+            prop_assert_eq!(fast.value.to_bits(), expected.to_bits(), "{}", number);
+        }
+
+        #[test]
         fn on_any_input_it_agrees_with_serde_or_abstains(bytes in proptest::collection::vec(
             proptest::sample::select(b"{}\":,-+.eE0123456789 valuesrqtimp\\nul".to_vec()), 0..40)
         ) {

@@ -65,6 +65,11 @@ pub fn point(bytes: &[u8]) -> Option<DataPoint<'_>> {
     })
 }
 
+/// 10^0 to 10^15, all exact in `f64`.
+const POWERS_OF_TEN: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
 struct Scanner<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -108,17 +113,23 @@ impl<'a> Scanner<'a> {
     /// A JSON number (the exact grammar), as a finite `f64`.
     fn float(&mut self) -> Option<f64> {
         let start = self.at;
-        if self.peek() == Some(b'-') {
+        let negative = self.peek() == Some(b'-');
+        if negative {
             self.at += 1;
         }
+        let integer = self.at;
         match self.next()? {
             b'0' => {}
             b'1'..=b'9' => self.digits(),
             _ => return None,
         }
+        let integer = integer..self.at;
+        let mut fraction = self.at..self.at;
         if self.peek() == Some(b'.') {
             self.at += 1;
+            let first = self.at;
             self.at_least_one_digit()?;
+            fraction = first..self.at;
         }
         if let Some(b'e' | b'E') = self.peek() {
             self.at += 1;
@@ -126,6 +137,18 @@ impl<'a> Scanner<'a> {
                 self.at += 1;
             }
             self.at_least_one_digit()?;
+        } else if integer.len() + fraction.len() <= 15 {
+            // Clinger's fast path: with at most 15 digits the digits are
+            // an integer below 2^53 and 10^(fraction digits) a power of
+            // ten below 2^53, both exact in f64; one IEEE division of two
+            // exact values is correctly rounded, as `from_str` is. Most
+            // values and unix timestamps (`1700000000.25`) take it.
+            let mantissa = self.bytes[integer]
+                .iter()
+                .chain(&self.bytes[fraction.clone()])
+                .fold(0u64, |m, &b| m * 10 + u64::from(b - b'0'));
+            let value = mantissa as f64 / POWERS_OF_TEN[fraction.len()];
+            return Some(if negative { -value } else { value });
         }
         // The grammar above is a subset of what `f64::from_str` accepts,
         // and both round correctly.
@@ -144,7 +167,16 @@ impl<'a> Scanner<'a> {
         if let Some(b'.' | b'e' | b'E') = self.peek() {
             return None;
         }
-        let text = std::str::from_utf8(&self.bytes[start..self.at]).ok()?;
+        let digits = &self.bytes[start..self.at];
+        if digits.len() <= 19 {
+            // Below 10^19 < 2^64: no overflow.
+            return Some(
+                digits
+                    .iter()
+                    .fold(0u64, |n, &b| n * 10 + u64::from(b - b'0')),
+            );
+        }
+        let text = std::str::from_utf8(digits).ok()?;
         text.parse().ok()
     }
 
@@ -174,6 +206,38 @@ mod tests {
             (p.value, p.timestamp, p.series.as_ref(), p.seq),
             (-1000.0, Some(1.7e9), "default", Some(9))
         );
+    }
+
+    #[test]
+    fn numbers_read_as_from_str_reads_them() {
+        for text in [
+            "0",
+            "-0",
+            "1",
+            "53.25",
+            "1700000000.25",
+            "0.1",
+            "0.3",
+            "123456789012345",
+            "1234567890.12345",
+            "0.000000000000001",
+            "9007199254740993",
+            "1.7976931348623157e308",
+            "2.2250738585072014e-308",
+            "12345678901234567890",
+            "-99.99",
+            "1e2",
+            "0.10000000000000001",
+        ] {
+            let json = format!("{{\"value\": {text}, \"seq\": 7}}");
+            let p = point(json.as_bytes()).unwrap();
+            let expected: f64 = text.parse().unwrap();
+            assert_eq!(p.value.to_bits(), expected.to_bits(), "{text}");
+        }
+        let p = point(br#"{"value": 1, "seq": 9999999999999999999}"#).unwrap();
+        assert_eq!(p.seq, Some(9_999_999_999_999_999_999));
+        let p = point(br#"{"value": 1, "seq": 18446744073709551615}"#).unwrap();
+        assert_eq!(p.seq, Some(u64::MAX));
     }
 
     #[test]
