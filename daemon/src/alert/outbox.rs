@@ -119,6 +119,11 @@ impl AlertmanagerOutbox {
         self.pending.len()
     }
 
+    /// Whether a new episode's alert would be refused.
+    pub fn is_full(&self) -> bool {
+        self.pending.len() >= self.capacity
+    }
+
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
@@ -173,6 +178,11 @@ impl WebhookOutbox {
     /// Notifications waiting.
     pub fn len(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Whether a new notification would be refused.
+    pub fn is_full(&self) -> bool {
+        self.pending.len() >= self.capacity
     }
 
     /// Whether nothing waits.

@@ -97,6 +97,14 @@ impl Outbox {
             Outbox::Webhook(o) => o.len(),
         }
     }
+
+    /// Whether no new notification fits.
+    fn is_full(&self) -> bool {
+        match self {
+            Outbox::Alertmanager(o) => o.is_full(),
+            Outbox::Webhook(o) => o.is_full(),
+        }
+    }
 }
 
 /// Rate-limited warnings.
@@ -169,8 +177,14 @@ pub async fn run(
     let mut resend_tick = tokio::time::interval_at(Instant::now() + period, period);
     resend_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        while let Ok(n) = queue.try_recv() {
-            worker.add(n);
+        // While the outbox is full the queue is left alone: it fills, and
+        // ingest's try_send then fails at once, which costs it less than
+        // waking this task to drop each notification.
+        while !worker.outbox.is_full() {
+            match queue.try_recv() {
+                Ok(n) => worker.add(n),
+                Err(_) => break,
+            }
         }
         worker.report_drops();
         if worker.outbox.len() > 0 && Instant::now() >= worker.retry_at {
@@ -180,8 +194,9 @@ pub async fn run(
             }
         }
         let waiting = worker.outbox.len() > 0;
+        let room = !worker.outbox.is_full();
         tokio::select! {
-            n = queue.recv() => match n {
+            n = queue.recv(), if room => match n {
                 Some(n) => worker.add(n),
                 None => break,
             },
