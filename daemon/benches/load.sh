@@ -375,7 +375,9 @@ window_size = $MEM_WINDOW"
         sleep 0.5
         idle=$(rss_kib "$SERVER_PID")
         read -r points secs < <(taskset -c "$LOAD_CPU" python3 "$TMP/feed.py" "$SERVER_ADDR" "$MEM_SERIES" "$MEM_WINDOW" "$shape")
-        sleep 0.5
+        # The steady state: within 10 s of the table's last change the
+        # daemon returns what the table's growth left freed to the kernel.
+        sleep 11
         MEM[$shape]="$(rss_kib "$SERVER_PID") $(hwm_kib "$SERVER_PID") $idle $points $secs"
         stop_server
         rm -f "$TMP/anomalies.log"

@@ -182,6 +182,7 @@ async fn housekeeping(state: Arc<AppState>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(log::TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_sweep = tokio::time::Instant::now();
+    let mut last_trim = (tokio::time::Instant::now(), state.table.len());
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -197,8 +198,17 @@ async fn housekeeping(state: Arc<AppState>, stop: CancellationToken) {
                 tracing::debug!(removed, "Forgot idle series.");
             }
         }
+        // After the table grew or shrank, and at most every 10 s: what
+        // its vectors left behind goes back to the kernel.
+        if last_trim.0.elapsed() >= TRIM_EVERY && state.table.len() != last_trim.1 {
+            crate::service::runtime::release_freed_heap();
+            last_trim = (tokio::time::Instant::now(), state.table.len());
+        }
     }
 }
+
+/// Least time between two returns of freed heap to the kernel.
+const TRIM_EVERY: Duration = Duration::from_secs(10);
 
 /// How often to look for idle series: half the shortest `series_ttl`, so a
 /// series is forgotten at most 1.5 TTLs after its last point, but between

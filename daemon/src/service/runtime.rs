@@ -29,6 +29,22 @@ pub fn keep_freed_heap() {
     }
 }
 
+/// Gives the heap memory glibc holds freed (up to [`TRIM_THRESHOLD`] per
+/// arena, kept for the speed of request buffers) back to the kernel. The
+/// series table's vectors double as it grows and leave their old buffers
+/// freed behind them: with a million series that is about 13 MB of RSS
+/// that nothing uses. Call it after the table has changed size, not per
+/// request: it walks every arena's free lists under their locks.
+pub fn release_freed_heap() {
+    // SAFETY: malloc_trim(3) takes an integer, works only on the
+    // allocator's own free lists under its locks, and is valid at any time
+    // from any thread; memory in use by us is never touched.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// A multi-threaded tokio runtime with `workers` worker threads (one per
 /// core when `None`), with I/O and timers.
 pub fn build(workers: Option<usize>) -> std::io::Result<Runtime> {
