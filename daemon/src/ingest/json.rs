@@ -44,7 +44,24 @@ pub fn parse_json_object(body: &[u8]) -> Result<DataPoint<'_>, PointError> {
 /// are skipped. Errors name the 1-based line.
 pub fn parse_ndjson_body(body: &[u8]) -> Result<Vec<DataPoint<'_>>, PointError> {
     let mut points = Vec::with_capacity(body.len() / 48 + 1);
-    for (index, line) in body.split(|&b| b == b'\n').enumerate() {
+    let mut start = 0;
+    let mut line_number = 0;
+    while start < body.len() {
+        line_number += 1;
+        // The common line, read in one pass by the scanner.
+        if let Some((point, next)) = scan::ndjson_point(body, start) {
+            check_line(&point, line_number)?;
+            points.push(point);
+            start = next;
+            continue;
+        }
+        // Anything else: the line on its own, blank or through serde.
+        let end = body[start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(body.len(), |i| start + i);
+        let line = &body[start..end];
+        start = end + 1;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -53,20 +70,20 @@ pub fn parse_ndjson_body(body: &[u8]) -> Result<Vec<DataPoint<'_>>, PointError> 
             // Each line is parsed on its own, so serde_json's "line 1" is
             // meaningless: keep only the column.
             message: format!(
-                "line {}: {}",
-                index + 1,
+                "line {line_number}: {}",
                 e.message.replace(" at line 1 column ", " at column ")
             ),
         })?;
-        if let Err(message) = validate_point(&point) {
-            return Err(PointError::invalid(format!(
-                "line {}: {message}",
-                index + 1
-            )));
-        }
+        check_line(&point, line_number)?;
         points.push(point);
     }
     Ok(points)
+}
+
+/// Validates the point of NDJSON line `line_number`.
+fn check_line(point: &DataPoint<'_>, line_number: usize) -> Result<(), PointError> {
+    validate_point(point)
+        .map_err(|message| PointError::invalid(format!("line {line_number}: {message}")))
 }
 
 /// Parses one NDJSON line (one JSON object) into a point.
@@ -768,6 +785,28 @@ mod scanner_agreement {
     use super::scan::point;
     use proptest::prelude::*;
 
+    /// NDJSON read the simple way, each line on its own (what
+    /// `parse_ndjson_body` did before it read the body in one pass).
+    fn line_by_line(body: &[u8]) -> Result<Vec<super::DataPoint<'_>>, super::PointError> {
+        let mut points = Vec::new();
+        for (index, line) in body.split(|&b| b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let point = super::parse_ndjson_line(line).map_err(|e| super::PointError {
+                kind: e.kind,
+                message: format!(
+                    "line {}: {}",
+                    index + 1,
+                    e.message.replace(" at line 1 column ", " at column ")
+                ),
+            })?;
+            super::check_line(&point, index + 1)?;
+            points.push(point);
+        }
+        Ok(points)
+    }
+
     /// A JSON number text for `v`, in one of several spellings.
     fn spell(v: f64, style: u8) -> String {
         match style % 4 {
@@ -808,6 +847,38 @@ mod scanner_agreement {
             let slow = parse_ndjson_line(text.as_bytes());
             prop_assert!(fast.is_some(), "{text}");
             prop_assert_eq!(fast, slow.ok(), "{}", text);
+        }
+
+        #[test]
+        fn ndjson_bodies_read_as_line_by_line(
+            lines in proptest::collection::vec(proptest::sample::select(vec![
+                r#"{"value": 1.5, "series": "a", "seq": 3}"#,
+                r#"{"value":2,"timestamp":1700000000.25,"series":"b","seq":4}"#,
+                "  {\"value\": -0.5}\r",
+                "\t",
+                "",
+                " \r",
+                r#"{"value": 1} x"#,
+                r#"{"value": 1e400}"#,
+                r#"{"value": 1, "series": "a\"b"}"#,
+                r#"{"value":"#,
+                "1}",
+                r#"{"value": 1, "timestamp": -1}"#,
+                r#"{"value": 1,"series":""}"#,
+                "\x0c",
+                "\x0c{\"value\": 1}",
+            ]), 0..8),
+            trailing_newline in any::<bool>(),
+        ) {
+            let mut body = lines.join("\n");
+            if trailing_newline {
+                body.push('\n');
+            }
+            prop_assert_eq!(
+                super::parse_ndjson_body(body.as_bytes()),
+                line_by_line(body.as_bytes()),
+                "{:?}", body
+            );
         }
 
         #[test]

@@ -121,7 +121,12 @@ pub fn validate_point(point: &DataPoint<'_>) -> Result<(), String> {
             series.len()
         ));
     }
-    if series.chars().any(char::is_control) {
+    let control = if series.is_ascii() {
+        series.bytes().any(|b| b.is_ascii_control())
+    } else {
+        series.chars().any(char::is_control)
+    };
+    if control {
         return Err("field `series`: must not contain control characters".into());
     }
     Ok(())

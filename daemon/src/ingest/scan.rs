@@ -20,49 +20,80 @@ use super::point::{DEFAULT_SERIES, DataPoint};
 /// Reads `bytes` (one JSON object, with optional surrounding whitespace) as
 /// a point, or `None` when serde must decide.
 pub fn point(bytes: &[u8]) -> Option<DataPoint<'_>> {
-    let mut s = Scanner { bytes, at: 0 };
+    let mut s = Scanner {
+        bytes,
+        at: 0,
+        in_line: false,
+    };
+    let point = s.object()?;
     s.skip_ws();
-    s.eat(b'{')?;
-    let mut value = None;
-    let mut timestamp = None;
-    let mut series = None;
-    let mut seq = None;
+    (s.at == bytes.len()).then_some(point)
+}
+
+/// Reads the NDJSON line of `body` that starts at `start` (one object, with
+/// optional spaces, tabs and carriage returns around it) as a point; returns
+/// it and where the next line starts (after the `\n`, or the body's end).
+/// `None` when serde must decide; the caller then finds the line's end.
+/// Reading the body in one pass, rather than splitting it into lines
+/// first, saves a pass over every byte.
+pub fn ndjson_point(body: &[u8], start: usize) -> Option<(DataPoint<'_>, usize)> {
+    let mut s = Scanner {
+        bytes: body,
+        at: start,
+        in_line: true,
+    };
+    let point = s.object()?;
     s.skip_ws();
-    if s.peek()? == b'}' {
-        return None; // missing `value`: serde's message
+    match s.peek() {
+        None => Some((point, s.at)),
+        Some(b'\n') => Some((point, s.at + 1)),
+        Some(_) => None,
     }
-    loop {
+}
+
+impl<'a> Scanner<'a> {
+    /// One object at `at` (after optional whitespace), up to its `}`.
+    fn object(&mut self) -> Option<DataPoint<'a>> {
+        let s = self;
         s.skip_ws();
-        let key = s.plain_string()?;
+        s.eat(b'{')?;
+        let mut value = None;
+        let mut timestamp = None;
+        let mut series = None;
+        let mut seq = None;
         s.skip_ws();
-        s.eat(b':')?;
-        s.skip_ws();
-        match key {
-            b"value" if value.is_none() => value = Some(s.float()?),
-            b"timestamp" if timestamp.is_none() => timestamp = Some(s.float()?),
-            b"series" if series.is_none() => {
-                series = Some(std::str::from_utf8(s.plain_string()?).ok()?)
+        if s.peek()? == b'}' {
+            return None; // missing `value`: serde's message
+        }
+        loop {
+            s.skip_ws();
+            let key = s.plain_string()?;
+            s.skip_ws();
+            s.eat(b':')?;
+            s.skip_ws();
+            match key {
+                b"value" if value.is_none() => value = Some(s.float()?),
+                b"timestamp" if timestamp.is_none() => timestamp = Some(s.float()?),
+                b"series" if series.is_none() => {
+                    series = Some(std::str::from_utf8(s.plain_string()?).ok()?)
+                }
+                b"seq" if seq.is_none() => seq = Some(s.unsigned()?),
+                _ => return None,
             }
-            b"seq" if seq.is_none() => seq = Some(s.unsigned()?),
-            _ => return None,
+            s.skip_ws();
+            match s.next()? {
+                b',' => continue,
+                b'}' => break,
+                _ => return None,
+            }
         }
-        s.skip_ws();
-        match s.next()? {
-            b',' => continue,
-            b'}' => break,
-            _ => return None,
-        }
+        Some(DataPoint {
+            value: value?,
+            timestamp,
+            series: Cow::Borrowed(series.unwrap_or(DEFAULT_SERIES)),
+            seq,
+        })
     }
-    s.skip_ws();
-    if s.at != bytes.len() {
-        return None;
-    }
-    Some(DataPoint {
-        value: value?,
-        timestamp,
-        series: Cow::Borrowed(series.unwrap_or(DEFAULT_SERIES)),
-        seq,
-    })
 }
 
 /// 10^0 to 10^15, all exact in `f64`.
@@ -73,6 +104,8 @@ const POWERS_OF_TEN: [f64; 16] = [
 struct Scanner<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// Within one NDJSON line: a line feed ends it, it is not whitespace.
+    in_line: bool,
 }
 
 impl<'a> Scanner<'a> {
@@ -90,9 +123,15 @@ impl<'a> Scanner<'a> {
         (self.next()? == expected).then_some(())
     }
 
-    /// JSON whitespace: space, tab, line feed, carriage return.
+    /// JSON whitespace: space, tab, line feed (but within a line),
+    /// carriage return.
     fn skip_ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+        while let Some(b) = self.peek() {
+            match b {
+                b' ' | b'\t' | b'\r' => {}
+                b'\n' if !self.in_line => {}
+                _ => return,
+            }
             self.at += 1;
         }
     }
@@ -117,19 +156,24 @@ impl<'a> Scanner<'a> {
         if negative {
             self.at += 1;
         }
-        let integer = self.at;
-        match self.next()? {
-            b'0' => {}
-            b'1'..=b'9' => self.digits(),
+        // The digits are accumulated as they are scanned; past 19 of them
+        // the sum may wrap, but then the fast path below is not taken.
+        let mut mantissa = 0u64;
+        let digits = match self.next()? {
+            b'0' => 1,
+            b @ b'1'..=b'9' => {
+                mantissa = u64::from(b - b'0');
+                1 + self.accumulate(&mut mantissa)
+            }
             _ => return None,
-        }
-        let integer = integer..self.at;
-        let mut fraction = self.at..self.at;
+        };
+        let mut fraction = 0usize;
         if self.peek() == Some(b'.') {
             self.at += 1;
-            let first = self.at;
-            self.at_least_one_digit()?;
-            fraction = first..self.at;
+            fraction = self.accumulate(&mut mantissa);
+            if fraction == 0 {
+                return None;
+            }
         }
         if let Some(b'e' | b'E') = self.peek() {
             self.at += 1;
@@ -137,17 +181,13 @@ impl<'a> Scanner<'a> {
                 self.at += 1;
             }
             self.at_least_one_digit()?;
-        } else if integer.len() + fraction.len() <= 15 {
+        } else if digits + fraction <= 15 {
             // Clinger's fast path: with at most 15 digits the digits are
             // an integer below 2^53 and 10^(fraction digits) a power of
             // ten below 2^53, both exact in f64; one IEEE division of two
             // exact values is correctly rounded, as `from_str` is. Most
             // values and unix timestamps (`1700000000.25`) take it.
-            let mantissa = self.bytes[integer]
-                .iter()
-                .chain(&self.bytes[fraction.clone()])
-                .fold(0u64, |m, &b| m * 10 + u64::from(b - b'0'));
-            let value = mantissa as f64 / POWERS_OF_TEN[fraction.len()];
+            let value = mantissa as f64 / POWERS_OF_TEN[fraction];
             return Some(if negative { -value } else { value });
         }
         // The grammar above is a subset of what `f64::from_str` accepts,
@@ -178,6 +218,17 @@ impl<'a> Scanner<'a> {
         }
         let text = std::str::from_utf8(digits).ok()?;
         text.parse().ok()
+    }
+
+    /// Scans digits, adding each to `mantissa` (wrapping past 19 digits);
+    /// returns how many.
+    fn accumulate(&mut self, mantissa: &mut u64) -> usize {
+        let start = self.at;
+        while let Some(b @ b'0'..=b'9') = self.peek() {
+            *mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
+            self.at += 1;
+        }
+        self.at - start
     }
 
     fn digits(&mut self) {
