@@ -166,7 +166,7 @@ fn gzip_bodies_every_precision_and_resends() {
 
 #[test]
 fn bad_requests_name_the_line_and_apply_nothing() {
-    let daemon = TestDaemon::start("[server]\nmax_body_bytes = 65536\n");
+    let daemon = TestDaemon::start("[server]\nmax_body_bytes = 65536\nmax_series = 3\n");
     let v2 = "/api/v2/write?precision=s";
     let body = "ok v=1 10\nok v=2 11\nbroken,tag v=3 12\n";
     let reply = write(&daemon, v2, TELEGRAF_HEADERS, body.as_bytes());
@@ -235,6 +235,11 @@ fn bad_requests_name_the_line_and_apply_nothing() {
     assert_eq!(reply.header("allow"), Some("POST"));
     let reply = request(daemon.addr, "PUT", "/write", &[], b"");
     assert_eq!(reply.status, 405);
+    // More new series than max_series allows: 429, and none is created.
+    let reply = write(&daemon, v2, &[], b"a v=1 1\nb v=1 1\nc v=1 1\nd v=1 1\n");
+    assert_eq!(reply.status, 429, "{}", reply.error());
+    assert!(reply.error().contains("max_series"), "{}", reply.error());
+    assert!(series(&daemon, "a_v").is_none());
     // The daemon still serves after all of that.
     let reply = write(&daemon, v2, &[], b"ok v=1 10\n");
     assert_eq!(reply.status, 204, "{}", reply.error());
