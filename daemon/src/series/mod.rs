@@ -480,20 +480,29 @@ impl SeriesTable {
             .map(|p| hash_name(&self.hasher, &p.series))
             .collect();
         let groups = ShardGroups::new(&hashes);
-        let missing = self.missing_series(points, &hashes, &groups);
+        let found = self.look_up(points, &hashes, &groups);
+        let missing = found.missing;
         self.reserve(missing)?;
         let mut observations = vec![Observation::PLACEHOLDER; points.len()];
         let mut created = 0usize;
-        for (shard, indices) in groups.iter() {
-            let mut shard = self.lock_shard(shard);
+        for (shard_index, indices) in groups.iter() {
+            let mut shard = self.lock_shard(shard_index);
+            // No series of this shard was removed since the look-up: the
+            // ids it found still hold, and need no second probe.
+            let unmoved = shard.removals() == found.removals[shard_index];
             for &i in indices {
                 let point = &points[i as usize];
                 let (hash, name) = (hashes[i as usize], point.series.as_ref());
-                let id = match shard.find(hash, name) {
-                    Some(id) => id,
-                    None => {
-                        created += 1;
-                        Self::create(&profiles, &mut shard, hash, name, now)
+                let known = found.ids[i as usize];
+                let id = if unmoved && known != NOT_FOUND {
+                    known
+                } else {
+                    match shard.find(hash, name) {
+                        Some(id) => id,
+                        None => {
+                            created += 1;
+                            Self::create(&profiles, &mut shard, hash, name, now)
+                        }
                     }
                 };
                 let timestamp = timestamp_of(point);
@@ -510,27 +519,31 @@ impl SeriesTable {
         Ok(observations)
     }
 
-    /// The number of distinct series of `points` not in the table yet.
-    fn missing_series(
-        &self,
-        points: &[DataPoint<'_>],
-        hashes: &[u64],
-        groups: &ShardGroups,
-    ) -> usize {
+    /// Finds the series of `points`: the number of distinct ones not in
+    /// the table yet (to reserve before creating any), and the ids of the
+    /// others, which the apply pass reuses.
+    fn look_up(&self, points: &[DataPoint<'_>], hashes: &[u64], groups: &ShardGroups) -> LookUp {
         let mut missing: Vec<&str> = Vec::new();
-        for (shard, indices) in groups.iter() {
-            let shard = self.lock_shard(shard);
+        let mut ids = vec![NOT_FOUND; points.len()];
+        let mut removals = [0u64; SHARDS];
+        for (shard_index, indices) in groups.iter() {
+            let shard = self.lock_shard(shard_index);
+            removals[shard_index] = shard.removals();
             let first_new = missing.len();
             for &i in indices {
                 let name = points[i as usize].series.as_ref();
-                if shard.find(hashes[i as usize], name).is_none()
-                    && !missing[first_new..].contains(&name)
-                {
-                    missing.push(name);
+                match shard.find(hashes[i as usize], name) {
+                    Some(id) => ids[i as usize] = id,
+                    None if !missing[first_new..].contains(&name) => missing.push(name),
+                    None => {}
                 }
             }
         }
-        missing.len()
+        LookUp {
+            missing: missing.len(),
+            ids,
+            removals,
+        }
     }
 
     /// Corrects the series count after a batch that reserved `reserved`
@@ -936,6 +949,18 @@ fn history_points(config: &Config) -> usize {
 
 /// The indices of a batch's points grouped by shard, in batch order
 /// within each shard (a counting sort on the shard of each hash).
+/// What a batch's look-up found: how many of its series are new, the id
+/// of each point's series ([`NOT_FOUND`] for a new one), and each shard's
+/// removal count at the time (the ids hold while it is unchanged).
+struct LookUp {
+    missing: usize,
+    ids: Vec<u32>,
+    removals: [u64; SHARDS],
+}
+
+/// [`LookUp::ids`] of a point whose series did not exist yet.
+const NOT_FOUND: u32 = u32::MAX;
+
 struct ShardGroups {
     /// `starts[s]..starts[s + 1]` is shard `s`'s range of `order`.
     starts: [usize; SHARDS + 1],

@@ -104,6 +104,10 @@ pub(super) struct Shard {
     histories: HistoryPool,
     /// The summaries of the shard's open episodes.
     pub(super) open_episodes: OpenEpisodes,
+    /// Series removed so far. A removal moves a slot, so an id found
+    /// while this count was `n` is still that series' id while it is `n`;
+    /// adding a series moves none.
+    removals: u64,
 }
 
 impl Shard {
@@ -117,6 +121,7 @@ impl Shard {
             rings: Rings::default(),
             histories: HistoryPool::default(),
             open_episodes: OpenEpisodes::default(),
+            removals: 0,
         }
     }
 
@@ -296,8 +301,15 @@ impl Shard {
         Some(open.record(&name, Some(end)))
     }
 
+    /// Series removed so far: ids found under one count stay valid while
+    /// it does not change (see [`Shard::find`]).
+    pub(super) fn removals(&self) -> u64 {
+        self.removals
+    }
+
     /// Removes slot `i`, moving the last slot into its place.
     fn remove(&mut self, i: usize) {
+        self.removals += 1;
         let id = i as u32;
         let slot = &self.slots[i];
         let hash = hash_name_bytes(&self.hasher, self.keys.get(slot.key));
