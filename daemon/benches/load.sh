@@ -135,13 +135,16 @@ cpu_ticks() {
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
+# The anomaly log goes to a directory of its own, as /var/log/anomalyd is:
+# anomalyd watches its configuration's directory, and a log written there
+# would wake the watcher at every write.
 write_config() { # write_config FILE EXTRA_TOML
     cat >"$1" <<EOF
 [server]
 listen = "127.0.0.1:0"
 $2
 [log]
-anomaly_log_file = "$TMP/anomalies.log"
+anomaly_log_file = "$TMP/log/anomalies.log"
 EOF
 }
 
@@ -380,7 +383,7 @@ window_size = $MEM_WINDOW"
         sleep 11
         MEM[$shape]="$(rss_kib "$SERVER_PID") $(hwm_kib "$SERVER_PID") $idle $points $secs"
         stop_server
-        rm -f "$TMP/anomalies.log"
+        rm -f "$TMP/log/anomalies.log"
     done
 fi
 

@@ -67,17 +67,17 @@ impl<'a> Scanner<'a> {
         }
         loop {
             s.skip_ws();
-            let key = s.plain_string()?;
+            let key = s.key()?;
             s.skip_ws();
             s.eat(b':')?;
             s.skip_ws();
             match key {
-                b"value" if value.is_none() => value = Some(s.float()?),
-                b"timestamp" if timestamp.is_none() => timestamp = Some(s.float()?),
-                b"series" if series.is_none() => {
+                Key::Value if value.is_none() => value = Some(s.float()?),
+                Key::Timestamp if timestamp.is_none() => timestamp = Some(s.float()?),
+                Key::Series if series.is_none() => {
                     series = Some(std::str::from_utf8(s.plain_string()?).ok()?)
                 }
-                b"seq" if seq.is_none() => seq = Some(s.unsigned()?),
+                Key::Seq if seq.is_none() => seq = Some(s.unsigned()?),
                 _ => return None,
             }
             s.skip_ws();
@@ -95,6 +95,23 @@ impl<'a> Scanner<'a> {
         })
     }
 }
+
+/// The keys a point object may have.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Value,
+    Timestamp,
+    Series,
+    Seq,
+}
+
+/// Each key with its closing quote, as it must follow the opening one.
+const KEYS: [(&[u8], Key); 4] = [
+    (b"value\"", Key::Value),
+    (b"timestamp\"", Key::Timestamp),
+    (b"series\"", Key::Series),
+    (b"seq\"", Key::Seq),
+];
 
 /// 10^0 to 10^15, all exact in `f64`.
 const POWERS_OF_TEN: [f64; 16] = [
@@ -134,6 +151,16 @@ impl<'a> Scanner<'a> {
             }
             self.at += 1;
         }
+    }
+
+    /// One of the four keys, compared whole rather than scanned byte by
+    /// byte; any other key (or one spelled with escapes) is `None`.
+    fn key(&mut self) -> Option<Key> {
+        self.eat(b'"')?;
+        let rest = &self.bytes[self.at..];
+        let (text, key) = KEYS.iter().find(|(text, _)| rest.starts_with(text))?;
+        self.at += text.len();
+        Some(*key)
     }
 
     /// A string without escapes or control characters; its raw bytes.
