@@ -17,7 +17,10 @@
 //! Each of `--connections` keep-alive connections owns a disjoint share of
 //! `--series` series (so that its timestamps only go forward), and posts
 //! `--batch` values per request (points, samples or fields) over its
-//! series; one value in `--anomaly-every` (per series) is a spike. Names
+//! series; one value in `--anomaly-every` (per series) is a spike (NDJSON:
+//! one per series per request, about one in 83 at the defaults, since its
+//! body is a template whose timestamps and `seq`s are rewritten in place;
+//! 0 = none). Names
 //! are `--names short` (`s17`) or `prometheus`
 //! (`node_cpu_seconds_total{cpu="3",instance="web-0142:9100",job="node",mode="idle"}`).
 //!
@@ -162,7 +165,16 @@ struct Stream {
     names: Vec<String>,
     /// Values sent per series so far (the next timestamp and `seq`).
     step: u64,
+    /// NDJSON: the body with fixed-width timestamps and `seq`s, and where
+    /// each line's digits are, rewritten in place for every request (so
+    /// the client formats no number per point and keeps up with the
+    /// server).
+    template: Option<(Vec<u8>, Vec<Slot>)>,
 }
+
+/// Where one NDJSON line's timestamp and `seq` digits are, and its step
+/// within the request.
+type Slot = (usize, usize, u64);
 
 /// Base time of the stream: 2023-11-14T22:13:20Z, in milliseconds.
 const START_MS: i64 = 1_700_000_000_000;
@@ -196,18 +208,17 @@ impl Stream {
             };
         match args.format {
             Format::Ndjson => {
-                let mut text = String::with_capacity(args.batch * 80);
-                for n in first..first + per_series as u64 {
-                    for (s, name) in self.names.iter().enumerate() {
-                        let ts = (START_MS + n as i64 * 1000) as f64 / 1000.0 + 0.25;
-                        let _ = writeln!(
-                            text,
-                            "{{\"value\":{},\"timestamp\":{ts},\"series\":{name},\"seq\":{n}}}",
-                            Self::value(s, n, args.anomaly_every),
-                        );
-                    }
+                let (template, slots) = self
+                    .template
+                    .get_or_insert_with(|| ndjson_template(&self.names, per_series, args));
+                // Timestamp 1,700,000,000 + n (.25) and seq 1,000,000,000 + n:
+                // ten digits each for any run of this client.
+                for &(ts_at, seq_at, step) in slots.iter() {
+                    let n = first + step;
+                    write_digits(&mut template[ts_at..ts_at + 10], 1_700_000_000 + n);
+                    write_digits(&mut template[seq_at..seq_at + 10], 1_000_000_000 + n);
                 }
-                out.extend_from_slice(text.as_bytes());
+                out.extend_from_slice(template);
             }
             Format::RemoteWrite => {
                 let request = WriteRequest {
@@ -264,6 +275,43 @@ impl Stream {
     }
 }
 
+/// The NDJSON body of one request: `per_series` steps of every series,
+/// with placeholder digits; returns it and, per line, where its timestamp
+/// and `seq` digits are and its step in the request. Values depend on the
+/// step in the request only; each series has one spike per request
+/// (about 1% of the points at the default batch).
+fn ndjson_template(names: &[String], per_series: usize, args: &Args) -> (Vec<u8>, Vec<Slot>) {
+    let mut body = Vec::with_capacity(per_series * names.len() * 80);
+    let mut slots = Vec::with_capacity(per_series * names.len());
+    for j in 0..per_series {
+        for (s, name) in names.iter().enumerate() {
+            let spike = args.anomaly_every > 0 && j == (s * 7 + 40) % per_series.max(1) && j >= 31;
+            let value = if spike {
+                1000.0
+            } else {
+                Stream::value(s, j as u64, 0)
+            };
+            body.extend_from_slice(format!("{{\"value\":{value},\"timestamp\":").as_bytes());
+            let ts_at = body.len();
+            body.extend_from_slice(b"0000000000.25,\"series\":");
+            body.extend_from_slice(name.as_bytes());
+            body.extend_from_slice(b",\"seq\":");
+            let seq_at = body.len();
+            body.extend_from_slice(b"0000000000}\n");
+            slots.push((ts_at, seq_at, j as u64));
+        }
+    }
+    (body, slots)
+}
+
+/// Writes `n` into `out` as decimal digits, right-aligned, zero-padded.
+fn write_digits(out: &mut [u8], mut n: u64) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
 /// What one connection measured.
 #[derive(Default)]
 struct Tally {
@@ -305,6 +353,7 @@ async fn run_connection(args: Args, index: usize, deadline: Instant) -> Tally {
         labels,
         names,
         step: 0,
+        template: None,
     };
     let (path, content_type) = match args.format {
         Format::Ndjson => ("/detect", "application/x-ndjson"),
