@@ -295,7 +295,13 @@ url = \"http://127.0.0.1:$dead/hook\""
             else
                 log "$w run $run/$RUNS: $servers in turn ($conns connections, $DURATION)"
             fi
-            for s in $servers; do
+            order=$servers
+            # anomalyd with and without sinks swap places every other run,
+            # so that neither always runs right after the other.
+            if [ $((run % 2)) -eq 0 ] && [[ $servers == *sinks* ]]; then
+                order="baseline sinks anomalyd"
+            fi
+            for s in $order; do
                 case $s in
                     baseline) pid=$B_PID addr=$B_ADDR ;;
                     anomalyd) pid=$A_PID addr=$A_ADDR ;;

@@ -119,13 +119,9 @@ impl AppState {
                 Arc::from(severity)
             };
             let bound = self.bound_addr.get().copied();
-            let external_url: Arc<str> = config.server.effective_external_url(bound).into();
-            let opened: Vec<(EpisodeRecord, Opening)> = opened
-                .iter()
-                .cloned()
-                .zip(openings.iter().copied())
-                .collect();
-            self.alerts.notify(&opened, closed, severity, &external_url);
+            let external_url = || Arc::from(config.server.effective_external_url(bound));
+            self.alerts
+                .notify(opened, openings, closed, severity, external_url);
         }
     }
 

@@ -175,26 +175,51 @@ impl Notifier {
             .is_empty()
     }
 
-    /// Queues a notification per opened and closed episode on every sink,
+    /// Queues a notification per opened (with its opening point,
+    /// `openings[i]` for `opened[i]`) and closed episode on every sink,
     /// without waiting: a full queue drops (and counts) it. `severity`
     /// gives the severity of a series; `external_url` is the dashboard's
     /// base.
     pub fn notify(
         &self,
-        opened: &[(EpisodeRecord, Opening)],
+        opened: &[EpisodeRecord],
+        openings: &[Opening],
         closed: &[EpisodeRecord],
         severity: impl Fn(&str) -> Arc<str>,
-        external_url: &Arc<str>,
+        external_url: impl FnOnce() -> Arc<str>,
     ) {
         let sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
         if sinks.is_empty() {
             return;
         }
+        // A sink whose queue is full drops these without anything built
+        // for it; when every queue is full (receivers down), nothing is
+        // built at all, so that a dead receiver costs ingest little.
+        let events = (opened.len() + closed.len()) as u64;
+        let mut with_room = Vec::with_capacity(sinks.len());
+        for sink in sinks.iter() {
+            if sink.queue.capacity() > 0 {
+                with_room.push(sink);
+            } else {
+                sink.stats.dropped.fetch_add(events, Ordering::Relaxed);
+            }
+        }
+        if with_room.is_empty() {
+            // Forget the openings of the episodes that closed.
+            let mut known = self.openings.lock().unwrap_or_else(|p| p.into_inner());
+            if !known.is_empty() {
+                for episode in closed {
+                    known.remove(&(episode.series.clone(), episode.episode));
+                }
+            }
+            return;
+        }
+        let external_url = external_url();
         let mut notifications = Vec::with_capacity(opened.len() + closed.len());
         {
-            let mut openings = self.openings.lock().unwrap_or_else(|p| p.into_inner());
-            for (episode, opening) in opened {
-                openings.insert((episode.series.clone(), episode.episode), *opening);
+            let mut known = self.openings.lock().unwrap_or_else(|p| p.into_inner());
+            for (episode, opening) in opened.iter().zip(openings) {
+                known.insert((episode.series.clone(), episode.episode), *opening);
                 notifications.push(Notification {
                     event: EpisodeEvent::Opened,
                     episode: episode.clone(),
@@ -204,7 +229,7 @@ impl Notifier {
                 });
             }
             for episode in closed {
-                let opening = openings.remove(&(episode.series.clone(), episode.episode));
+                let opening = known.remove(&(episode.series.clone(), episode.episode));
                 notifications.push(Notification {
                     event: EpisodeEvent::Closed,
                     episode: episode.clone(),
@@ -216,7 +241,7 @@ impl Notifier {
         }
         for notification in notifications {
             let notification = Arc::new(notification);
-            for sink in sinks.iter() {
+            for sink in &with_room {
                 if sink.queue.try_send(notification.clone()).is_err() {
                     sink.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 }
