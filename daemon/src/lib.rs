@@ -19,9 +19,11 @@
 //! - [`series`]: the table of live series and their detectors.
 //! - [`metrics`]: Prometheus metrics and the text-format writer;
 //!   [`process`]: the standard `process_*` metrics from `/proc/self`.
+//! - [`alert`]: episode notifications to Alertmanager and webhooks
+//!   (bounded queues, retries), never waited for by ingest.
 //! - [`api`]: wire types of replies and the anomaly record.
-//! - [`ingest`]: point formats (JSON, its fast scanner, NDJSON) and point
-//!   validation.
+//! - [`ingest`]: point formats (JSON, its fast scanner, NDJSON; Prometheus
+//!   remote-write; InfluxDB line protocol) and point validation.
 //! - [`detect`]: the pure detection logic (window statistics, the
 //!   moving-average detector, verdicts).
 //! - [`config`]: the TOML configuration, its loading, merge and validation.
