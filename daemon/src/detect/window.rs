@@ -194,7 +194,7 @@ impl WindowStats {
 /// kept close to an exact two-pass computation (see the module docs).
 /// `SlidingWindow` (with `R = Box<[f64]>`) owns its ring: one heap allocation
 /// of `capacity` `f64`s plus 56 bytes. With `R = &[f64]` it is a read-only
-/// view of a window whose ring lives elsewhere ([`SeriesDetector::window`]).
+/// view of a window whose ring lives elsewhere ([`super::moving_average::SeriesDetector::window`]).
 #[derive(Clone, Debug)]
 pub struct SlidingWindow<R = Box<[f64]>> {
     pub(super) stats: WindowStats,

@@ -29,7 +29,7 @@ pub fn keep_freed_heap() {
     }
 }
 
-/// Gives the heap memory glibc holds freed (up to [`TRIM_THRESHOLD`] per
+/// Gives the heap memory glibc holds freed (up to 16 MiB per
 /// arena, kept for the speed of request buffers) back to the kernel. The
 /// series table's vectors double as it grows and leave their old buffers
 /// freed behind them: with a million series that is about 13 MB of RSS
