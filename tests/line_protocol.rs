@@ -4,7 +4,7 @@
 
 use std::io::Write as _;
 
-use crate::helper::{Reply, TestDaemon, request};
+use crate::helper::{Reply, TestDaemon, encode, request};
 
 /// Telegraf's `outputs.influxdb_v2` headers.
 const TELEGRAF_HEADERS: &[(&str, &str)] = &[
@@ -20,19 +20,6 @@ fn gzip(body: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(body).unwrap();
     encoder.finish().unwrap()
-}
-
-/// `name` percent-encoded for a path segment or query value.
-fn encode(name: &str) -> String {
-    name.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b == b'_' {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// The `/series/{name}` of a series, or `None` when it does not exist.

@@ -5,7 +5,7 @@ use anomalyd::ingest::remote_write::{Label, STALE_NAN_BITS, Sample, TimeSeries, 
 use prost::Message;
 
 use crate::helper::programs::RealProgram;
-use crate::helper::{TestDaemon, request, wait_until};
+use crate::helper::{TestDaemon, encode, request, wait_until};
 
 /// One series of a remote-write body: labels, and samples as (value, ms).
 type SeriesSamples<'a> = (&'a [(&'a str, &'a str)], &'a [(f64, i64)]);
@@ -154,16 +154,6 @@ fn remote_write_resends_stale_markers_and_bad_requests() {
     );
     let reply = request(daemon.addr, "GET", "/api/v1/write", &[], b"");
     assert_eq!(reply.status, 405);
-}
-
-/// `name` percent-encoded for a path segment.
-fn encode(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Debian's Prometheus, scraping `target` every 100 ms with a target

@@ -46,6 +46,7 @@ use hyper_util::rt::TokioIo;
 use prost::Message;
 use tokio::net::TcpStream;
 
+use anomalyd::ingest::labels::write_series_name;
 use anomalyd::ingest::remote_write::{Label, Sample, TimeSeries, WriteRequest};
 
 /// What to post.
@@ -144,17 +145,9 @@ fn labels_of(i: usize, prometheus: bool) -> Vec<(String, String)> {
 
 /// The canonical name of a label set, as anomalyd writes it.
 fn canonical(labels: &[(String, String)]) -> String {
-    let mut name = labels[0].1.clone();
-    if labels.len() > 1 {
-        name.push('{');
-        for (i, (k, v)) in labels[1..].iter().enumerate() {
-            if i > 0 {
-                name.push(',');
-            }
-            let _ = write!(name, "{k}=\"{v}\"");
-        }
-        name.push('}');
-    }
+    let mut name = String::new();
+    let mut rest = labels[1..].to_vec();
+    write_series_name(&mut name, &labels[0].1, &mut rest);
     name
 }
 

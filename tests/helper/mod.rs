@@ -81,6 +81,17 @@ pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// `name` percent-encoded for a path segment or a query value: every
+/// byte but `[A-Za-z0-9_.-]` as `%XX`.
+pub fn encode(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A port on 127.0.0.1 that was free a moment ago (for restarts on the same
 /// port).
 pub fn free_port() -> u16 {

@@ -82,7 +82,7 @@ impl AlertmanagerOutbox {
     fn queue(&mut self, key: (String, u64), notification: Arc<Notification>) -> bool {
         if let Some(old) = self.tokens.remove(&key) {
             self.pending.remove(&old);
-        } else if self.pending.len() >= self.capacity {
+        } else if self.is_full() {
             return false;
         }
         let token = self.next_token;
@@ -153,7 +153,7 @@ impl WebhookOutbox {
 
     /// Takes a notification in; false when the outbox is full.
     pub fn add(&mut self, notification: Arc<Notification>) -> bool {
-        if self.pending.len() >= self.capacity {
+        if self.is_full() {
             return false;
         }
         self.pending.push_back(notification);

@@ -18,23 +18,32 @@
 pub const MAX_LABELLED_NAME_BYTES: usize = 4096;
 
 /// Appends the canonical name of metric `metric` with `labels` (pairs of
-/// label name and value, any order; sorted here in place) to `out`.
-pub fn write_series_name(out: &mut String, metric: &str, labels: &mut [(&str, &str)]) {
+/// label name and value, any order; sorted here in place) to `out`. The
+/// pairs may be `&str`, `Cow<str>` or `String`, so that each format passes
+/// the labels it holds without copying them into another list.
+pub fn write_series_name<N, V>(out: &mut String, metric: &str, labels: &mut [(N, V)])
+where
+    N: AsRef<str>,
+    V: AsRef<str>,
+{
     out.push_str(metric);
     if labels.is_empty() {
         return;
     }
-    if !labels.is_sorted_by(|a, b| a.0 <= b.0) {
-        labels.sort_unstable_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(b.1)));
+    // Senders usually sort labels already: sort only when needed.
+    if !labels.is_sorted_by(|a, b| a.0.as_ref() <= b.0.as_ref()) {
+        labels.sort_unstable_by(|a, b| {
+            (a.0.as_ref(), a.1.as_ref()).cmp(&(b.0.as_ref(), b.1.as_ref()))
+        });
     }
     out.push('{');
     for (i, (name, value)) in labels.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(name);
+        out.push_str(name.as_ref());
         out.push_str("=\"");
-        escape_label_value(out, value);
+        escape_label_value(out, value.as_ref());
         out.push('"');
     }
     out.push('}');

@@ -21,7 +21,7 @@
 
 use std::borrow::Cow;
 
-use super::labels::{MAX_LABELLED_NAME_BYTES, escape_label_value, push_sanitized};
+use super::labels::{MAX_LABELLED_NAME_BYTES, push_sanitized, write_series_name};
 use super::point::MAX_TIMESTAMP;
 use super::samples::{Samples, SkipReason};
 
@@ -242,24 +242,7 @@ impl<'a> Decoder<'a> {
             self.tags.push((name, unescape(raw_value, KEY_ESCAPES)));
             at = end;
         }
-        if !self.tags.is_empty() {
-            // Telegraf sorts tags already; sort only when needed.
-            if !self.tags.is_sorted_by(|a, b| a.0 <= b.0) {
-                self.tags
-                    .sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-            }
-            self.label_set.push('{');
-            for (i, (name, value)) in self.tags.iter().enumerate() {
-                if i > 0 {
-                    self.label_set.push(',');
-                }
-                self.label_set.push_str(name);
-                self.label_set.push_str("=\"");
-                escape_label_value(&mut self.label_set, value);
-                self.label_set.push('"');
-            }
-            self.label_set.push('}');
-        }
+        write_series_name(&mut self.label_set, "", &mut self.tags);
         Ok(())
     }
 
