@@ -322,3 +322,61 @@ fn the_dashboard_shows_a_stream_live_and_reconnects_after_a_restart() {
     );
     drop(daemon);
 }
+
+#[test]
+fn with_tokens_the_browser_signs_in_and_the_dashboard_goes_live() {
+    if !browser_available() {
+        return;
+    }
+    let token = "browser-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{token}\n")).unwrap();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nauth_token_file = \"{}\"\n",
+        tokens.display()
+    );
+    let daemon = TestDaemon::start_in(dir, 0, &config);
+    let bearer = format!("Bearer {token}");
+    let posted = request(
+        daemon.addr,
+        "POST",
+        "/detect",
+        &[
+            ("Content-Type", "application/x-ndjson"),
+            ("Authorization", &bearer),
+        ],
+        stream("signed.in", 1_700_000_000.0, 100.0).as_bytes(),
+    );
+    assert_eq!(posted.status, 200);
+
+    let browser = Browser::start();
+    browser.open(&format!("http://{}/", daemon.addr));
+    browser.wait_for(
+        "the login form",
+        "return document.querySelector('form[action=\"/login\"] input[name=token]') !== null;",
+        json!([]),
+    );
+    // A wrong token: the form again, saying so.
+    browser.run(
+        "document.getElementById('token').value = 'not-the-token'; document.querySelector('form').submit();",
+        json!([]),
+    );
+    browser.wait_for(
+        "the refusal",
+        "return document.querySelector('.error') !== null && document.querySelector('.error').textContent.includes('not valid');",
+        json!([]),
+    );
+    browser.run(
+        "document.getElementById('token').value = arguments[0]; document.querySelector('form').submit();",
+        json!([token]),
+    );
+    browser.wait_for(
+        "the page to go live",
+        &STATUS.replace(";", " === 'live';"),
+        json!([]),
+    );
+    browser.wait_for("the series to be listed", ROW, json!(["signed.in"]));
+    // The cookie is HttpOnly: the page's scripts cannot read it.
+    assert_eq!(browser.run("return document.cookie;", json!([])), "");
+}

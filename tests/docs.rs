@@ -195,14 +195,23 @@ fn the_defaults_shown_in_the_anomalyd_config_are_the_builtin_ones() {
     let path = Path::new("/etc/anomalyd/anomalyd.toml");
     let as_shipped = anomalyd::config::Config::from_toml_str(&shipped, path)
         .expect("the shipped config is valid");
-    // admin_listen is unset by default (the comment shows an example);
-    // min_samples and half_life follow window_size, resolve_multiplier
-    // threshold_multiplier (the comments show their values).
+    // admin_listen, external_url and auth_token_file are unset by default
+    // (the comments show examples); min_samples and half_life follow
+    // window_size, resolve_multiplier threshold_multiplier, rate_burst
+    // rate_limit (the comments show their values or examples).
+    let examples = [
+        "admin_listen",
+        "external_url",
+        "auth_token_file",
+        "rate_burst",
+    ];
     let uncommented = uncomment_defaults(
         &shipped,
         &[
             "admin_listen",
             "external_url",
+            "auth_token_file",
+            "rate_burst",
             "min_samples",
             "resolve_multiplier",
             "half_life",
@@ -215,7 +224,7 @@ fn the_defaults_shown_in_the_anomalyd_config_are_the_builtin_ones() {
         with_defaults, as_shipped,
         "a `#key = value` comment in etc/anomalyd/anomalyd.toml is not the built-in default"
     );
-    let derived = uncomment_defaults(&shipped, &["admin_listen", "external_url"]);
+    let derived = uncomment_defaults(&shipped, &examples);
     let derived = anomalyd::config::Config::from_toml_str(&derived, path).expect("valid");
     assert_eq!(
         derived.detector.effective_min_samples(),
@@ -252,10 +261,16 @@ fn the_defaults_shown_in_the_generator_config_are_the_builtin_ones() {
         GeneratorConfig::default(),
         "the shipped generator config sets something: it should only comment"
     );
-    // seed and listen are unset by default (the comments show examples);
-    // noise and season_amplitude default to a share of the range, which the
-    // comments show as numbers: compared below.
-    let keep = ["seed", "listen", "noise", "season_amplitude"];
+    // seed, listen and auth_token_file are unset by default (the comments
+    // show examples); noise and season_amplitude default to a share of the
+    // range, which the comments show as numbers: compared below.
+    let keep = [
+        "seed",
+        "listen",
+        "auth_token_file",
+        "noise",
+        "season_amplitude",
+    ];
     let uncommented = uncomment_defaults(&shipped, &keep);
     let with_defaults = GeneratorConfig::from_toml_str(&uncommented, path)
         .unwrap_or_else(|e| panic!("the commented defaults do not parse: {e}"));
@@ -263,7 +278,7 @@ fn the_defaults_shown_in_the_generator_config_are_the_builtin_ones() {
         with_defaults, as_shipped,
         "a `#key = value` comment in etc/anomalyd/generator.toml is not the built-in default"
     );
-    let derived = uncomment_defaults(&shipped, &["seed", "listen"]);
+    let derived = uncomment_defaults(&shipped, &["seed", "listen", "auth_token_file"]);
     let derived = GeneratorConfig::from_toml_str(&derived, path).expect("valid");
     let (shown, builtin) = (&derived.series[0].pattern, &as_shipped.series[0].pattern);
     assert_eq!(shown.noise_std_dev(), builtin.noise_std_dev(), "noise");

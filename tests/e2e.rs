@@ -69,3 +69,7 @@ mod line_protocol;
 
 /// Alert sinks: webhooks against a test receiver, the real Alertmanager.
 mod alerting;
+
+/// Tokens (Bearer, Token, Basic, the dashboard's cookie), protected mode,
+/// rate limits.
+mod access;

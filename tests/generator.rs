@@ -631,3 +631,50 @@ fn each_series_may_post_to_its_own_detector() {
         assert_eq!(daemon.metric("anomalyd_series_active"), 1.0);
     }
 }
+
+#[test]
+fn the_generator_sends_its_token_and_keeps_points_while_it_is_refused() {
+    let token = "generator-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let daemon_tokens = dir.path().join("tokens");
+    std::fs::write(&daemon_tokens, format!("{token}\n")).unwrap();
+    let daemon = TestDaemon::start_in(
+        dir,
+        0,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nauth_token_file = \"{}\"\n",
+            daemon_tokens.display()
+        ),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let ours = work.path().join("token");
+    let config = work.path().join("gen.toml");
+    let write_config = |token_file: &Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "{}data_frequency = 0.05\nauth_token_file = \"{}\"\n",
+                url(daemon.addr),
+                token_file.display()
+            ),
+        )
+        .unwrap();
+    };
+    // A wrong token first: refused, retried, queued, not dropped.
+    std::fs::write(&ours, "wrong-token-0123456789\n").unwrap();
+    write_config(&ours);
+    let generator = Generator::spawn(work.path(), &["--config", config.to_str().unwrap()]);
+    let warning = generator.wait_for_stderr("refused our token");
+    assert!(!warning.contains(token), "{warning}");
+    assert_eq!(
+        daemon.metric("anomalyd_points_received_total{format=\"detect\"}"),
+        0.0
+    );
+    // The right token, applied by a reload: the queued points arrive.
+    std::fs::write(&ours, format!("# anomalyd's token\n{token}\n")).unwrap();
+    generator.signal(libc::SIGHUP);
+    daemon.wait_for_metric("anomalyd_points_received_total{format=\"detect\"}", |n| {
+        n >= 20.0
+    });
+    assert!(!generator.stderr().iter().any(|line| line.contains(token)));
+}

@@ -190,6 +190,7 @@ async fn housekeeping(state: Arc<AppState>, stop: CancellationToken) {
         }
         state.log.tick().await;
         state.journal.flush();
+        sweep_rate_limits(&state);
         if last_sweep.elapsed() >= sweep_interval(&state.config()) {
             last_sweep = tokio::time::Instant::now();
             let (removed, closed) = state.table.sweep_idle();
@@ -204,6 +205,13 @@ async fn housekeeping(state: Arc<AppState>, stop: CancellationToken) {
             crate::service::runtime::release_freed_heap();
             last_trim = (tokio::time::Instant::now(), state.table.len());
         }
+    }
+}
+
+/// Forgets the rate-limit buckets that are full again.
+fn sweep_rate_limits(state: &AppState) {
+    if let Some(limit) = state.config().server.client_limit() {
+        state.limiter.sweep(limit, std::time::Instant::now());
     }
 }
 

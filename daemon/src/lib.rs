@@ -21,6 +21,7 @@
 //!   [`process`]: the standard `process_*` metrics from `/proc/self`.
 //! - [`alert`]: episode notifications to Alertmanager and webhooks
 //!   (bounded queues, retries), never waited for by ingest.
+//! - [`access`]: tokens, credentials and per-client rate limits.
 //! - [`api`]: wire types of replies and the anomaly record.
 //! - [`ingest`]: point formats (JSON, its fast scanner, NDJSON; Prometheus
 //!   remote-write; InfluxDB line protocol) and point validation.
@@ -39,6 +40,7 @@
 //! fsync) and sweeps idle series; the reload loop runs reloads one at a
 //! time; the status task refreshes systemd's `STATUS=`.
 
+pub mod access;
 pub mod alert;
 pub mod anomalies;
 pub mod api;

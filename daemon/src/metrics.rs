@@ -109,12 +109,14 @@ pub enum Route {
     InfluxV2,
     /// `/write` (Influx line protocol, v1 API).
     InfluxV1,
+    /// `/login` (the dashboard's token form).
+    Login,
     /// Any other path (answered 404).
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 13] = [
+    const ALL: [Route; 14] = [
         Route::Detect,
         Route::Anomalies,
         Route::Episodes,
@@ -127,6 +129,7 @@ impl Route {
         Route::RemoteWrite,
         Route::InfluxV2,
         Route::InfluxV1,
+        Route::Login,
         Route::Other,
     ];
 
@@ -145,6 +148,7 @@ impl Route {
             "/api/v1/write" => Route::RemoteWrite,
             "/api/v2/write" => Route::InfluxV2,
             "/write" => Route::InfluxV1,
+            "/login" => Route::Login,
             _ if path.starts_with("/series/") => Route::Series,
             _ => Route::Other,
         }
@@ -164,6 +168,7 @@ impl Route {
             Route::RemoteWrite => "/api/v1/write",
             Route::InfluxV2 => "/api/v2/write",
             Route::InfluxV1 => "/write",
+            Route::Login => "/login",
             Route::Other => "other",
         }
     }
@@ -212,10 +217,15 @@ pub enum BadRequest {
     Invalid,
     /// 429: `max_series` reached.
     TooManySeries,
+    /// 401: no token, or a wrong one.
+    Unauthorized,
+    /// 429: the client is over `[server] rate_limit` (marked on the
+    /// reply, since 429 alone is `TooManySeries`).
+    RateLimited,
 }
 
 impl BadRequest {
-    const ALL: [BadRequest; 8] = [
+    const ALL: [BadRequest; 10] = [
         BadRequest::Malformed,
         BadRequest::Timeout,
         BadRequest::NotFound,
@@ -224,12 +234,15 @@ impl BadRequest {
         BadRequest::UnsupportedMediaType,
         BadRequest::Invalid,
         BadRequest::TooManySeries,
+        BadRequest::Unauthorized,
+        BadRequest::RateLimited,
     ];
 
     /// The reason of an error reply with status `status`, if it is one.
     pub fn from_status(status: u16) -> Option<BadRequest> {
         Some(match status {
             400 => BadRequest::Malformed,
+            401 => BadRequest::Unauthorized,
             404 => BadRequest::NotFound,
             405 => BadRequest::MethodNotAllowed,
             408 => BadRequest::Timeout,
@@ -251,6 +264,8 @@ impl BadRequest {
             BadRequest::UnsupportedMediaType => "unsupported_media_type",
             BadRequest::Invalid => "invalid",
             BadRequest::TooManySeries => "too_many_series",
+            BadRequest::Unauthorized => "unauthorized",
+            BadRequest::RateLimited => "rate_limited",
         }
     }
 }
@@ -297,6 +312,8 @@ pub struct Metrics {
     duplicates: [AtomicU64; Format::ALL.len()],
     /// Samples skipped (not points), by format and reason.
     skipped: [[AtomicU64; SkipReason::ALL.len()]; Format::ALL.len()],
+    /// Points of requests refused by `[server] rate_limit`.
+    rate_limited_points: AtomicU64,
     /// Requests being handled right now.
     pub in_flight: AtomicU64,
     anomalies: [AtomicU64; 2],
@@ -317,6 +334,7 @@ impl Default for Metrics {
             points: Default::default(),
             duplicates: Default::default(),
             skipped: Default::default(),
+            rate_limited_points: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             anomalies: Default::default(),
             bad_requests: Default::default(),
@@ -365,6 +383,12 @@ impl Metrics {
         }
     }
 
+    /// Counts the points of a request refused by `[server] rate_limit`.
+    pub fn rate_limited(&self, points: u64) {
+        self.rate_limited_points
+            .fetch_add(points, Ordering::Relaxed);
+    }
+
     /// Counts the samples of a `format` request that were skipped.
     pub fn skipped(&self, format: Format, skipped: &Skipped) {
         for (count, &n) in self.skipped[format as usize].iter().zip(&skipped.counts) {
@@ -396,12 +420,19 @@ impl Metrics {
             .sum()
     }
 
-    /// Records a finished request.
-    pub fn request(&self, route: Route, status: u16, elapsed: Duration) {
+    /// Records a finished request; `reason` overrides the reason its
+    /// `status` implies.
+    pub fn request(
+        &self,
+        route: Route,
+        status: u16,
+        reason: Option<BadRequest>,
+        elapsed: Duration,
+    ) {
         // `ALL` lists each enum in declaration order (tested), so the
         // discriminant is the index.
         self.request_seconds[route as usize].observe(elapsed);
-        if let Some(reason) = BadRequest::from_status(status) {
+        if let Some(reason) = reason.or_else(|| BadRequest::from_status(status)) {
             self.bad_requests[reason as usize].fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -518,6 +549,13 @@ impl Metrics {
                 load(count)
             );
         }
+
+        counter(
+            out,
+            "anomalyd_points_rate_limited_total",
+            "Points in requests refused (429) because their client was over [server] rate_limit; nothing of such a request is applied.",
+            load(&self.rate_limited_points),
+        );
 
         gauge(
             out,
@@ -771,7 +809,7 @@ mod tests {
     fn histogram_buckets_are_cumulative() {
         let metrics = Metrics::new(0.0);
         for micros in [50, 300, 300, 2_000_000, 9_000_000] {
-            metrics.request(Route::Detect, 200, Duration::from_micros(micros));
+            metrics.request(Route::Detect, 200, None, Duration::from_micros(micros));
         }
         let text = metrics.render(&Snapshot::default());
         let name = "anomalyd_http_request_duration_seconds";
@@ -818,10 +856,10 @@ mod tests {
     #[test]
     fn error_statuses_count_as_bad_requests_by_reason() {
         let metrics = Metrics::new(0.0);
-        metrics.request(Route::Detect, 422, Duration::ZERO);
-        metrics.request(Route::Detect, 422, Duration::ZERO);
-        metrics.request(Route::Other, 404, Duration::ZERO);
-        metrics.request(Route::Detect, 200, Duration::ZERO);
+        metrics.request(Route::Detect, 422, None, Duration::ZERO);
+        metrics.request(Route::Detect, 422, None, Duration::ZERO);
+        metrics.request(Route::Other, 404, None, Duration::ZERO);
+        metrics.request(Route::Detect, 200, None, Duration::ZERO);
         let text = metrics.render(&Snapshot::default());
         assert_eq!(
             sample(&text, "anomalyd_bad_requests_total{reason=\"invalid\"}"),

@@ -203,6 +203,14 @@ fn keep_start_up_settings(new: &mut Config, current: &Config) -> Vec<&'static st
 /// The keys whose effective value differs, as `key: old -> new` (rules as
 /// `rule[N].key`, in precedence order).
 pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let tokens_rotated = old.server.auth_token_file == new.server.auth_token_file
+        && old.server.auth_tokens != new.server.auth_tokens;
+    let rotated = new
+        .server
+        .auth_tokens
+        .as_ref()
+        .filter(|_| tokens_rotated)
+        .map(|tokens| format!("server.auth_token_file: re-read, {} token(s)", tokens.len()));
     let (old, new) = (flatten(&old.to_toml()), flatten(&new.to_toml()));
     let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
     keys.sort();
@@ -216,6 +224,7 @@ pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
                 b.map_or("(unset)", String::as_str)
             )),
         })
+        .chain(rotated)
         .collect()
 }
 

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::access::RateLimiter;
 use crate::alert::{Notifier, Opening};
 use crate::anomalies::tail;
 use crate::anomalies::{
@@ -43,6 +44,8 @@ pub struct AppState {
     pub live: LiveEvents,
     /// The alert sinks.
     pub alerts: Notifier,
+    /// Per-client buckets of `[server] rate_limit`.
+    pub limiter: RateLimiter,
     /// The address the main listener is bound to (set once it is).
     pub bound_addr: std::sync::OnceLock<std::net::SocketAddr>,
     last_reload_error: Mutex<Option<String>>,
@@ -247,6 +250,7 @@ pub fn build_state(
     alerts.apply(&config.alert);
     Ok(Arc::new(AppState {
         alerts,
+        limiter: RateLimiter::default(),
         bound_addr: std::sync::OnceLock::new(),
         journal: AnomalyEvents::new(config.log.journal_anomaly_rate),
         live: LiveEvents::default(),

@@ -7,12 +7,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::config::Target;
+use crate::config::{AuthToken, Target};
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,16 +59,30 @@ pub struct Reply {
 /// The client: the target and the current connection, if any.
 pub struct Client {
     target: Target,
+    /// `Authorization: Bearer <token>`, marked sensitive.
+    authorization: Option<HeaderValue>,
     connection: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl Client {
     /// A client for `target`; connects on the first post.
-    pub fn new(target: Target) -> Client {
-        Client {
+    pub fn new(target: Target, token: Option<&AuthToken>) -> Client {
+        let mut client = Client {
             target,
+            authorization: None,
             connection: None,
-        }
+        };
+        client.set_token(token);
+        client
+    }
+
+    /// Sends `token` (a reload may change it) as `Authorization: Bearer`.
+    pub fn set_token(&mut self, token: Option<&AuthToken>) {
+        self.authorization = token.and_then(|token| {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.0)).ok()?;
+            value.set_sensitive(true);
+            Some(value)
+        });
     }
 
     /// Switches to another target (a reload), dropping the connection if
@@ -115,11 +129,15 @@ impl Client {
         } else {
             "application/json"
         };
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(self.target.path.as_str())
             .header(HOST, self.target.authority.as_str())
-            .header(CONTENT_TYPE, content_type)
+            .header(CONTENT_TYPE, content_type);
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        let request = request
             .body(Full::new(body))
             .expect("a request from valid parts");
         let response = sender.send_request(request).await.map_err(http)?;

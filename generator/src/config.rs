@@ -266,11 +266,25 @@ impl Target {
     }
 }
 
+/// A token sent to anomalyd as `Authorization: Bearer`; `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthToken(pub String);
+
+impl std::fmt::Debug for AuthToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthToken(..)")
+    }
+}
+
 /// The generator's whole configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GeneratorConfig {
     /// `anomaly_detection_url`.
     pub target: Target,
+    /// `auth_token_file`: where the token sent to anomalyd is read from.
+    pub auth_token_file: Option<PathBuf>,
+    /// The first token of `auth_token_file`, read with the configuration.
+    pub auth_token: Option<AuthToken>,
     /// Seed of every series' random numbers; `None`: chosen at start.
     pub seed: Option<u64>,
     /// Points per request: 1 posts JSON objects, more posts NDJSON.
@@ -294,6 +308,8 @@ impl Default for GeneratorConfig {
     fn default() -> Self {
         GeneratorConfig {
             target: Target::parse("http://127.0.0.1:8001/detect").expect("default URL"),
+            auth_token_file: None,
+            auth_token: None,
             seed: None,
             batch_size: 1,
             queue_size: 100_000,
@@ -361,6 +377,7 @@ const PATTERN_KEYS: &[&str] = &[
 
 const TOP_KEYS: &[&str] = &[
     "anomaly_detection_url",
+    "auth_token_file",
     "seed",
     "batch_size",
     "queue_size",
@@ -590,6 +607,19 @@ fn read_root(doc: &mut Document<'_>, root: &DeTable<'_>) -> GeneratorConfig {
             "anomaly_detection_url" => {
                 if let Some(target) = read_target(doc, name, value) {
                     config.target = target;
+                }
+            }
+            "auth_token_file" => {
+                if let Some(path) = doc.path_buf(name, value) {
+                    match anomalyd::access::TokenSet::read(&path) {
+                        Ok(tokens) => {
+                            config.auth_token = Some(AuthToken(
+                                String::from_utf8_lossy(tokens.first()).into_owned(),
+                            ));
+                        }
+                        Err(e) => doc.report(Some(name), Some(value.span()), e.to_string()),
+                    }
+                    config.auth_token_file = Some(path);
                 }
             }
             "seed" => config.seed = doc.integer(name, value, 0..=u64::MAX).or(config.seed),

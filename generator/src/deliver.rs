@@ -1,6 +1,7 @@
 //! Delivery: one sender task per target URL takes up to `batch_size`
-//! points at a time from its queue and posts them. Connection errors, 429
-//! and 5xx are retried with exponential backoff and jitter (the same
+//! points at a time from its queue and posts them. Connection errors, 401
+//! and 403 (a token to fix), 429 and 5xx are retried with exponential
+//! backoff and jitter (the same
 //! `seq`s, so anomalyd skips what it already applied); a batch refused
 //! with another 4xx is dropped, counted and logged. Failures and
 //! recoveries are logged once per episode.
@@ -59,14 +60,14 @@ pub async fn deliver(
     stop: CancellationToken,
 ) {
     let mut config_rx = generator.config.subscribe();
-    config_rx.borrow_and_update();
+    let token = config_rx.borrow_and_update().auth_token.clone();
     let mut sender = Sender {
         jitter: Xoshiro256PlusPlus::seed_from_u64(generator.seed() ^ 0x5eed),
         generator,
         queue,
         stop,
         config_rx,
-        client: Client::new(target),
+        client: Client::new(target, token.as_ref()),
         failing_since: None,
         rejecting: false,
     };
@@ -119,6 +120,7 @@ impl Sender {
         if self.config_rx.has_changed().unwrap_or(false) {
             let config = self.config_rx.borrow_and_update().clone();
             self.queue.set_capacity(config.queue_size);
+            self.client.set_token(config.auth_token.as_ref());
         }
     }
 
@@ -127,6 +129,8 @@ impl Sender {
     async fn post_until_done(&mut self, body: Bytes, ndjson: bool, batch: &[Outgoing]) -> bool {
         let mut backoff = FIRST_BACKOFF;
         loop {
+            // A reload while retrying may bring the token that fixes it.
+            self.follow_config();
             let failure = match self.client.post(body.clone(), ndjson).await {
                 Ok(reply) => match self.answered(reply, batch.len()) {
                     Attempt::Done => return true,
@@ -171,6 +175,12 @@ impl Sender {
             }
             status if status == 429 || status >= 500 => Attempt::Retry(format!(
                 "anomalyd answered {status}: {}",
+                String::from_utf8_lossy(&reply.body)
+            )),
+            // A token missing or rotated out: fixable by the operator (and
+            // applied on reload), so the points wait in the queue.
+            status @ (401 | 403) => Attempt::Retry(format!(
+                "anomalyd refused our token ({status}); check auth_token_file against anomalyd's [server] auth_token_file: {}",
                 String::from_utf8_lossy(&reply.body)
             )),
             status => {

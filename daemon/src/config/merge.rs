@@ -14,10 +14,13 @@ use toml::de::{DeTable, DeValue};
 use super::toml_walk::{Document, entries, join_key, quote};
 use super::{
     AlertConfig, Config, ConfigErrors, ConfigProblem, DetectorConfig, DetectorOverrides, KeyTable,
-    LogConfig, LogKeys, ROOT_KEYS, Rule, RuleMatch, SeriesGlob, ServerKeys,
+    LogConfig, LogKeys, ROOT_KEYS, Rule, RuleMatch, SeriesGlob, ServerConfig, ServerKeys,
 };
+use crate::access::TokenSet;
 use crate::detect::registry::{self, DetectorKind};
 use crate::detect::seasonal::MAX_BUCKETS;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 
 /// Parses one document (no conf.d). `file` is used in problems.
 pub(super) fn from_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
@@ -344,6 +347,9 @@ impl Loader {
         check_detector(&config.detector, &detector, &mut self.problems);
         check_buckets(&config.detector, &[&detector], &mut self.problems);
         check_log(&config.log, &log, &mut self.problems);
+        let mut notes = Vec::new();
+        read_tokens(&mut config.server, &server, &mut self.problems, &mut notes);
+        check_protected_mode(&config.server, &server, &mut self.problems);
         for rule in &rules {
             check_rule(&config.detector, &detector, rule, &mut self.problems);
             if ["season", "bucket"]
@@ -367,7 +373,8 @@ impl Loader {
                 ),
             });
         }
-        config.notes.0 = unused_keys(&config.detector, &detector, &rules);
+        notes.extend(unused_keys(&config.detector, &detector, &rules));
+        config.notes.0 = notes;
         config.rules = rules.into_iter().map(|parsed| parsed.rule).collect();
 
         if self.problems.is_empty() {
@@ -449,6 +456,71 @@ fn check_log(log: &LogConfig, section: &Section<LogKeys>, problems: &mut Vec<Con
         }),
         Err(()) => {}
     }
+}
+
+/// `[server] auth_token_file`: reads the tokens into `server.auth_tokens`,
+/// and notes a file other users may read.
+fn read_tokens(
+    server: &mut ServerConfig,
+    section: &Section<ServerKeys>,
+    problems: &mut Vec<ConfigProblem>,
+    notes: &mut Vec<ConfigProblem>,
+) {
+    let (Some(path), Ok(Some(origin))) =
+        (&server.auth_token_file, section.origin("auth_token_file"))
+    else {
+        return;
+    };
+    match TokenSet::read(path) {
+        Ok(tokens) => server.auth_tokens = Some(Arc::new(tokens)),
+        Err(e) => problems.push(origin.problem(e.to_string())),
+    }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o004 != 0
+    {
+        notes.push(origin.problem(format!(
+            "{} is readable by every user of this machine; restrict it, e.g. `chmod 0640` and `chown root:anomalyd`",
+            path.display()
+        )));
+    }
+}
+
+/// Protected mode: listening beyond loopback needs a token file (or TLS
+/// client certificates), unless `allow_unauthenticated = true`.
+fn check_protected_mode(
+    server: &ServerConfig,
+    section: &Section<ServerKeys>,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let Some(message) = unprotected(server, server.listen) else {
+        return;
+    };
+    match section.origin("listen") {
+        Ok(Some(origin)) => problems.push(origin.problem(message)),
+        Ok(None) => problems.push(ConfigProblem {
+            file: PathBuf::from("(built-in default)"),
+            key: Some("server.listen".into()),
+            position: None,
+            message,
+        }),
+        Err(()) => {}
+    }
+}
+
+/// Why serving on `addr` under `server` is refused by protected mode, or
+/// `None` when it is allowed: `addr` is a loopback address, or clients
+/// must authenticate, or `allow_unauthenticated` is set.
+pub fn unprotected(server: &ServerConfig, addr: std::net::SocketAddr) -> Option<String> {
+    if addr.ip().is_loopback() || server.auth_token_file.is_some() || server.allow_unauthenticated {
+        return None;
+    }
+    Some(format!(
+        "protected mode: {addr} is reachable from other machines, and with no authentication \
+         anyone who can reach it could post points and read every anomaly; set \
+         [server] auth_token_file (see the README's Security section), listen on 127.0.0.1, \
+         or set allow_unauthenticated = true if a firewall or an authenticating proxy guards \
+         the port"
+    ))
 }
 
 /// `[detector]`: `min_samples` must not exceed `window_size`.

@@ -21,6 +21,7 @@ pub mod toml_walk;
 
 pub use alert::{AlertConfig, AlertmanagerConfig, HttpUrl, WebhookConfig};
 pub use load::{load, load_or_builtin};
+pub use merge::unprotected;
 pub use rule::{Rule, RuleMatch, SeriesGlob};
 
 pub use toml_walk::{ConfigErrors, ConfigProblem};
@@ -29,11 +30,13 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
 use toml::de::DeValue;
 
+use crate::access::{Limit, TokenSet};
 use crate::detect::episode::EpisodeSettings;
 use crate::detect::registry::{self, DetectorKind};
 use crate::detect::{DetectorSettings, Direction};
@@ -187,9 +190,31 @@ pub struct ServerConfig {
     /// The URL users reach anomalyd at (links in alerts); `None` means
     /// `http://` plus `listen`.
     pub external_url: Option<String>,
+    /// The file of bearer tokens; `None`: no authentication.
+    pub auth_token_file: Option<PathBuf>,
+    /// The tokens read from `auth_token_file` (re-read on each load).
+    pub auth_tokens: Option<Arc<TokenSet>>,
+    /// Whether `/metrics` needs a token too.
+    pub metrics_require_auth: bool,
+    /// Whether listening beyond loopback without authentication is
+    /// allowed (protected mode off).
+    pub allow_unauthenticated: bool,
+    /// Points per second a client may send; 0: no limit.
+    pub rate_limit: u64,
+    /// Points a client may send at once; `None` means `rate_limit`.
+    pub rate_burst: Option<u64>,
 }
 
 impl ServerConfig {
+    /// The per-client limit of `rate_limit` and `rate_burst`; `None` when
+    /// off.
+    pub fn client_limit(&self) -> Option<Limit> {
+        (self.rate_limit > 0).then(|| Limit {
+            rate: self.rate_limit as f64,
+            burst: self.rate_burst.unwrap_or(self.rate_limit) as f64,
+        })
+    }
+
     /// `external_url`, or `http://` plus the listen address (`bound`,
     /// the address actually bound, when known: `listen` may say port 0),
     /// without a trailing `/`.
@@ -218,6 +243,12 @@ impl Default for ServerConfig {
             history_series: 1000,
             max_event_streams: 64,
             external_url: None,
+            auth_token_file: None,
+            auth_tokens: None,
+            metrics_require_auth: false,
+            allow_unauthenticated: false,
+            rate_limit: 0,
+            rate_burst: None,
         }
     }
 }
@@ -561,6 +592,11 @@ key_table! {
                 }
             }
         }),
+        auth_token_file: PathBuf = |d, k, v| d.path_buf(k, v),
+        metrics_require_auth: bool = |d, k, v| d.boolean(k, v),
+        allow_unauthenticated: bool = |d, k, v| d.boolean(k, v),
+        rate_limit: u64 = |d, k, v| d.integer(k, v, 0..=1_000_000_000),
+        rate_burst: u64 = |d, k, v| d.integer(k, v, 1..=1_000_000_000),
     }
 }
 
@@ -843,6 +879,25 @@ impl Config {
             Some(url) => key(&mut out, "external_url", url),
             None => out.push_str("# external_url = \"http://<listen>\"\n"),
         }
+        match &server.auth_token_file {
+            Some(path) => key(&mut out, "auth_token_file", path),
+            None => out.push_str("# auth_token_file = (unset: no authentication)\n"),
+        }
+        key(
+            &mut out,
+            "metrics_require_auth",
+            &server.metrics_require_auth,
+        );
+        key(
+            &mut out,
+            "allow_unauthenticated",
+            &server.allow_unauthenticated,
+        );
+        key(&mut out, "rate_limit", &server.rate_limit);
+        match &server.rate_burst {
+            Some(burst) => key(&mut out, "rate_burst", burst),
+            None => out.push_str("# rate_burst = <rate_limit>\n"),
+        }
 
         out.push_str("\n[detector]\n");
         DetectorOverrides::from(&self.detector).write_toml(&mut out, |key| match key {
@@ -897,6 +952,12 @@ impl TomlValue for String {
 }
 
 impl TomlValue for u16 {
+    fn toml(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl TomlValue for u64 {
     fn toml(&self) -> String {
         self.to_string()
     }

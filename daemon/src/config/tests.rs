@@ -324,7 +324,8 @@ fn unknown_key_in_server() {
         "unknown key \"port\" in [server]; expected one of: listen, admin_listen, max_body_bytes, \
          max_connections, header_read_timeout, idle_timeout, write_timeout, max_series, \
          shutdown_grace, dashboard, history_points, history_series, max_event_streams, \
-         external_url"
+         external_url, auth_token_file, metrics_require_auth, allow_unauthenticated, \
+         rate_limit, rate_burst"
     );
 }
 
@@ -1238,6 +1239,15 @@ fn every_numeric_key_has_a_bound_that_check_config_enforces() {
         ("server", "max_event_streams", "1", "0", "10000", "10001"),
         (
             "server",
+            "rate_limit",
+            "0",
+            "-1",
+            "1000000000",
+            "1000000001",
+        ),
+        ("server", "rate_burst", "1", "0", "1000000000", "1000000001"),
+        (
+            "server",
             "shutdown_grace",
             "\"0s\"",
             "-",
@@ -1322,6 +1332,9 @@ fn every_numeric_key_has_a_bound_that_check_config_enforces() {
         "server.admin_listen",
         "server.dashboard",
         "server.external_url",
+        "server.auth_token_file",
+        "server.metrics_require_auth",
+        "server.allow_unauthenticated",
         "detector.direction",
         "detector.severity",
         "detector.detector",
@@ -1478,4 +1491,83 @@ fn alert_sinks_are_read_and_checked() {
         (2, 12),
     );
     assert!(message.contains("non-empty"), "{message}");
+}
+
+#[test]
+fn protected_mode_refuses_an_open_address_without_authentication() {
+    let message = only_problem(
+        "[server]\nlisten = \"0.0.0.0:8001\"\n",
+        Some("server.listen"),
+        (2, 10),
+    );
+    assert!(
+        message.starts_with("protected mode: 0.0.0.0:8001"),
+        "{message}"
+    );
+    assert!(message.contains("auth_token_file"), "{message}");
+    assert!(
+        message.contains("allow_unauthenticated = true"),
+        "{message}"
+    );
+    // Loopback, IPv6 loopback and an explicit opt-out are fine.
+    parse_ok("[server]\nlisten = \"127.0.0.2:8001\"\n");
+    parse_ok("[server]\nlisten = \"[::1]:8001\"\n");
+    let allowed = parse_ok("[server]\nlisten = \"[::]:8001\"\nallow_unauthenticated = true\n");
+    assert!(allowed.server.allow_unauthenticated);
+}
+
+#[test]
+fn the_token_file_is_read_with_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "# collectors\n0123456789abcdef0123\n").unwrap();
+    let text = format!(
+        "[server]\nlisten = \"0.0.0.0:8001\"\nauth_token_file = \"{}\"\n",
+        tokens.display()
+    );
+    let config = parse_ok(&text);
+    let set = config.server.auth_tokens.as_ref().expect("tokens read");
+    assert!(set.check(b"0123456789abcdef0123").is_some());
+    // The effective configuration names the file, never a token.
+    let printed = config.to_toml();
+    assert!(printed.contains("auth_token_file = "), "{printed}");
+    assert!(!printed.contains("0123456789abcdef0123"), "{printed}");
+
+    // A token rotated in the file makes a different configuration (so a
+    // reload applies it).
+    std::fs::write(&tokens, "fedcba9876543210fedc\n").unwrap();
+    assert_ne!(parse_ok(&text), config);
+
+    std::fs::write(&tokens, "short\n").unwrap();
+    let problem = &problems(&text)[0];
+    assert_eq!(problem.key.as_deref(), Some("server.auth_token_file"));
+    assert!(problem.message.contains("line 1"), "{problem}");
+    std::fs::remove_file(&tokens).unwrap();
+    let problem = &problems(&text)[0];
+    assert!(problem.message.contains("cannot read"), "{problem}");
+}
+
+#[test]
+fn a_token_file_every_user_can_read_is_noted() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "0123456789abcdef0123\n").unwrap();
+    let text = format!("[server]\nauth_token_file = \"{}\"\n", tokens.display());
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(parse_ok(&text).notes.0.is_empty());
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let notes = parse_ok(&text).notes.0;
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].message.contains("chmod 0640"), "{}", notes[0]);
+}
+
+#[test]
+fn rate_burst_follows_rate_limit() {
+    assert_eq!(Config::default().server.client_limit(), None);
+    let config = parse_ok("[server]\nrate_limit = 500\n");
+    let limit = config.server.client_limit().unwrap();
+    assert_eq!((limit.rate, limit.burst), (500.0, 500.0));
+    let config = parse_ok("[server]\nrate_limit = 500\nrate_burst = 2000\n");
+    assert_eq!(config.server.client_limit().unwrap().burst, 2000.0);
 }

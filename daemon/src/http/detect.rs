@@ -5,6 +5,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use super::body::{BodyFormat, body_format, read_request_body};
+use super::gate::{self, Client};
 use super::reply::{ResponseBody, error, json, json_bytes};
 use crate::alert::Opening;
 use crate::api::{AnomalyRecord, BatchReply, EpisodeEvent, EpisodeRecord, PointReply, STATUS_OK};
@@ -17,6 +18,7 @@ use crate::state::AppState;
 /// `POST /detect`.
 pub(super) async fn detect(req: Request<Incoming>, state: &AppState) -> Response<ResponseBody> {
     let config = state.config();
+    let client = req.extensions().get::<Client>().copied();
     let format = match body_format(req.headers()) {
         Ok(format) => format,
         Err(content_type) => {
@@ -35,9 +37,9 @@ pub(super) async fn detect(req: Request<Incoming>, state: &AppState) -> Response
     let single =
         format == BodyFormat::Json && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     if single {
-        detect_point(&body, state).await
+        detect_point(&body, client, state).await
     } else {
-        detect_batch(&body, format, state).await
+        detect_batch(&body, format, client, state).await
     }
 }
 
@@ -51,13 +53,20 @@ fn parse_error(e: PointError) -> Response<ResponseBody> {
 }
 
 /// `POST /detect` with one JSON object: no vectors, one lock.
-async fn detect_point(body: &[u8], state: &AppState) -> Response<ResponseBody> {
+async fn detect_point(
+    body: &[u8],
+    client: Option<Client>,
+    state: &AppState,
+) -> Response<ResponseBody> {
     let point = match ingest::parse_json_object(body) {
         Ok(point) => point,
         Err(e) => return parse_error(e),
     };
     if let Err(message) = ingest::validate_point(&point) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, message);
+    }
+    if let Err(refused) = gate::admit(&state.config().server, state, client.as_ref(), 1) {
+        return *refused;
     }
     let mut closed = Vec::new();
     let observation = match state.table.observe_point_into(&point, &mut closed) {
@@ -83,7 +92,12 @@ async fn detect_point(body: &[u8], state: &AppState) -> Response<ResponseBody> {
 }
 
 /// `POST /detect` with a JSON array or NDJSON: applied whole or not at all.
-async fn detect_batch(body: &[u8], format: BodyFormat, state: &AppState) -> Response<ResponseBody> {
+async fn detect_batch(
+    body: &[u8],
+    format: BodyFormat,
+    client: Option<Client>,
+    state: &AppState,
+) -> Response<ResponseBody> {
     let parsed = match format {
         BodyFormat::Json => ingest::parse_json_body(body),
         BodyFormat::Ndjson => ingest::parse_ndjson_body(body),
@@ -98,10 +112,11 @@ async fn detect_batch(body: &[u8], format: BodyFormat, state: &AppState) -> Resp
     {
         return error(StatusCode::UNPROCESSABLE_ENTITY, e.message);
     }
-    let applied = match apply_points(&points, Duplicates::BySeq, Format::Detect, state).await {
-        Ok(applied) => applied,
-        Err(response) => return response,
-    };
+    let applied =
+        match apply_points(&points, Duplicates::BySeq, Format::Detect, client, state).await {
+            Ok(applied) => applied,
+            Err(response) => return response,
+        };
     json(
         StatusCode::OK,
         &BatchReply {
@@ -132,14 +147,17 @@ pub(super) struct AppliedBatch {
 
 /// Applies `points` (all or none), counts them as `format`, reports the
 /// episodes they opened and closed, and writes their anomalies to the log
-/// before returning. The error is the 429 reply when `max_series` would be
-/// exceeded.
+/// before returning. The error is the 429 reply when `client` is over its
+/// rate limit or `max_series` would be exceeded.
 pub(super) async fn apply_points(
     points: &[DataPoint<'_>],
     duplicates: Duplicates,
     format: Format,
+    client: Option<Client>,
     state: &AppState,
 ) -> Result<AppliedBatch, Response<ResponseBody>> {
+    gate::admit(&state.config().server, state, client.as_ref(), points.len())
+        .map_err(|refused| *refused)?;
     let mut closed = Vec::new();
     let observed = match duplicates {
         Duplicates::BySeq => state.table.observe_batch_into(points, &mut closed),

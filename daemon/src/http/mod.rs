@@ -2,6 +2,7 @@
 //! and one handler file per group of endpoints.
 //!
 //! - [`server`]: accept loop, connection cap, idle watchdog.
+//! - [`gate`]: tokens, the login form and rate limits, before routing.
 //! - [`router`]: path and method to handler.
 //! - `detect`, `anomalies`, `series`, `events`, `health`: the handlers of
 //!   `POST /detect`, `GET /anomalies`, `GET /series[/{name}]`,
@@ -28,6 +29,7 @@ pub mod body;
 mod dashboard;
 mod detect;
 mod events;
+pub mod gate;
 mod health;
 pub mod query;
 pub mod reply;

@@ -8,6 +8,7 @@
 
 use std::convert::Infallible;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,9 +29,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::gate::{self, Client};
 use super::reply::ResponseBody;
 use super::router::{route, route_admin};
-use crate::metrics::Route;
+use crate::metrics::{BadRequest, Route};
 use crate::state::AppState;
 
 /// What a listener serves.
@@ -75,7 +77,7 @@ pub async fn serve(
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok((stream, peer)) => (stream, peer),
                 Err(e) => {
                     accept_error(e).await;
                     continue;
@@ -83,8 +85,10 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
+        let (stream, peer) = stream;
         connections.spawn(serve_connection(
             stream,
+            Some(peer.ip()),
             role,
             state.clone(),
             permit,
@@ -100,6 +104,7 @@ pub async fn serve(
 /// their timeouts, or when `kill` is cancelled.
 async fn serve_connection(
     stream: TcpStream,
+    peer: Option<IpAddr>,
     role: Role,
     state: Arc<AppState>,
     _permit: OwnedSemaphorePermit,
@@ -121,7 +126,7 @@ async fn serve_connection(
         }),
         service_fn({
             let activity = activity.clone();
-            move |req| handle(req, role, state.clone(), activity.clone())
+            move |req| handle(req, peer, role, state.clone(), activity.clone())
         }),
     );
     // The watchdog runs apart so that the connection task, woken several
@@ -155,9 +160,11 @@ async fn serve_connection(
     }
 }
 
-/// Answers one request, with its metrics and the connection's activity.
+/// Answers one request, with its metrics and the connection's activity:
+/// the gate first, then the router.
 async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
+    peer: Option<IpAddr>,
     role: Role,
     state: Arc<AppState>,
     activity: Arc<Activity>,
@@ -166,15 +173,29 @@ async fn handle(
     let started = Instant::now();
     let route_label = Route::of(req.uri().path());
     state.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-    let response = match role {
-        Role::Main => route(req, &state).await,
-        Role::Admin => route_admin(req, &state),
+    let authenticated = gate::authenticate(
+        req.method(),
+        req.uri().path(),
+        req.headers(),
+        role,
+        &state.config().server,
+    );
+    let response = match authenticated {
+        Ok(token) => {
+            req.extensions_mut().insert(Client { addr: peer, token });
+            match role {
+                Role::Main => route(req, &state).await,
+                Role::Admin => route_admin(req, &state),
+            }
+        }
+        Err(refused) => *refused,
     };
     state.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     let finished = Instant::now();
     state.metrics.request(
         route_label,
         response.status().as_u16(),
+        response.extensions().get::<BadRequest>().copied(),
         finished.saturating_duration_since(started),
     );
     busy.finish(finished);

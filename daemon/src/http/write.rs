@@ -16,6 +16,7 @@ use hyper::{Request, Response, StatusCode};
 
 use super::body::{content_encoding, media_type, read_request_body};
 use super::detect::apply_points;
+use super::gate::Client;
 use super::query::parse_influx_query;
 use super::reply::{ResponseBody, empty, error, too_large};
 use crate::ingest::{RemoteWriteError, Samples, decode_line_protocol, decode_remote_write};
@@ -32,6 +33,7 @@ pub(super) async fn remote_write(
     if let Some(refused) = remote_write_headers(&req) {
         return refused;
     }
+    let client = req.extensions().get::<Client>().copied();
     let config = state.config();
     let body = match read_request_body(req.into_body(), &config.server).await {
         Ok(body) => body,
@@ -47,7 +49,7 @@ pub(super) async fn remote_write(
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    apply_samples(&samples, Format::RemoteWrite, state).await
+    apply_samples(&samples, Format::RemoteWrite, client, state).await
 }
 
 /// 415 unless the headers say remote-write 1.0: `Content-Type:
@@ -133,6 +135,7 @@ pub(super) async fn line_protocol(
             );
         }
     };
+    let client = req.extensions().get::<Client>().copied();
     let config = state.config();
     let body = match read_request_body(req.into_body(), &config.server).await {
         Ok(body) => body,
@@ -154,7 +157,7 @@ pub(super) async fn line_protocol(
         body
     };
     match decode_line_protocol(&body, precision) {
-        Ok(samples) => apply_samples(&samples, Format::Influx, state).await,
+        Ok(samples) => apply_samples(&samples, Format::Influx, client, state).await,
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
@@ -186,10 +189,13 @@ enum GunzipError {
 async fn apply_samples(
     samples: &Samples,
     format: Format,
+    client: Option<Client>,
     state: &AppState,
 ) -> Response<ResponseBody> {
     let points = samples.points();
-    if let Err(response) = apply_points(&points, Duplicates::ByTimestamp, format, state).await {
+    if let Err(response) =
+        apply_points(&points, Duplicates::ByTimestamp, format, client, state).await
+    {
         return response;
     }
     state.metrics.skipped(format, &samples.skipped);

@@ -29,6 +29,9 @@ const enc = (name) => encodeURIComponent(name);
 
 async function getJson(path) {
   const reply = await fetch(path, { cache: "no-store" });
+  // Tokens are on and the session's token was rotated out: the page
+  // itself is then the login form.
+  if (reply.status === 401) location.reload();
   if (!reply.ok) throw new Error(`${path}: ${reply.status}`);
   return reply.json();
 }
@@ -295,6 +298,11 @@ function connect() {
   source.onerror = () => {
     wasDown = true;
     setStatus("disconnected — reconnecting…", "disconnected");
+    // A refused stream (401 once a token was rotated out) is not retried
+    // by the browser: find out why, and reconnect ourselves.
+    if (source.readyState === EventSource.CLOSED) {
+      setTimeout(() => getJson("/series?limit=1").then(connect, connect), 2000);
+    }
   };
   source.addEventListener("anomalies", (e) => addAnomalies(JSON.parse(e.data).anomalies));
   source.addEventListener("series", (e) => mergeSeries(JSON.parse(e.data)));
