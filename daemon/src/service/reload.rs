@@ -30,7 +30,7 @@ pub enum Trigger {
 /// daemon's own output files) are skipped.
 pub async fn run<R, F>(
     main: PathBuf,
-    ignored: impl Fn(&Path) -> bool + Send + 'static,
+    ignored: impl Fn(&Path) -> bool + Send + Sync + 'static,
     mut hangup: Option<Signal>,
     stop: CancellationToken,
     mut reload: R,

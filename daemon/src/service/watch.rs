@@ -17,6 +17,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
@@ -66,7 +67,7 @@ fn nearest_existing(dir: &Path) -> PathBuf {
 /// Whether an event may concern the configuration: reads and opens do not
 /// (the reload itself reads the files), nor do events on paths only that
 /// `ignored` rejects (a daemon's own output files).
-fn is_relevant(event: &Event, ignored: &impl Fn(&Path) -> bool) -> bool {
+fn is_relevant(event: &Event, ignored: &(impl Fn(&Path) -> bool + ?Sized)) -> bool {
     match event.kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
         EventKind::Access(_) => return false,
@@ -84,6 +85,9 @@ pub fn is_file_or_rotation(path: &Path, file: &Path) -> bool {
         .starts_with(file.as_os_str().as_encoded_bytes())
 }
 
+/// The paths whose events do not concern the configuration.
+type Ignored = Arc<dyn Fn(&Path) -> bool + Send + Sync>;
+
 /// A watcher: inotify when possible, else polling.
 struct DirWatcher {
     watcher: Box<dyn Watcher + Send>,
@@ -91,11 +95,19 @@ struct DirWatcher {
 }
 
 impl DirWatcher {
-    fn new(tx: mpsc::Sender<Event>) -> notify::Result<Self> {
+    /// A watcher sending the events that `is_relevant` keeps to `tx`.
+    /// They are filtered here, before the bounded channel: otherwise a
+    /// burst of irrelevant events (the anomaly log's writes, when it lives
+    /// beside the configuration) could fill it while the receiving task
+    /// is slow, and push out the one event that matters.
+    fn new(tx: mpsc::Sender<Event>, ignored: Ignored) -> notify::Result<Self> {
         let handler = move |result: notify::Result<Event>| match result {
             Ok(event) => {
-                // A full channel already holds a pending reload.
-                let _ = tx.try_send(event);
+                // A full channel already holds a relevant event, which
+                // leads to a reload that reads every file afresh.
+                if is_relevant(&event, &*ignored) {
+                    let _ = tx.try_send(event);
+                }
             }
             Err(e) => tracing::debug!(error = %e, "Configuration watcher error."),
         };
@@ -140,12 +152,12 @@ impl DirWatcher {
 /// skipped.
 pub async fn run(
     main: PathBuf,
-    ignored: impl Fn(&Path) -> bool,
+    ignored: impl Fn(&Path) -> bool + Send + Sync + 'static,
     stop: CancellationToken,
     changed: mpsc::Sender<()>,
 ) {
     let (tx, mut rx) = mpsc::channel::<Event>(64);
-    let mut watcher = match DirWatcher::new(tx) {
+    let mut watcher = match DirWatcher::new(tx, Arc::new(ignored)) {
         Ok(watcher) => watcher,
         Err(e) => {
             tracing::warn!(error = %e, "Cannot watch the configuration; changes apply on SIGHUP only.");
@@ -156,15 +168,10 @@ pub async fn run(
     tracing::debug!(dirs = ?watcher.watched, "Watching the configuration.");
     let _ = changed.try_send(());
     loop {
-        let event = tokio::select! {
-            event = rx.recv() => match event {
-                Some(event) => event,
-                None => return,
-            },
+        // Only relevant events reach the channel (see DirWatcher::new).
+        tokio::select! {
+            event = rx.recv() => if event.is_none() { return },
             () = stop.cancelled() => return,
-        };
-        if !is_relevant(&event, &ignored) {
-            continue;
         }
         // Coalesce the burst: wait until events stop for DEBOUNCE.
         let deadline = tokio::time::Instant::now() + MAX_DELAY;
