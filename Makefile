@@ -29,7 +29,7 @@ BINARIES := anomalyd anomaly-generator
 CONFIGS := anomalyd.toml generator.toml
 MAN8 := anomalyd.8 anomaly-generator.8
 MAN5 := anomalyd.toml.5 anomaly-generator.toml.5
-UNITS := anomalyd.service anomaly-generator.service
+UNITS := anomalyd.service anomalyd.socket anomaly-generator.service
 
 .PHONY: all build install uninstall check-man
 

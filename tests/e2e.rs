@@ -73,3 +73,7 @@ mod alerting;
 /// Tokens (Bearer, Token, Basic, the dashboard's cookie), protected mode,
 /// rate limits.
 mod access;
+
+/// `listen = "unix:..."` with `socket_mode`, and systemd socket activation
+/// through `systemd-socket-activate`.
+mod sockets;

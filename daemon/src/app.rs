@@ -11,14 +11,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::signal::unix::Signal;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::anomalies::log::{self, AnomalyLogSettings, Rotation};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
-use crate::http::{self, Role};
+use crate::http::{self, BoundAddr, Listener, Role};
 use crate::service::{reload as reload_loop, status, systemd, watch};
 use crate::state::{AppState, build_state};
 
@@ -31,8 +30,8 @@ pub use crate::state::AppError;
 /// SIGHUP cannot kill the process) and on changes of the files under
 /// `config_path` (or the default path when `None`).
 pub async fn run(
-    listener: TcpListener,
-    admin: Option<TcpListener>,
+    listener: Listener,
+    admin: Option<Listener>,
     config: Arc<Config>,
     config_path: Option<PathBuf>,
     hangup: Option<Signal>,
@@ -40,7 +39,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let state = build_state(config, config_path)?;
-    if let Ok(addr) = listener.local_addr() {
+    if let Ok(BoundAddr::Tcp(addr)) = listener.local_addr() {
         let _ = state.bound_addr.set(addr);
     }
     let tasks = TaskTracker::new();

@@ -13,7 +13,8 @@ use anomalyd::cli::{Cli, Command, EvaluateArgs, ReplayArgs};
 use anomalyd::commands::check;
 use anomalyd::commands::evaluate::{self, Candidate};
 use anomalyd::commands::replay::{self, ReplayError, ReplayOptions};
-use anomalyd::config::{self, Config, DEFAULT_CONFIG_PATH};
+use anomalyd::config::{self, Config, DEFAULT_CONFIG_PATH, ListenAddr};
+use anomalyd::http::{BoundAddr, Listener};
 use anomalyd::service::signals::Signals;
 use anomalyd::service::{runtime, telemetry};
 use clap::Parser;
@@ -178,6 +179,48 @@ fn run_replay(config: Arc<Config>, args: ReplayArgs) -> ExitCode {
     }
 }
 
+/// The main listener: the socket systemd passed (socket activation), or
+/// `[server] listen` bound now. Protected mode holds for a passed socket
+/// too. The error is the exit code, after the message.
+async fn main_listener(config: &Config) -> Result<Listener, ExitCode> {
+    let server = &config.server;
+    match Listener::from_systemd() {
+        Ok(None) => {}
+        Ok(Some(listener)) => {
+            let addr = listener.local_addr();
+            if let Ok(BoundAddr::Tcp(addr)) = &addr
+                && let Some(why) = config::unprotected(server, *addr)
+            {
+                eprintln!("{PROGRAM}: the socket systemd passed: {why}");
+                return Err(ExitCode::from(EX_CONFIG));
+            }
+            if let Ok(addr) = &addr {
+                tracing::info!(%addr, "Serving on the socket systemd passed (socket activation); [server] listen is not used.");
+            }
+            return Ok(listener);
+        }
+        Err(e) => {
+            eprintln!("{PROGRAM}: cannot use the sockets systemd passed (LISTEN_FDS): {e}");
+            return Err(ExitCode::FAILURE);
+        }
+    }
+    Listener::bind(&server.listen, server.socket_mode)
+        .await
+        .map_err(|e| {
+            let hint = match &server.listen {
+                ListenAddr::Tcp(_) => "is another process using the port?",
+                ListenAddr::Unix(_) => {
+                    "does the directory exist, and may this user create files in it?"
+                }
+            };
+            eprintln!(
+                "{PROGRAM}: cannot listen on {}: {e} ({hint} see [server] listen)",
+                server.listen
+            );
+            ExitCode::FAILURE
+        })
+}
+
 fn daemon(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
     runtime::keep_freed_heap();
     tracing::info!(
@@ -206,19 +249,13 @@ fn daemon(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
 }
 
 async fn serve(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
-    let listen = config.server.listen;
-    let listener = match tokio::net::TcpListener::bind(listen).await {
+    let listener = match main_listener(&config).await {
         Ok(listener) => listener,
-        Err(e) => {
-            eprintln!(
-                "{PROGRAM}: cannot listen on {listen}: {e} (is another process using the port? see [server] listen)"
-            );
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let admin = match config.server.admin_listen {
         None => None,
-        Some(admin) => match tokio::net::TcpListener::bind(admin).await {
+        Some(admin) => match Listener::bind(&admin.into(), config.server.socket_mode).await {
             Ok(listener) => Some(listener),
             Err(e) => {
                 eprintln!(
@@ -246,13 +283,16 @@ async fn serve(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let addr = listener.local_addr().unwrap_or(listen);
-    runtime::announce_listening(addr);
+    let addr = match listener.local_addr() {
+        Ok(addr) => addr.to_string(),
+        Err(_) => config.server.listen.to_string(),
+    };
+    runtime::announce_listening(&addr);
     tracing::info!(%addr, "Listening.");
     if let Some(admin) = &admin
         && let Ok(admin_addr) = admin.local_addr()
     {
-        runtime::announce("admin listening on", admin_addr);
+        runtime::announce("admin listening on", &admin_addr);
         tracing::info!(addr = %admin_addr, "Serving /healthz, /ready and /metrics on the admin address.");
     }
     let shutdown = CancellationToken::new();

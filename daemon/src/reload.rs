@@ -6,7 +6,7 @@
 //! detector settings and rules take effect at each series' next point with
 //! its window kept (resized when `window_size` changed), the anomaly log
 //! switches files between two writes, and the log level and limits change
-//! at once. Settings bound at start-up (`listen`, `admin_listen`,
+//! at once. Settings bound at start-up (`listen`, `socket_mode`, `admin_listen`,
 //! `max_connections`, `[log] journal`) keep
 //! their old values and are logged as needing a restart. An invalid
 //! configuration is logged with file, key, line and column and the daemon
@@ -181,8 +181,12 @@ pub fn same_settings(a: &Config, b: &Config) -> bool {
 fn keep_start_up_settings(new: &mut Config, current: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
     if new.server.listen != current.server.listen {
-        new.server.listen = current.server.listen;
+        new.server.listen = current.server.listen.clone();
         changed.push("server.listen");
+    }
+    if new.server.socket_mode != current.server.socket_mode {
+        new.server.socket_mode = current.server.socket_mode;
+        changed.push("server.socket_mode");
     }
     if new.server.admin_listen != current.server.admin_listen {
         new.server.admin_listen = current.server.admin_listen;

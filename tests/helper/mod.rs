@@ -104,8 +104,11 @@ pub fn free_port() -> u16 {
 
 /// A running `anomalyd` with its own temporary directory.
 pub struct TestDaemon {
-    /// The bound address, read from the "listening on" line.
+    /// The bound address, read from the "listening on" line
+    /// (`0.0.0.0:0` on a unix socket).
     pub addr: SocketAddr,
+    /// The unix socket's path, when it listens on one.
+    pub unix: Option<PathBuf>,
     /// Working directory and config location; removed on drop.
     pub dir: tempfile::TempDir,
     /// The child process.
@@ -249,9 +252,19 @@ impl TestDaemon {
                 errors.join("\n")
             );
         };
-        let addr = addr.trim().parse().expect("address on the listening line");
+        let (addr, unix) = match addr.trim().strip_prefix("unix:") {
+            Some(path) => (
+                SocketAddr::from(([0, 0, 0, 0], 0)),
+                Some(PathBuf::from(path)),
+            ),
+            None => (
+                addr.trim().parse().expect("address on the listening line"),
+                None,
+            ),
+        };
         TestDaemon {
             addr,
+            unix,
             dir,
             child,
             stderr: std::sync::Mutex::new(err_rx),
@@ -450,8 +463,29 @@ pub fn request(
     read_reply(&mut stream)
 }
 
+/// Sends one request over the unix socket at `path`, as [`request`].
+pub fn request_unix(
+    path: &Path,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut stream = std::os::unix::net::UnixStream::connect(path).expect("connect to anomalyd");
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut head =
+        format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    read_reply(&mut stream)
+}
+
 /// Reads one HTTP/1.1 reply with a Content-Length body.
-pub fn read_reply(stream: &mut TcpStream) -> Reply {
+pub fn read_reply(stream: &mut impl Read) -> Reply {
     let mut reader = BufReader::new(stream);
     let mut status_line = String::new();
     reader.read_line(&mut status_line).expect("status line");

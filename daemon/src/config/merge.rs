@@ -492,7 +492,11 @@ fn check_protected_mode(
     section: &Section<ServerKeys>,
     problems: &mut Vec<ConfigProblem>,
 ) {
-    let Some(message) = unprotected(server, server.listen) else {
+    let Some(message) = server
+        .listen
+        .tcp()
+        .and_then(|addr| unprotected(server, addr))
+    else {
         return;
     };
     match section.origin("listen") {

@@ -14,12 +14,14 @@
 //! conversion instead).
 
 pub mod alert;
+pub mod listen;
 mod load;
 mod merge;
 mod rule;
 pub mod toml_walk;
 
 pub use alert::{AlertConfig, AlertmanagerConfig, HttpUrl, WebhookConfig};
+pub use listen::ListenAddr;
 pub use load::{load, load_or_builtin};
 pub use merge::unprotected;
 pub use rule::{Rule, RuleMatch, SeriesGlob};
@@ -159,8 +161,10 @@ impl PartialEq for ConfigNotes {
 /// `[server]`: the HTTP listener and its limits.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServerConfig {
-    /// Address and port to listen on.
-    pub listen: SocketAddr,
+    /// Address and port, or unix socket, to listen on.
+    pub listen: ListenAddr,
+    /// Permission bits of a unix socket `listen` creates.
+    pub socket_mode: u32,
     /// A second address serving only `/healthz`, `/ready` and `/metrics`,
     /// outside `max_connections`; unset by default.
     pub admin_listen: Option<SocketAddr>,
@@ -221,7 +225,12 @@ impl ServerConfig {
     pub fn effective_external_url(&self, bound: Option<SocketAddr>) -> String {
         match &self.external_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
-            None => format!("http://{}", bound.unwrap_or(self.listen)),
+            None => match (bound, &self.listen) {
+                (Some(bound), _) => format!("http://{bound}"),
+                (None, ListenAddr::Tcp(addr)) => format!("http://{addr}"),
+                // A unix socket has no URL of its own: set external_url.
+                (None, ListenAddr::Unix(_)) => "http://localhost".to_owned(),
+            },
         }
     }
 }
@@ -229,7 +238,8 @@ impl ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            listen: ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 8001))),
+            socket_mode: 0o660,
             admin_listen: None,
             max_body_bytes: 1 << 20,
             max_connections: 1024,
@@ -562,11 +572,33 @@ impl From<&DetectorConfig> for DetectorOverrides {
 key_table! {
     /// The `[server]` keys one file sets.
     struct ServerKeys => ServerConfig {
-        listen: SocketAddr = |d, k, v| d.parse_str(
-            k,
-            v,
-            "a socket address such as \"127.0.0.1:8001\" or \"[::1]:8001\"",
-        ),
+        listen: ListenAddr = |d, k, v| {
+            const EXPECTED: &str = "a socket address such as \"127.0.0.1:8001\" or \"[::1]:8001\", or a unix socket as \"unix:/run/anomalyd/anomalyd.sock\"";
+            let DeValue::String(text) = v.get_ref() else {
+                d.wrong_type(k, v, EXPECTED);
+                return None;
+            };
+            match text.parse::<ListenAddr>() {
+                Ok(addr) => Some(addr),
+                Err(listen::ListenAddrError::Invalid) => {
+                    d.report(Some(k), Some(v.span()), format!("expected {EXPECTED}, got {}", quote(text)));
+                    None
+                }
+                Err(e) => {
+                    d.report(Some(k), Some(v.span()), e.to_string());
+                    None
+                }
+            }
+        },
+        socket_mode: u32 = |d, k, v| d.string(k, v).and_then(|text| {
+            match listen::parse_socket_mode(text) {
+                Ok(mode) => Some(mode),
+                Err(message) => {
+                    d.report(Some(k), Some(v.span()), message);
+                    None
+                }
+            }
+        }),
         admin_listen: SocketAddr = |d, k, v| d.parse_str(
             k,
             v,
@@ -860,6 +892,11 @@ impl Config {
         let server = &self.server;
         out.push_str("\n[server]\n");
         key(&mut out, "listen", &server.listen);
+        key(
+            &mut out,
+            "socket_mode",
+            &format!("{:04o}", server.socket_mode),
+        );
         match &server.admin_listen {
             Some(addr) => key(&mut out, "admin_listen", addr),
             None => out.push_str("# admin_listen = (unset)\n"),
@@ -984,6 +1021,12 @@ impl TomlValue for bool {
 impl TomlValue for Duration {
     fn toml(&self) -> String {
         quote(&format_duration(*self))
+    }
+}
+
+impl TomlValue for ListenAddr {
+    fn toml(&self) -> String {
+        quote(&self.to_string())
     }
 }
 

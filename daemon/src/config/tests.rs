@@ -76,6 +76,7 @@ recent_anomalies = 77
 fn defaults() {
     let config = Config::default();
     assert_eq!(config.server.listen, "127.0.0.1:8001".parse().unwrap());
+    assert_eq!(config.server.socket_mode, 0o660);
     assert_eq!(config.server.max_body_bytes, 1_048_576);
     assert_eq!(config.server.max_connections, 1024);
     assert_eq!(config.server.header_read_timeout, Duration::from_secs(10));
@@ -321,7 +322,7 @@ fn unknown_key_in_server() {
     let message = only_problem("[server]\n  port = 80\n", Some("server.port"), (2, 3));
     assert_eq!(
         message,
-        "unknown key \"port\" in [server]; expected one of: listen, admin_listen, max_body_bytes, \
+        "unknown key \"port\" in [server]; expected one of: listen, socket_mode, admin_listen, max_body_bytes, \
          max_connections, header_read_timeout, idle_timeout, write_timeout, max_series, \
          shutdown_grace, dashboard, history_points, history_series, max_event_streams, \
          external_url, auth_token_file, metrics_require_auth, allow_unauthenticated, \
@@ -617,8 +618,8 @@ fn bad_socket_address() {
     );
     assert_eq!(
         message,
-        "expected a socket address such as \"127.0.0.1:8001\" or \"[::1]:8001\", got \
-         \"localhost:8001\""
+        "expected a socket address such as \"127.0.0.1:8001\" or \"[::1]:8001\", or a unix \
+         socket as \"unix:/run/anomalyd/anomalyd.sock\", got \"localhost:8001\""
     );
 }
 
@@ -1329,6 +1330,7 @@ fn every_numeric_key_has_a_bound_that_check_config_enforces() {
     ];
     let not_numeric = [
         "server.listen",
+        "server.socket_mode",
         "server.admin_listen",
         "server.dashboard",
         "server.external_url",

@@ -2,6 +2,7 @@
 //! and one handler file per group of endpoints.
 //!
 //! - [`server`]: accept loop, connection cap, idle watchdog.
+//! - [`listener`]: TCP, unix and systemd-passed sockets.
 //! - [`gate`]: tokens, the login form and rate limits, before routing.
 //! - [`router`]: path and method to handler.
 //! - `detect`, `anomalies`, `series`, `events`, `health`: the handlers of
@@ -31,6 +32,7 @@ mod detect;
 mod events;
 pub mod gate;
 mod health;
+pub mod listener;
 pub mod query;
 pub mod reply;
 pub mod router;
@@ -39,6 +41,7 @@ pub mod server;
 mod write;
 
 pub use events::publish as publish_events;
+pub use listener::{BoundAddr, Listener};
 pub use reply::{ResponseBody, error, json};
 pub use router::{route, route_admin};
 pub use server::{Role, serve};

@@ -21,7 +21,6 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 // tokio's clock (the std clock outside tests), so that the timeouts
 // follow a paused test clock.
@@ -30,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::gate::{self, Client};
+use super::listener::{Listener, Stream};
 use super::reply::ResponseBody;
 use super::router::{route, route_admin};
 use crate::metrics::{BadRequest, Route};
@@ -55,7 +55,7 @@ pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 /// drains; cancelling `kill` drops those still open (the grace period is
 /// over).
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     role: Role,
     state: Arc<AppState>,
     shutdown: CancellationToken,
@@ -77,7 +77,7 @@ pub async fn serve(
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => (stream, peer),
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_error(e).await;
                     continue;
@@ -88,7 +88,7 @@ pub async fn serve(
         let (stream, peer) = stream;
         connections.spawn(serve_connection(
             stream,
-            Some(peer.ip()),
+            peer,
             role,
             state.clone(),
             permit,
@@ -103,7 +103,7 @@ pub async fn serve(
 /// shutdown, at once when a request's headers or a blocked reply overrun
 /// their timeouts, or when `kill` is cancelled.
 async fn serve_connection(
-    stream: TcpStream,
+    stream: Stream,
     peer: Option<IpAddr>,
     role: Role,
     state: Arc<AppState>,
@@ -111,7 +111,6 @@ async fn serve_connection(
     shutdown: CancellationToken,
     kill: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
     let server = state.config().server.clone();
     let activity = Arc::new(Activity::new());
     // hyper's own header timeout also runs while a kept-alive connection
@@ -394,7 +393,7 @@ impl Drop for BusyOwned {
 /// arrive and when writes block, and giving hyper's own error replies a
 /// JSON body (see [`json_error_for`]).
 struct Tracked {
-    stream: TcpStream,
+    stream: Stream,
     activity: Arc<Activity>,
     /// A replacement reply being written, and how much of it is written.
     replacing: Option<(Vec<u8>, usize)>,

@@ -1,8 +1,8 @@
 //! Starting a daemon's async runtime, and the first stdout line that
 //! tests and scripts read the bound address from.
 
+use std::fmt::Display;
 use std::io::Write;
-use std::net::SocketAddr;
 
 use tokio::runtime::Runtime;
 
@@ -57,12 +57,12 @@ pub fn build(workers: Option<usize>) -> std::io::Result<Runtime> {
 
 /// Prints `listening on ADDR` on stdout and flushes it: the first line
 /// of stdout, which tests and scripts read the bound address from.
-pub fn announce_listening(addr: SocketAddr) {
+pub fn announce_listening(addr: impl Display) {
     announce("listening on", addr);
 }
 
 /// Prints `WHAT ADDR` as a line on stdout and flushes it.
-pub fn announce(what: &str, addr: SocketAddr) {
+pub fn announce(what: &str, addr: impl Display) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{what} {addr}");
     let _ = out.flush();

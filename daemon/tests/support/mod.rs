@@ -71,8 +71,8 @@ impl Server {
             .as_ref()
             .map(|a| a.local_addr().expect("admin address"));
         let task = tokio::spawn(app::run(
-            listener,
-            admin,
+            listener.into(),
+            admin.map(Into::into),
             Arc::new(config),
             Some(path),
             None,

@@ -1,0 +1,152 @@
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+
+use crate::helper::{TestDaemon, binary, free_port, point, request, request_unix, write_config};
+
+#[test]
+fn a_unix_socket_serves_with_its_mode_and_is_removed_at_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("anomalyd.sock");
+    let mut daemon = TestDaemon::start_in(
+        dir,
+        0,
+        &format!(
+            "[server]\nlisten = \"unix:{}\"\nsocket_mode = \"0600\"\n",
+            socket.display()
+        ),
+    );
+    assert_eq!(daemon.unix.as_deref(), Some(socket.as_path()));
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let json = [("Content-Type", "application/json")];
+    let reply = request_unix(
+        &socket,
+        "POST",
+        "/detect",
+        &json,
+        point("cpu", 1.0, 1.0).as_bytes(),
+    );
+    assert_eq!(
+        reply.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let series = request_unix(&socket, "GET", "/series/cpu", &[], b"");
+    assert_eq!(series.json()["points"], 1);
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit().success());
+    assert!(!socket.exists(), "the socket file is removed on exit");
+}
+
+#[test]
+fn a_unix_socket_in_use_by_another_daemon_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("anomalyd.sock");
+    let config = format!("[server]\nlisten = \"unix:{}\"\n", socket.display());
+    let first = TestDaemon::start_in(tempfile::tempdir().unwrap(), 0, &config);
+    let second_dir = tempfile::tempdir().unwrap();
+    let path = write_config(second_dir.path(), 0, &config);
+    let output = Command::new(binary("anomalyd"))
+        .args(["--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("another process serves on"), "{stderr}");
+    // The first one still serves, its socket untouched.
+    assert_eq!(
+        request_unix(&socket, "GET", "/healthz", &[], b"").status,
+        200
+    );
+    drop(first);
+}
+
+/// Starts anomalyd under `systemd-socket-activate` listening on `listen`
+/// (which anomalyd's own `[server] listen` does not name).
+fn socket_activated(listen: &str, server: &str) -> TestDaemon {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        0,
+        &format!("[server]\nlisten = \"127.0.0.1:1\"\n{server}"),
+    );
+    let mut command = Command::new("systemd-socket-activate");
+    command
+        .args(["--listen", listen, "--"])
+        .arg(binary("anomalyd"))
+        .args(["--config", config.to_str().unwrap()]);
+    // systemd-socket-activate starts anomalyd at the first connection: make
+    // one, which waits in the backlog until anomalyd accepts it.
+    let addr: std::net::SocketAddr = listen.parse().unwrap();
+    let waker = std::thread::spawn(move || {
+        crate::helper::wait_until("systemd-socket-activate to listen", || {
+            std::net::TcpStream::connect(addr).ok()
+        })
+    });
+    let daemon = TestDaemon::spawn_command(dir, command);
+    drop(waker.join());
+    daemon
+}
+
+#[test]
+fn systemd_socket_activation_serves_on_the_passed_socket() {
+    if Command::new("systemd-socket-activate")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!("SKIPPED: systemd-socket-activate is not installed (Debian's systemd)");
+        return;
+    }
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut daemon = socket_activated(&listen, "");
+    // The passed socket, not [server] listen (port 1).
+    assert_eq!(daemon.addr.port(), port);
+    let reply = request(
+        daemon.addr,
+        "POST",
+        "/detect",
+        &[("Content-Type", "application/json")],
+        point("cpu", 1.0, 1.0).as_bytes(),
+    );
+    assert_eq!(reply.status, 200);
+    daemon.wait_for_stderr("socket activation");
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit().success());
+}
+
+#[test]
+fn protected_mode_holds_for_a_passed_socket() {
+    if Command::new("systemd-socket-activate")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        return;
+    }
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 0, "[server]\nlisten = \"127.0.0.1:1\"\n");
+    let mut child = Command::new("systemd-socket-activate")
+        .args(["--listen", &format!("0.0.0.0:{port}"), "--"])
+        .arg(binary("anomalyd"))
+        .args(["--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    crate::helper::wait_until("systemd-socket-activate to listen", || {
+        std::net::TcpStream::connect(addr).ok()
+    });
+    let output =
+        crate::helper::wait_until("anomalyd to refuse", || child.try_wait().unwrap()).code();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(output, Some(78), "{stderr}");
+    assert!(stderr.contains("protected mode"), "{stderr}");
+}
