@@ -195,8 +195,8 @@ fn the_defaults_shown_in_the_anomalyd_config_are_the_builtin_ones() {
     let path = Path::new("/etc/anomalyd/anomalyd.toml");
     let as_shipped = anomalyd::config::Config::from_toml_str(&shipped, path)
         .expect("the shipped config is valid");
-    // admin_listen, external_url and auth_token_file are unset by default
-    // (the comments show examples); min_samples and half_life follow
+    // admin_listen, external_url, auth_token_file and the tls_* files are
+    // unset by default (the comments show examples); min_samples and half_life follow
     // window_size, resolve_multiplier threshold_multiplier, rate_burst
     // rate_limit (the comments show their values or examples).
     let examples = [
@@ -204,19 +204,13 @@ fn the_defaults_shown_in_the_anomalyd_config_are_the_builtin_ones() {
         "external_url",
         "auth_token_file",
         "rate_burst",
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_client_ca_file",
     ];
-    let uncommented = uncomment_defaults(
-        &shipped,
-        &[
-            "admin_listen",
-            "external_url",
-            "auth_token_file",
-            "rate_burst",
-            "min_samples",
-            "resolve_multiplier",
-            "half_life",
-        ],
-    );
+    let mut kept = examples.to_vec();
+    kept.extend(["min_samples", "resolve_multiplier", "half_life"]);
+    let uncommented = uncomment_defaults(&shipped, &kept);
     assert_ne!(uncommented, shipped, "no commented default found");
     let with_defaults = anomalyd::config::Config::from_toml_str(&uncommented, path)
         .unwrap_or_else(|e| panic!("the commented defaults do not parse: {e}"));
@@ -268,6 +262,7 @@ fn the_defaults_shown_in_the_generator_config_are_the_builtin_ones() {
         "seed",
         "listen",
         "auth_token_file",
+        "ca_file",
         "noise",
         "season_amplitude",
     ];
@@ -278,7 +273,7 @@ fn the_defaults_shown_in_the_generator_config_are_the_builtin_ones() {
         with_defaults, as_shipped,
         "a `#key = value` comment in etc/anomalyd/generator.toml is not the built-in default"
     );
-    let derived = uncomment_defaults(&shipped, &["seed", "listen", "auth_token_file"]);
+    let derived = uncomment_defaults(&shipped, &["seed", "listen", "auth_token_file", "ca_file"]);
     let derived = GeneratorConfig::from_toml_str(&derived, path).expect("valid");
     let (shown, builtin) = (&derived.series[0].pattern, &as_shipped.series[0].pattern);
     assert_eq!(shown.noise_std_dev(), builtin.noise_std_dev(), "noise");

@@ -77,3 +77,8 @@ mod access;
 /// `listen = "unix:..."` with `socket_mode`, and systemd socket activation
 /// through `systemd-socket-activate`.
 mod sockets;
+
+/// TLS with certificates made by openssl and checked with curl: renewal on
+/// reload, client certificates, the Secure cookie, the generator over
+/// https.
+mod tls;

@@ -28,6 +28,7 @@
 //! - [`detect`]: the pure detection logic (window statistics, the
 //!   moving-average detector, verdicts).
 //! - [`config`]: the TOML configuration, its loading, merge and validation.
+//! - [`tls`]: rustls server and client configurations from PEM files.
 //! - [`cli`], [`clock`]: the command line, the wall clock.
 //!
 //! # Tasks and channels
@@ -59,3 +60,4 @@ pub mod reload;
 pub mod series;
 pub mod service;
 pub mod state;
+pub mod tls;

@@ -215,6 +215,11 @@ pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
         .as_ref()
         .filter(|_| tokens_rotated)
         .map(|tokens| format!("server.auth_token_file: re-read, {} token(s)", tokens.len()));
+    let certificate_renewed = (old.server.tls_cert_file == new.server.tls_cert_file
+        && old.server.tls.is_some()
+        && new.server.tls.is_some()
+        && old.server.tls != new.server.tls)
+        .then(|| "server.tls_cert_file: re-read, the certificate or key changed".to_owned());
     let (old, new) = (flatten(&old.to_toml()), flatten(&new.to_toml()));
     let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
     keys.sort();
@@ -229,6 +234,7 @@ pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
             )),
         })
         .chain(rotated)
+        .chain(certificate_renewed)
         .collect()
 }
 

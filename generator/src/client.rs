@@ -12,7 +12,7 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::config::{AuthToken, Target};
+use crate::config::{AuthToken, ClientTls, Target};
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,6 +59,8 @@ pub struct Reply {
 /// The client: the target and the current connection, if any.
 pub struct Client {
     target: Target,
+    /// The trusted CAs, for an `https://` target.
+    tls: Option<ClientTls>,
     /// `Authorization: Bearer <token>`, marked sensitive.
     authorization: Option<HeaderValue>,
     connection: Option<SendRequest<Full<Bytes>>>,
@@ -66,14 +68,24 @@ pub struct Client {
 
 impl Client {
     /// A client for `target`; connects on the first post.
-    pub fn new(target: Target, token: Option<&AuthToken>) -> Client {
+    pub fn new(target: Target, token: Option<&AuthToken>, tls: Option<ClientTls>) -> Client {
         let mut client = Client {
             target,
+            tls,
             authorization: None,
             connection: None,
         };
         client.set_token(token);
         client
+    }
+
+    /// Trusts `tls`'s CAs from the next connection on (a reload may
+    /// change them).
+    pub fn set_tls(&mut self, tls: Option<ClientTls>) {
+        if tls != self.tls {
+            self.connection = None;
+            self.tls = tls;
+        }
     }
 
     /// Sends `token` (a reload may change it) as `Authorization: Bearer`.
@@ -165,17 +177,45 @@ impl Client {
             })?
             .map_err(connect_error)?;
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        if !self.target.tls {
+            return handshake(stream, authority).await;
+        }
+        let Some(tls) = &self.tls else {
+            return Err(connect_error(std::io::Error::other(
+                "an https:// target without TLS settings (ca_file)",
+            )));
+        };
+        let name = rustls_pki_types::ServerName::try_from(self.target.host.clone())
+            .map_err(|e| connect_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+        let connector = tokio_rustls::TlsConnector::from(tls.config());
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream))
             .await
-            .map_err(|source| PostError::Http {
-                authority: authority.clone(),
-                source,
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "Connection to anomalyd ended.");
-            }
-        });
-        Ok(sender)
+            .map_err(|_| {
+                connect_error(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                ))
+            })?
+            .map_err(connect_error)?;
+        handshake(stream, authority).await
     }
+}
+
+/// An HTTP/1.1 client connection over `stream`, its driver spawned.
+async fn handshake<S>(stream: S, authority: &str) -> Result<SendRequest<Full<Bytes>>, PostError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| PostError::Http {
+            authority: authority.to_owned(),
+            source,
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "Connection to anomalyd ended.");
+        }
+    });
+    Ok(sender)
 }

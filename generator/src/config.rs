@@ -233,38 +233,54 @@ pub struct SeriesConfig {
     pub target: Target,
 }
 
-/// Where points are posted: an `http://` URL split for the client.
+/// Where points are posted: an `http://` or `https://` URL split for the
+/// client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     /// The URL as written.
     pub url: String,
     /// `host:port` to connect to (and the `Host` header).
     pub authority: String,
+    /// The host alone, without brackets (the name TLS checks).
+    pub host: String,
+    /// Whether the URL is `https://`.
+    pub tls: bool,
     /// Path and query of the request.
     pub path: String,
 }
 
 impl Target {
-    /// Parses an `http://host[:port]/path` URL.
+    /// Parses an `http://host[:port]/path` or `https://...` URL.
     pub fn parse(url: &str) -> Result<Target, String> {
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e| format!("not a valid URL ({e}); expected http://HOST:PORT/detect"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!(
-                "only http:// URLs are supported, got {url:?}; put a TLS proxy in front if needed"
-            ));
-        }
+        let (tls, default_port) = match uri.scheme_str() {
+            Some("http") => (false, 80),
+            Some("https") => (true, 443),
+            _ => {
+                return Err(format!(
+                    "only http:// and https:// URLs are supported, got {url:?}"
+                ));
+            }
+        };
         let host = uri.host().ok_or("the URL has no host")?;
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(default_port);
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         Ok(Target {
             url: url.to_owned(),
             authority: format!("{host}:{port}"),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            tls,
             path,
         })
     }
 }
+
+pub use anomalyd::tls::ClientTls;
 
 /// A token sent to anomalyd as `Authorization: Bearer`; `Debug` hides it.
 #[derive(Clone, PartialEq, Eq)]
@@ -285,6 +301,11 @@ pub struct GeneratorConfig {
     pub auth_token_file: Option<PathBuf>,
     /// The first token of `auth_token_file`, read with the configuration.
     pub auth_token: Option<AuthToken>,
+    /// `ca_file`: the CAs trusted for `https://` targets (unset: the
+    /// system's).
+    pub ca_file: Option<PathBuf>,
+    /// The TLS client settings, read when a target is `https://`.
+    pub tls: Option<ClientTls>,
     /// Seed of every series' random numbers; `None`: chosen at start.
     pub seed: Option<u64>,
     /// Points per request: 1 posts JSON objects, more posts NDJSON.
@@ -310,6 +331,8 @@ impl Default for GeneratorConfig {
             target: Target::parse("http://127.0.0.1:8001/detect").expect("default URL"),
             auth_token_file: None,
             auth_token: None,
+            ca_file: None,
+            tls: None,
             seed: None,
             batch_size: 1,
             queue_size: 100_000,
@@ -378,6 +401,7 @@ const PATTERN_KEYS: &[&str] = &[
 const TOP_KEYS: &[&str] = &[
     "anomaly_detection_url",
     "auth_token_file",
+    "ca_file",
     "seed",
     "batch_size",
     "queue_size",
@@ -585,12 +609,29 @@ impl GeneratorConfig {
         let Some(root) = doc.parse() else {
             return Err(ConfigErrors(doc.into_problems()));
         };
-        let config = read_root(&mut doc, &root);
+        let mut config = read_root(&mut doc, &root);
+        read_tls(&mut doc, &mut config);
         if doc.has_problems() {
             Err(ConfigErrors(doc.into_problems()))
         } else {
             Ok(config)
         }
+    }
+}
+
+/// Reads the trusted CAs when a target is `https://`.
+fn read_tls(doc: &mut Document<'_>, config: &mut GeneratorConfig) {
+    let https = config.target.tls || config.series.iter().any(|s| s.target.tls);
+    if !https {
+        return;
+    }
+    match ClientTls::from_ca_file(config.ca_file.as_deref()) {
+        Ok(tls) => config.tls = Some(tls),
+        Err(e) => doc.report(
+            Some("ca_file"),
+            None,
+            format!("{e} (an https:// anomaly_detection_url needs the CA that signed anomalyd's certificate: set ca_file, or install ca-certificates)"),
+        ),
     }
 }
 
@@ -622,6 +663,7 @@ fn read_root(doc: &mut Document<'_>, root: &DeTable<'_>) -> GeneratorConfig {
                     config.auth_token_file = Some(path);
                 }
             }
+            "ca_file" => config.ca_file = doc.path_buf(name, value),
             "seed" => config.seed = doc.integer(name, value, 0..=u64::MAX).or(config.seed),
             "batch_size" => {
                 if let Some(n) = doc.integer(name, value, 1..=100_000usize) {
@@ -905,11 +947,27 @@ mod tests {
             "{unknown:?}"
         );
         assert_eq!(
-            problems("anomaly_detection_url = \"https://x/detect\"\n"),
+            problems("anomaly_detection_url = \"ftp://x/detect\"\n"),
             [
-                "gen.toml:1:25: anomaly_detection_url: only http:// URLs are supported, got \"https://x/detect\"; put a TLS proxy in front if needed"
+                "gen.toml:1:25: anomaly_detection_url: only http:// and https:// URLs are supported, got \"ftp://x/detect\""
             ]
         );
+        let missing_ca = problems(
+            "anomaly_detection_url = \"https://x/detect\"\nca_file = \"/nonexistent/ca.pem\"\n",
+        );
+        assert!(
+            missing_ca[0].contains("ca_file: cannot read /nonexistent/ca.pem"),
+            "{missing_ca:?}"
+        );
+        // An https:// target trusts the system's CAs without a ca_file.
+        let system = parse("anomaly_detection_url = \"https://x/detect\"\n");
+        if Path::new(anomalyd::tls::SYSTEM_CA_BUNDLE).exists() {
+            let system = system.unwrap();
+            assert!(system.tls.is_some() && system.target.tls);
+        } else {
+            let problems = system.unwrap_err().to_string();
+            assert!(problems.contains("install ca-certificates"), "{problems}");
+        }
         let twice = problems("[[series]]\nname = \"a\"\n[[series]]\nname = \"a\"\n");
         assert!(twice[0].contains("defined twice"), "{twice:?}");
         let unnamed = problems("[[series]]\nnoise = 1\n");

@@ -60,14 +60,17 @@ pub async fn deliver(
     stop: CancellationToken,
 ) {
     let mut config_rx = generator.config.subscribe();
-    let token = config_rx.borrow_and_update().auth_token.clone();
+    let (token, tls) = {
+        let config = config_rx.borrow_and_update();
+        (config.auth_token.clone(), config.tls.clone())
+    };
     let mut sender = Sender {
         jitter: Xoshiro256PlusPlus::seed_from_u64(generator.seed() ^ 0x5eed),
         generator,
         queue,
         stop,
         config_rx,
-        client: Client::new(target, token.as_ref()),
+        client: Client::new(target, token.as_ref(), tls),
         failing_since: None,
         rejecting: false,
     };
@@ -121,6 +124,7 @@ impl Sender {
             let config = self.config_rx.borrow_and_update().clone();
             self.queue.set_capacity(config.queue_size);
             self.client.set_token(config.auth_token.as_ref());
+            self.client.set_tls(config.tls.clone());
         }
     }
 

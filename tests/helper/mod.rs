@@ -109,6 +109,9 @@ pub struct TestDaemon {
     pub addr: SocketAddr,
     /// The unix socket's path, when it listens on one.
     pub unix: Option<PathBuf>,
+    /// Where [`TestDaemon::metric`] reads `/metrics`: the admin address
+    /// when a test sets it (the main one serves TLS), else `addr`.
+    pub admin: Option<SocketAddr>,
     /// Working directory and config location; removed on drop.
     pub dir: tempfile::TempDir,
     /// The child process.
@@ -265,6 +268,7 @@ impl TestDaemon {
         TestDaemon {
             addr,
             unix,
+            admin: None,
             dir,
             child,
             stderr: std::sync::Mutex::new(err_rx),
@@ -349,7 +353,7 @@ impl TestDaemon {
     /// The value of one sample of `GET /metrics`, by its name and labels as
     /// written (for example `anomalyd_anomalies_total{direction="upper"}`).
     pub fn metric(&self, sample: &str) -> f64 {
-        let reply = self.get("/metrics");
+        let reply = request(self.admin.unwrap_or(self.addr), "GET", "/metrics", &[], b"");
         assert_eq!(reply.status, 200);
         let text = String::from_utf8(reply.body).unwrap();
         text.lines()

@@ -19,6 +19,7 @@ use super::{
 use crate::access::TokenSet;
 use crate::detect::registry::{self, DetectorKind};
 use crate::detect::seasonal::MAX_BUCKETS;
+use crate::tls::{ServerTls, TlsError};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
@@ -349,6 +350,7 @@ impl Loader {
         check_log(&config.log, &log, &mut self.problems);
         let mut notes = Vec::new();
         read_tokens(&mut config.server, &server, &mut self.problems, &mut notes);
+        read_tls(&mut config.server, &server, &mut self.problems);
         check_protected_mode(&config.server, &server, &mut self.problems);
         for rule in &rules {
             check_rule(&config.detector, &detector, rule, &mut self.problems);
@@ -485,6 +487,59 @@ fn read_tokens(
     }
 }
 
+/// `[server] tls_*`: certificate and key go together, client
+/// certificates need TLS; reads them into `server.tls`.
+fn read_tls(
+    server: &mut ServerConfig,
+    section: &Section<ServerKeys>,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let origin = |key: &str| section.origin(key).ok().flatten();
+    let (cert, key) = (&server.tls_cert_file, &server.tls_key_file);
+    let (Some(cert), Some(key)) = (cert, key) else {
+        let has_cert = server.tls_cert_file.is_some();
+        let has_key = server.tls_key_file.is_some();
+        // (key set, key it needs, whether that one is missing)
+        let needs = [
+            ("tls_cert_file", "tls_key_file", has_cert && !has_key),
+            ("tls_key_file", "tls_cert_file", has_key && !has_cert),
+            (
+                "tls_client_ca_file",
+                "tls_cert_file",
+                server.tls_client_ca_file.is_some() && !has_cert,
+            ),
+        ];
+        for (set, missing, _) in needs.iter().filter(|need| need.2) {
+            if let Some(origin) = origin(set) {
+                problems.push(origin.problem(format!(
+                    "needs {missing} too: TLS takes a certificate (tls_cert_file) and its key (tls_key_file)"
+                )));
+            }
+        }
+        return;
+    };
+    match ServerTls::from_files(cert, key, server.tls_client_ca_file.as_deref()) {
+        Ok(tls) => server.tls = Some(tls),
+        Err(e) => {
+            let key = match &e {
+                TlsError::Unreadable { path, .. }
+                | TlsError::NoCertificate { path }
+                | TlsError::NoKey { path }
+                    if Some(path) == server.tls_client_ca_file.as_ref() =>
+                {
+                    "tls_client_ca_file"
+                }
+                TlsError::NoKey { .. } => "tls_key_file",
+                TlsError::Unreadable { path, .. } if path == key => "tls_key_file",
+                _ => "tls_cert_file",
+            };
+            if let Some(origin) = origin(key) {
+                problems.push(origin.problem(e.to_string()));
+            }
+        }
+    }
+}
+
 /// Protected mode: listening beyond loopback needs a token file (or TLS
 /// client certificates), unless `allow_unauthenticated = true`.
 fn check_protected_mode(
@@ -515,13 +570,19 @@ fn check_protected_mode(
 /// `None` when it is allowed: `addr` is a loopback address, or clients
 /// must authenticate, or `allow_unauthenticated` is set.
 pub fn unprotected(server: &ServerConfig, addr: std::net::SocketAddr) -> Option<String> {
-    if addr.ip().is_loopback() || server.auth_token_file.is_some() || server.allow_unauthenticated {
+    let client_certificates = server.tls_cert_file.is_some() && server.tls_client_ca_file.is_some();
+    if addr.ip().is_loopback()
+        || server.auth_token_file.is_some()
+        || client_certificates
+        || server.allow_unauthenticated
+    {
         return None;
     }
     Some(format!(
         "protected mode: {addr} is reachable from other machines, and with no authentication \
          anyone who can reach it could post points and read every anomaly; set \
-         [server] auth_token_file (see the README's Security section), listen on 127.0.0.1, \
+         [server] auth_token_file or TLS client certificates (tls_client_ca_file; see the \
+         README's Security section), listen on 127.0.0.1, \
          or set allow_unauthenticated = true if a firewall or an authenticating proxy guards \
          the port"
     ))

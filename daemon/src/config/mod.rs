@@ -43,6 +43,7 @@ use crate::detect::episode::EpisodeSettings;
 use crate::detect::registry::{self, DetectorKind};
 use crate::detect::{DetectorSettings, Direction};
 use crate::ingest::MAX_ABS_VALUE;
+use crate::tls::ServerTls;
 use toml_walk::{Document, float_literal, format_duration, quote};
 
 /// Where the daemon looks for its configuration file by default.
@@ -207,9 +208,22 @@ pub struct ServerConfig {
     pub rate_limit: u64,
     /// Points a client may send at once; `None` means `rate_limit`.
     pub rate_burst: Option<u64>,
+    /// The PEM certificate chain served over TLS; `None`: plain HTTP.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// The PEM CA that signs client certificates (mutual TLS).
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// The TLS settings read from those files (re-read on each load).
+    pub tls: Option<ServerTls>,
 }
 
 impl ServerConfig {
+    /// `https` under TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// The per-client limit of `rate_limit` and `rate_burst`; `None` when
     /// off.
     pub fn client_limit(&self) -> Option<Limit> {
@@ -226,8 +240,8 @@ impl ServerConfig {
         match &self.external_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => match (bound, &self.listen) {
-                (Some(bound), _) => format!("http://{bound}"),
-                (None, ListenAddr::Tcp(addr)) => format!("http://{addr}"),
+                (Some(bound), _) => format!("{}://{bound}", self.scheme()),
+                (None, ListenAddr::Tcp(addr)) => format!("{}://{addr}", self.scheme()),
                 // A unix socket has no URL of its own: set external_url.
                 (None, ListenAddr::Unix(_)) => "http://localhost".to_owned(),
             },
@@ -259,6 +273,10 @@ impl Default for ServerConfig {
             allow_unauthenticated: false,
             rate_limit: 0,
             rate_burst: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            tls: None,
         }
     }
 }
@@ -629,6 +647,9 @@ key_table! {
         allow_unauthenticated: bool = |d, k, v| d.boolean(k, v),
         rate_limit: u64 = |d, k, v| d.integer(k, v, 0..=1_000_000_000),
         rate_burst: u64 = |d, k, v| d.integer(k, v, 1..=1_000_000_000),
+        tls_cert_file: PathBuf = |d, k, v| d.path_buf(k, v),
+        tls_key_file: PathBuf = |d, k, v| d.path_buf(k, v),
+        tls_client_ca_file: PathBuf = |d, k, v| d.path_buf(k, v),
     }
 }
 
@@ -934,6 +955,18 @@ impl Config {
         match &server.rate_burst {
             Some(burst) => key(&mut out, "rate_burst", burst),
             None => out.push_str("# rate_burst = <rate_limit>\n"),
+        }
+        for (name, path) in [
+            ("tls_cert_file", &server.tls_cert_file),
+            ("tls_key_file", &server.tls_key_file),
+            ("tls_client_ca_file", &server.tls_client_ca_file),
+        ] {
+            match path {
+                Some(path) => key(&mut out, name, path),
+                None => {
+                    let _ = writeln!(out, "# {name} = (unset)");
+                }
+            }
         }
 
         out.push_str("\n[detector]\n");

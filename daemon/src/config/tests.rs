@@ -326,7 +326,7 @@ fn unknown_key_in_server() {
          max_connections, header_read_timeout, idle_timeout, write_timeout, max_series, \
          shutdown_grace, dashboard, history_points, history_series, max_event_streams, \
          external_url, auth_token_file, metrics_require_auth, allow_unauthenticated, \
-         rate_limit, rate_burst"
+         rate_limit, rate_burst, tls_cert_file, tls_key_file, tls_client_ca_file"
     );
 }
 
@@ -1337,6 +1337,9 @@ fn every_numeric_key_has_a_bound_that_check_config_enforces() {
         "server.auth_token_file",
         "server.metrics_require_auth",
         "server.allow_unauthenticated",
+        "server.tls_cert_file",
+        "server.tls_key_file",
+        "server.tls_client_ca_file",
         "detector.direction",
         "detector.severity",
         "detector.detector",

@@ -169,8 +169,10 @@ pub async fn login(
     if tokens.check(&token).is_none() {
         return login_page(StatusCode::UNAUTHORIZED, "That token is not valid.");
     }
+    // Under TLS the browser must never send the cookie over plain HTTP.
+    let secure = if server.tls.is_some() { "; Secure" } else { "" };
     let cookie = format!(
-        "{COOKIE_NAME}={}; Path=/; Max-Age={COOKIE_MAX_AGE_SECS}; HttpOnly; SameSite=Strict",
+        "{COOKIE_NAME}={}; Path=/; Max-Age={COOKIE_MAX_AGE_SECS}; HttpOnly; SameSite=Strict{secure}",
         credentials::cookie_value(&token)
     );
     see_other("/", Some(cookie))

@@ -112,6 +112,25 @@ async fn serve_connection(
     kill: CancellationToken,
 ) {
     let server = state.config().server.clone();
+    // TLS on the main address; the handshake is due within
+    // header_read_timeout, as a request's headers are.
+    let stream = match (&server.tls, role) {
+        (Some(tls), Role::Main) => {
+            let handshake = stream.accept_tls(tls.config());
+            match tokio::time::timeout(server.header_read_timeout, handshake).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed.");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake not done within [server] header_read_timeout.");
+                    return;
+                }
+            }
+        }
+        _ => stream,
+    };
     let activity = Arc::new(Activity::new());
     // hyper's own header timeout also runs while a kept-alive connection
     // waits for its next request, which would cut idle connections at
