@@ -154,12 +154,21 @@ impl CsvSplitter {
                 }
             }
         }
-        let text = std::str::from_utf8(&self.out[..out_at])
-            .map_err(|_| "the line is not valid UTF-8".to_owned())?;
+        // csv-core ends a record at a carriage return: what follows one
+        // inside the line would be lost without a word.
+        if input.iter().any(|&b| b != b'\r') {
+            return Err(
+                "a carriage return (\\r) inside the line; lines end with \\n or \\r\\n".into(),
+            );
+        }
+        let not_utf8 = || "the line is not valid UTF-8".to_owned();
+        let text = std::str::from_utf8(&self.out[..out_at]).map_err(|_| not_utf8())?;
         let mut fields = Vec::with_capacity(ends_at);
         let mut start = 0;
         for &end in &self.ends[..ends_at] {
-            fields.push(&text[start..end]);
+            // The fields together may be UTF-8 while one on its own is
+            // not: `\xc3,\xa9` is `é` cut by a comma.
+            fields.push(text.get(start..end).ok_or_else(not_utf8)?);
             start = end;
         }
         Ok(fields)
@@ -208,6 +217,15 @@ mod tests {
             [r#"say "hi""#, "2"]
         );
         assert!(splitter.split(b"1,\xff").is_err());
+        // Found by `tests/fuzz.rs`: a character cut by a comma (this
+        // panicked).
+        assert!(splitter.split(b"\xc3,\xa9").is_err());
+        assert!(splitter.split(b"\xef,\xbb\xbf,").is_err());
+        // Found by `tests/fuzz.rs`: a bare CR ended the record and the
+        // rest of the line was dropped (old Mac line ends: no point).
+        assert!(splitter.split(b"a,b\rc,d").is_err());
+        assert!(splitter.split(b"value\r1\r2").is_err());
+        assert_eq!(splitter.split(b"\"a\rb\",c").unwrap(), ["a\rb", "c"]);
         let wide = vec![b'x'; 10_000];
         assert_eq!(splitter.split(&wide).unwrap()[0].len(), 10_000);
     }

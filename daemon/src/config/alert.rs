@@ -103,7 +103,9 @@ impl HttpUrl {
         };
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         Ok(HttpUrl {
-            text: text.trim_end_matches('/').to_owned(),
+            // As written: a trailing `/` is part of a webhook's path, and
+            // the effective configuration must print the URL it posts to.
+            text: text.to_owned(),
             authority: format!("{host}:{port}"),
             path: if path.is_empty() {
                 "/".into()
@@ -384,7 +386,9 @@ mod tests {
         let url = HttpUrl::parse("http://127.0.0.1:9093/").unwrap();
         assert_eq!(url.authority, "127.0.0.1:9093");
         assert_eq!(url.join("/api/v2/alerts"), "/api/v2/alerts");
-        assert_eq!(url.text, "http://127.0.0.1:9093");
+        // As written, since a webhook posts to the path as written.
+        assert_eq!(url.text, "http://127.0.0.1:9093/");
+        assert_eq!(HttpUrl::parse("http://h/in/").unwrap().path, "/in/");
         let url = HttpUrl::parse("http://am.example/prefix?x=1").unwrap();
         assert_eq!(url.authority, "am.example:80");
         assert_eq!(url.path, "/prefix?x=1");

@@ -176,11 +176,13 @@ fn series_name<'a>(
             labels.push((name, value));
         }
     }
-    let control = |s: &str| s.bytes().any(|b| b.is_ascii_control() && b != b'\n');
-    if control(metric) || labels.iter().any(|(n, v)| control(n) || control(v)) {
+    // Label values may hold newlines: the name escapes them as `\n`. The
+    // metric and label names are written as they are, so they may not.
+    let control = |s: &str| s.bytes().any(|b| b.is_ascii_control());
+    let control_value = |s: &str| s.bytes().any(|b| b.is_ascii_control() && b != b'\n');
+    if control(metric) || labels.iter().any(|(n, v)| control(n) || control_value(v)) {
         return Err(SkipReason::InvalidName);
     }
-    // Label values may hold newlines: the name escapes them as `\n`.
     write_series_name(out, metric, labels);
     Ok(())
 }
@@ -313,6 +315,21 @@ mod tests {
         assert_eq!(samples.skipped.get(SkipReason::InvalidValue), 2);
         assert_eq!(samples.skipped.get(SkipReason::NameTooLong), 1);
         assert_eq!(samples.skipped.get(SkipReason::InvalidName), 3);
+    }
+
+    /// Found by `tests/fuzz.rs`: a newline in a metric or label name
+    /// made a series name with a raw newline.
+    #[test]
+    fn a_newline_in_a_name_is_an_invalid_name() {
+        let request = WriteRequest {
+            timeseries: vec![
+                series(&[("__name__", "a\nb")], &[(1.0, 1_000)]),
+                series(&[("__name__", "c"), ("x\ny", "v")], &[(1.0, 1_000)]),
+            ],
+        };
+        let samples = samples_of(&request).unwrap();
+        assert!(samples.is_empty());
+        assert_eq!(samples.skipped.get(SkipReason::InvalidName), 2);
     }
 
     #[test]
