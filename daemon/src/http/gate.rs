@@ -16,7 +16,6 @@ use hyper::{HeaderMap, Method, Response, StatusCode};
 
 use super::body::read_body;
 use super::reply::{ResponseBody, error, whole};
-use super::server::Role;
 use crate::access::credentials::{self, COOKIE_NAME};
 use crate::access::{ClientKey, TokenId};
 use crate::config::ServerConfig;
@@ -58,12 +57,13 @@ fn is_open(method: &Method, path: &str, server: &ServerConfig) -> bool {
 }
 
 /// Checks the request's token: `Ok` with the token's id (`None` when
-/// tokens are off or the route is open), or the 401 reply.
+/// tokens are off or the route is open), or the 401 reply (the login form
+/// for the dashboard's page, when `dashboard` says the address serves it).
 pub fn authenticate(
     method: &Method,
     path: &str,
     headers: &HeaderMap,
-    role: Role,
+    dashboard: bool,
     server: &ServerConfig,
 ) -> Result<Option<TokenId>, Box<Response<ResponseBody>>> {
     let Some(tokens) = &server.auth_tokens else {
@@ -91,7 +91,7 @@ pub fn authenticate(
     } else {
         "this endpoint needs a token: send `Authorization: Bearer <token>` with a token of [server] auth_token_file"
     };
-    let dashboard_page = role == Role::Main && reading && matches!(path, "/" | "/index.html");
+    let dashboard_page = dashboard && reading && matches!(path, "/" | "/index.html");
     Err(Box::new(if dashboard_page {
         login_page(StatusCode::UNAUTHORIZED, "")
     } else {

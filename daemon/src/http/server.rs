@@ -195,7 +195,7 @@ async fn handle(
         req.method(),
         req.uri().path(),
         req.headers(),
-        role,
+        role == Role::Main,
         &state.config().server,
     );
     let response = match authenticated {
