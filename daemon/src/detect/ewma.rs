@@ -11,6 +11,7 @@
 //! variance of all points so far with weights `α(1 − α)^age`, the first
 //! point keeping the rest `(1 − α)^n` (a property test checks it).
 
+use super::persist::Encoder;
 use super::{Baseline, DetectorKind, DetectorSettings, SeriesModel, Verdict};
 
 /// The `ewma` entry of the registry.
@@ -19,6 +20,14 @@ pub static EWMA: DetectorKind = DetectorKind {
     about: "exponentially weighted mean and variance: follows drift, O(1) memory",
     keys: &["half_life", "min_samples", "window_size"],
     new: |_| Box::new(Ewma::default()),
+    restore: |bytes, _| {
+        let state = Ewma {
+            mean: bytes.f64()?,
+            var: bytes.f64()?,
+            count: bytes.u64()?,
+        };
+        Some(Box::new(state))
+    },
 };
 
 /// The state of one series.
@@ -90,6 +99,12 @@ impl SeriesModel for Ewma {
 
     fn kind(&self) -> &'static DetectorKind {
         &EWMA
+    }
+
+    fn save(&self, out: &mut Encoder<'_>) {
+        out.f64(self.mean);
+        out.f64(self.var);
+        out.u64(self.count);
     }
 }
 

@@ -21,6 +21,7 @@
 use std::collections::VecDeque;
 
 use super::order_tree::OrderTree;
+use super::persist::Encoder;
 use super::{Baseline, DetectorKind, DetectorSettings, SeriesModel, Verdict};
 
 /// The `median_mad` entry of the registry.
@@ -29,6 +30,17 @@ pub static MEDIAN_MAD: DetectorKind = DetectorKind {
     about: "rolling median and median absolute deviation: robust to outliers in the window",
     keys: &["window_size", "min_samples"],
     new: |settings| Box::new(MedianMad::new(settings.window_capacity())),
+    restore: |bytes, settings| {
+        let capacity = settings.window_capacity();
+        let mut state = MedianMad::new(capacity);
+        let values = bytes.f64s()?;
+        // The newest `capacity` values, in arrival order.
+        for &value in &values[values.len().saturating_sub(capacity)..] {
+            state.window.push_back(value);
+            state.sorted.insert(value);
+        }
+        Some(Box::new(state))
+    },
 };
 
 /// `1 / Φ⁻¹(3/4)`: makes the MAD of normal data an estimate of its σ.
@@ -229,6 +241,10 @@ impl SeriesModel for MedianMad {
 
     fn kind(&self) -> &'static DetectorKind {
         &MEDIAN_MAD
+    }
+
+    fn save(&self, out: &mut Encoder<'_>) {
+        out.f64s(self.window.iter().copied());
     }
 }
 

@@ -108,11 +108,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use persist::{Decoder, Encoder};
+
 pub mod episode;
 mod ewma;
 mod median_mad;
 mod moving_average;
 mod order_tree;
+pub mod persist;
 pub mod registry;
 pub mod seasonal;
 mod window;
@@ -160,6 +163,9 @@ pub struct DetectorKind {
     pub keys: &'static [&'static str],
     /// A fresh state for a series under `settings`.
     pub new: fn(&DetectorSettings) -> Box<dyn SeriesModel>,
+    /// A state read back from what [`SeriesModel::save`] wrote under the
+    /// same `settings`; `None` when the bytes do not make one.
+    pub restore: fn(&mut Decoder<'_>, &DetectorSettings) -> Option<Box<dyn SeriesModel>>,
 }
 
 impl PartialEq for DetectorKind {
@@ -195,6 +201,9 @@ pub trait SeriesModel: Send + Sync + std::fmt::Debug {
 
     /// The detector this state belongs to.
     fn kind(&self) -> &'static DetectorKind;
+
+    /// Writes the state, for a snapshot; its kind's `restore` reads it.
+    fn save(&self, out: &mut Encoder<'_>);
 }
 
 /// The detector settings that apply to one series.

@@ -2,6 +2,7 @@
 //! before it, and keeps flagged points out of the window when asked
 //! (`exclude_anomalies`).
 
+use super::persist::{Decoder, Encoder};
 use super::window::{SlidingWindow, WindowStats};
 use super::{Baseline, DetectorKind, DetectorSettings, SeriesModel, Verdict};
 
@@ -17,6 +18,11 @@ pub static MOVING_AVERAGE: DetectorKind = DetectorKind {
         "max_excluded_run",
     ],
     new: |settings| Box::new(SeriesDetector::new(settings)),
+    restore: |bytes, settings| {
+        let mut detector = SeriesDetector::new(settings);
+        detector.state.restore_window(bytes, &mut detector.ring)?;
+        Some(Box::new(detector))
+    },
 };
 
 /// Per-series detector state without its ring: the window statistics plus
@@ -142,6 +148,28 @@ impl DetectorState {
     /// (at least 1), keeping its most recent points.
     pub fn move_window(&mut self, old: &[f64], new: &mut [f64]) {
         self.window.move_to(old, new);
+    }
+
+    /// Writes the window (oldest first) and the excluded run, for a
+    /// snapshot; the window lives in `ring`.
+    pub fn save_window(&self, ring: &[f64], out: &mut Encoder<'_>) {
+        out.f64s(self.window.iter(ring).collect::<Vec<_>>().into_iter());
+        out.f64s(self.excluded_run().iter().copied());
+    }
+
+    /// Reads what [`save_window`](Self::save_window) wrote into this
+    /// (fresh) state and `ring`, keeping the newest `ring.len()` points.
+    pub fn restore_window(&mut self, bytes: &mut Decoder<'_>, ring: &mut [f64]) -> Option<()> {
+        let window = bytes.f64s()?;
+        let run = bytes.f64s()?;
+        *self = DetectorState::new();
+        for &value in &window[window.len().saturating_sub(ring.len())..] {
+            self.window.push(ring, value);
+        }
+        if !run.is_empty() {
+            self.pending = Some(Box::new(Extra::Run(run)));
+        }
+        Some(())
     }
 
     /// The statistics of the window.
@@ -307,5 +335,9 @@ impl SeriesModel for SeriesDetector {
 
     fn kind(&self) -> &'static DetectorKind {
         &MOVING_AVERAGE
+    }
+
+    fn save(&self, out: &mut Encoder<'_>) {
+        self.state.save_window(&self.ring, out);
     }
 }

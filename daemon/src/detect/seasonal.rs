@@ -20,6 +20,7 @@
 //! learnt. A change of `season`, `seasons` or `bucket` starts the series
 //! over.
 
+use super::persist::{Decoder, Encoder};
 use super::{Baseline, DetectorKind, DetectorSettings, SeriesModel, Verdict};
 
 /// The `seasonal` entry of the registry.
@@ -28,6 +29,7 @@ pub static SEASONAL: DetectorKind = DetectorKind {
     about: "the same time of the previous periods (daily, weekly): seasonal metrics",
     keys: &["season", "seasons", "bucket"],
     new: |settings| Box::new(Seasonal::new(settings)),
+    restore: |bytes, settings| Seasonal::restore(bytes, settings).map(|s| Box::new(s) as _),
 };
 
 /// Most buckets per season (`season / bucket`; a year of 5-minute buckets
@@ -176,6 +178,31 @@ impl Seasonal {
     }
 }
 
+impl Seasonal {
+    /// The state [`SeriesModel::save`] wrote, when its layout is the one
+    /// `settings` give.
+    fn restore(bytes: &mut Decoder<'_>, settings: &DetectorSettings) -> Option<Seasonal> {
+        let mut state = Seasonal::new(settings);
+        let rows = bytes.u32()? as usize;
+        let buckets = bytes.u32()? as usize;
+        if rows != state.periods.len() || buckets != state.layout.buckets {
+            return None;
+        }
+        for period in &mut state.periods {
+            *period = bytes.u64()? as i64;
+        }
+        for cell in &mut state.cells {
+            *cell = Cell {
+                count: bytes.u32()?,
+                mean: bytes.f64()?,
+                m2: bytes.f64()?,
+            };
+        }
+        state.last = bytes.f64()?;
+        Some(state)
+    }
+}
+
 impl SeriesModel for Seasonal {
     fn observe(&mut self, value: f64, timestamp: f64, settings: &DetectorSettings) -> Verdict {
         if Layout::of(settings) != self.layout {
@@ -209,6 +236,20 @@ impl SeriesModel for Seasonal {
 
     fn kind(&self) -> &'static DetectorKind {
         &SEASONAL
+    }
+
+    fn save(&self, out: &mut Encoder<'_>) {
+        out.u32(self.periods.len() as u32);
+        out.u32(self.layout.buckets as u32);
+        for &period in &self.periods {
+            out.u64(period as u64);
+        }
+        for cell in &self.cells {
+            out.u32(cell.count);
+            out.f64(cell.mean);
+            out.f64(cell.m2);
+        }
+        out.f64(self.last);
     }
 }
 

@@ -946,3 +946,111 @@ mod props {
         }
     }
 }
+
+// ---------------------------------------------------------------------
+// Snapshots: save and restore
+// ---------------------------------------------------------------------
+
+/// Every detector's state, saved and restored under the same settings,
+/// goes on giving the verdicts and baselines the original gives.
+#[test]
+fn every_detector_continues_after_save_and_restore() {
+    let settings = |kind: &'static DetectorKind| DetectorSettings {
+        kind,
+        window_size: 20,
+        min_samples: 10,
+        exclude_anomalies: true,
+        max_excluded_run: 3,
+        season: 100.0,
+        seasons: 2,
+        bucket: 10.0,
+        ..DetectorSettings::default()
+    };
+    // A seasonal pattern with noise and a few spikes, one point a second.
+    let value = |i: u32| {
+        let noise = f64::from((i * 7919) % 13) / 13.0;
+        let spike = if i % 97 == 50 { 40.0 } else { 0.0 };
+        10.0 + 5.0 * (f64::from(i % 100) / 100.0 * std::f64::consts::TAU).sin() + noise + spike
+    };
+    for kind in registry::DETECTORS {
+        let settings = settings(kind);
+        let mut original = (kind.new)(&settings);
+        for i in 0..450 {
+            original.observe(value(i), f64::from(i), &settings);
+        }
+        let mut bytes = Vec::new();
+        original.save(&mut persist::Encoder::new(&mut bytes));
+        let mut decoder = persist::Decoder::new(&bytes);
+        let mut restored = (kind.restore)(&mut decoder, &settings)
+            .unwrap_or_else(|| panic!("{} did not restore", kind.name));
+        assert!(decoder.is_done(), "{}: bytes left over", kind.name);
+        assert!(!restored.is_warming_up(&settings), "{}", kind.name);
+        for i in 450..650 {
+            let (t, x) = (f64::from(i), value(i));
+            let (a, b) = (
+                original.current_baseline(t, &settings),
+                restored.current_baseline(t, &settings),
+            );
+            match (a, b) {
+                (Some(a), Some(b)) => {
+                    assert!(
+                        (a.mean - b.mean).abs() <= 1e-9 * a.mean.abs().max(1.0),
+                        "{} at {i}",
+                        kind.name
+                    );
+                    assert!(
+                        (a.std_dev - b.std_dev).abs() <= 1e-9 * a.std_dev.max(1.0),
+                        "{} at {i}",
+                        kind.name
+                    );
+                }
+                (a, b) => assert_eq!(a.is_some(), b.is_some(), "{} at {i}", kind.name),
+            }
+            let (va, vb) = (
+                original.observe(x, t, &settings),
+                restored.observe(x, t, &settings),
+            );
+            assert_eq!(va.is_anomaly(), vb.is_anomaly(), "{} at {i}", kind.name);
+        }
+    }
+}
+
+/// Truncated or garbled bytes restore nothing, and never panic.
+#[test]
+fn broken_saved_states_are_refused() {
+    let settings = DetectorSettings {
+        season: 100.0,
+        seasons: 2,
+        bucket: 10.0,
+        ..DetectorSettings::default()
+    };
+    for kind in registry::DETECTORS {
+        let settings = DetectorSettings {
+            kind,
+            ..settings.clone()
+        };
+        let mut state = (kind.new)(&settings);
+        for i in 0..50 {
+            state.observe(f64::from(i % 5), f64::from(i), &settings);
+        }
+        let mut bytes = Vec::new();
+        state.save(&mut persist::Encoder::new(&mut bytes));
+        for cut in 0..bytes.len() {
+            let mut decoder = persist::Decoder::new(&bytes[..cut]);
+            let restored = (kind.restore)(&mut decoder, &settings);
+            assert!(restored.is_none(), "{} cut at {cut}", kind.name);
+        }
+    }
+    // A seasonal state under another layout is not taken.
+    let seasonal = DetectorSettings {
+        kind: &crate::detect::seasonal::SEASONAL,
+        ..settings.clone()
+    };
+    let mut bytes = Vec::new();
+    (seasonal.kind.new)(&seasonal).save(&mut persist::Encoder::new(&mut bytes));
+    let other = DetectorSettings {
+        bucket: 20.0,
+        ..seasonal.clone()
+    };
+    assert!((seasonal.kind.restore)(&mut persist::Decoder::new(&bytes), &other).is_none());
+}

@@ -1,0 +1,189 @@
+//! Detector state as bytes, for state snapshots: a small little-endian
+//! codec that each detector writes its state with
+//! ([`SeriesModel::save`](super::SeriesModel::save)) and reads it back
+//! with (`DetectorKind::restore`). The snapshot file around these bytes
+//! (version, checksum, one record per series) is the series table's.
+//!
+//! A state is restored only under the settings it was saved under (the
+//! table compares their fingerprint, [`settings_fingerprint`]), so a
+//! detector may rely on its layout being the one its settings give; it
+//! still checks every length it reads, and returns `None` for bytes that
+//! do not make a state, never panics.
+
+use std::hash::{Hash, Hasher};
+
+use super::DetectorSettings;
+
+/// Writes values little-endian into a byte vector.
+#[derive(Debug)]
+pub struct Encoder<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl<'a> Encoder<'a> {
+    /// An encoder appending to `out`.
+    pub fn new(out: &'a mut Vec<u8>) -> Self {
+        Encoder { out }
+    }
+
+    /// Writes a `u32`.
+    pub fn u32(&mut self, value: u32) {
+        self.out.extend_from_slice(&value.to_le_bytes());
+    }
+
+    /// Writes a `u64`.
+    pub fn u64(&mut self, value: u64) {
+        self.out.extend_from_slice(&value.to_le_bytes());
+    }
+
+    /// Writes an `f64` (its bits: NaN and -0.0 survive).
+    pub fn f64(&mut self, value: f64) {
+        self.u64(value.to_bits());
+    }
+
+    /// Writes a length, then the values.
+    pub fn f64s(&mut self, values: impl ExactSizeIterator<Item = f64>) {
+        self.u32(u32::try_from(values.len()).unwrap_or(u32::MAX));
+        for value in values.take(u32::MAX as usize) {
+            self.f64(value);
+        }
+    }
+
+    /// Writes a length, then the bytes.
+    pub fn bytes(&mut self, bytes: &[u8]) {
+        self.u32(u32::try_from(bytes.len()).expect("a state under 4 GiB"));
+        self.out.extend_from_slice(bytes);
+    }
+}
+
+/// Reads what an [`Encoder`] wrote; every read is `None` past the end.
+#[derive(Clone, Debug)]
+pub struct Decoder<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Decoder<'a> {
+    /// A decoder over `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Decoder { bytes }
+    }
+
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.bytes.split_first_chunk::<N>()?;
+        self.bytes = rest;
+        Some(*head)
+    }
+
+    /// Reads a `u32`.
+    pub fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_le_bytes)
+    }
+
+    /// Reads a `u64`.
+    pub fn u64(&mut self) -> Option<u64> {
+        self.take().map(u64::from_le_bytes)
+    }
+
+    /// Reads an `f64`.
+    pub fn f64(&mut self) -> Option<f64> {
+        self.u64().map(f64::from_bits)
+    }
+
+    /// Reads a length and that many values (the length is checked against
+    /// the bytes left before anything is allocated).
+    pub fn f64s(&mut self) -> Option<Vec<f64>> {
+        let len = self.u32()? as usize;
+        if len.checked_mul(8)? > self.bytes.len() {
+            return None;
+        }
+        (0..len).map(|_| self.f64()).collect()
+    }
+
+    /// Reads a length and that many bytes.
+    pub fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = self.u32()? as usize;
+        if len > self.bytes.len() {
+            return None;
+        }
+        let (head, rest) = self.bytes.split_at(len);
+        self.bytes = rest;
+        Some(head)
+    }
+
+    /// Whether every byte was read.
+    pub fn is_done(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+/// A fingerprint of `settings`: a state saved under settings with another
+/// fingerprint is not restored (its window size, season or detector may
+/// differ), and its series starts fresh. Stable across runs of the same
+/// build; a new version that changes the settings' shape changes it, which
+/// is safe (series start fresh).
+pub fn settings_fingerprint(settings: &DetectorSettings) -> u64 {
+    // FNV-1a over the settings' debug form: every field, no hasher seed.
+    let text = format!("{settings:?}");
+    let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// FNV-1a, 64 bits: stable across processes, unlike `DefaultHasher`'s
+/// unspecified algorithm.
+struct Fnv1a(u64);
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_and_short_input_is_none() {
+        let mut out = Vec::new();
+        let mut encoder = Encoder::new(&mut out);
+        encoder.u32(7);
+        encoder.u64(u64::MAX);
+        encoder.f64(-0.0);
+        encoder.f64s([1.5, f64::NAN].into_iter());
+        encoder.bytes(b"abc");
+        let mut decoder = Decoder::new(&out);
+        assert_eq!(decoder.u32(), Some(7));
+        assert_eq!(decoder.u64(), Some(u64::MAX));
+        assert_eq!(decoder.f64().map(f64::to_bits), Some((-0.0f64).to_bits()));
+        let values = decoder.f64s().unwrap();
+        assert_eq!(values[0], 1.5);
+        assert!(values[1].is_nan());
+        assert_eq!(decoder.bytes(), Some(&b"abc"[..]));
+        assert!(decoder.is_done());
+        assert_eq!(decoder.u32(), None);
+        // A length beyond the bytes left allocates nothing and fails.
+        let mut huge = Vec::new();
+        Encoder::new(&mut huge).u32(u32::MAX);
+        assert_eq!(Decoder::new(&huge).f64s(), None);
+        assert_eq!(Decoder::new(&huge).bytes(), None);
+    }
+
+    #[test]
+    fn fingerprints_follow_every_setting() {
+        let base = DetectorSettings::default();
+        let same = DetectorSettings::default();
+        assert_eq!(settings_fingerprint(&base), settings_fingerprint(&same));
+        let wider = DetectorSettings {
+            window_size: base.window_size + 1,
+            ..base.clone()
+        };
+        assert_ne!(settings_fingerprint(&base), settings_fingerprint(&wider));
+    }
+}
