@@ -100,6 +100,21 @@ impl EpisodeState {
         (self.open != Self::NONE).then_some(self.open)
     }
 
+    /// The state as plain numbers (open id or `u64::MAX`, anomalous run,
+    /// calm run), for a snapshot.
+    pub fn to_parts(&self) -> (u64, u16, u16) {
+        (self.open, self.anomalous, self.calm)
+    }
+
+    /// The state [`to_parts`](Self::to_parts) gave.
+    pub fn from_parts(open: u64, anomalous: u16, calm: u16) -> Self {
+        EpisodeState {
+            open,
+            anomalous,
+            calm,
+        }
+    }
+
     /// Applies one point with `verdict` and `value`; `id` gives what the
     /// point would name an episode it opens (see [`episode_id`]), called
     /// only when it opens one.

@@ -208,6 +208,13 @@ impl DetectorState {
         self.model().map_or(&MOVING_AVERAGE, |m| m.kind())
     }
 
+    /// Holds `model`, the restored state of a detector other than the
+    /// moving average.
+    pub fn set_model(&mut self, model: Box<dyn SeriesModel>) {
+        *self = DetectorState::new();
+        self.pending = Some(Box::new(Extra::Model(model)));
+    }
+
     /// Starts over as a fresh state of the detector of `settings`: an
     /// empty window for the moving average, a new model for another.
     pub fn reset(&mut self, settings: &DetectorSettings) {

@@ -23,12 +23,12 @@ pub const MAX_LIMIT: usize = 10_000;
 /// The summary of an open episode, but its series' name.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) struct OpenEpisode {
-    id: u64,
-    start: f64,
-    points: u64,
-    peak_score: f64,
-    peak_value: f64,
-    direction: Side,
+    pub(super) id: u64,
+    pub(super) start: f64,
+    pub(super) points: u64,
+    pub(super) peak_score: f64,
+    pub(super) peak_value: f64,
+    pub(super) direction: Side,
 }
 
 impl OpenEpisode {
@@ -157,6 +157,12 @@ impl EpisodeLedger {
     /// Counts an opened episode.
     pub(super) fn opened(&self) {
         self.opened.fetch_add(1, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an open episode restored from a snapshot (opened by an
+    /// earlier run: the gauge, not the counter).
+    pub(super) fn restored_open(&self) {
         self.open.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -16,6 +16,7 @@ mod keys;
 pub mod query;
 mod rings;
 mod shard;
+pub mod snapshot;
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
