@@ -28,6 +28,8 @@
 //! - [`detect`]: the pure detection logic (window statistics, the
 //!   moving-average detector, verdicts).
 //! - [`config`]: the TOML configuration, its loading, merge and validation.
+//! - [`snapshot`]: the state snapshot file (versioned, checksummed,
+//!   written atomically) around the series table's records.
 //! - [`tls`]: rustls server and client configurations from PEM files.
 //! - [`cli`], [`clock`]: the command line, the wall clock.
 //!
@@ -59,5 +61,6 @@ pub mod process;
 pub mod reload;
 pub mod series;
 pub mod service;
+pub mod snapshot;
 pub mod state;
 pub mod tls;
