@@ -121,6 +121,22 @@ impl<K: KeyTable> Section<K> {
             .extend(later.origins.iter().map(|(k, v)| (*k, v.clone())));
     }
 
+    /// A problem about `key` of `[table]`: where it was set, or as the
+    /// built-in default when no file set it; `None` when the value given
+    /// was invalid (that is already reported).
+    fn problem_at(&self, key: &str, table: &str, message: String) -> Option<ConfigProblem> {
+        match self.origin(key) {
+            Ok(Some(origin)) => Some(origin.problem(message)),
+            Ok(None) => Some(ConfigProblem {
+                file: PathBuf::from("(built-in default)"),
+                key: Some(format!("{table}.{key}")),
+                position: None,
+                message,
+            }),
+            Err(()) => None,
+        }
+    }
+
     /// Where `key` was set: `Ok(None)` if not set, `Err(())` if invalid.
     fn origin(&self, key: &str) -> Result<Option<&Origin>, ()> {
         match self.origins.get(key) {
@@ -448,16 +464,7 @@ fn check_log(log: &LogConfig, section: &Section<LogKeys>, problems: &mut Vec<Con
         log.anomaly_log_file.display(),
         log.anomaly_log_file.join("anomalies.log").display()
     );
-    match section.origin("anomaly_log_file") {
-        Ok(Some(origin)) => problems.push(origin.problem(message)),
-        Ok(None) => problems.push(ConfigProblem {
-            file: std::path::PathBuf::from("(built-in default)"),
-            key: Some("log.anomaly_log_file".into()),
-            position: None,
-            message,
-        }),
-        Err(()) => {}
-    }
+    problems.extend(section.problem_at("anomaly_log_file", "log", message));
 }
 
 /// `[server] auth_token_file`: reads the tokens into `server.auth_tokens`,
@@ -495,8 +502,7 @@ fn read_tls(
     problems: &mut Vec<ConfigProblem>,
 ) {
     let origin = |key: &str| section.origin(key).ok().flatten();
-    let (cert, key) = (&server.tls_cert_file, &server.tls_key_file);
-    let (Some(cert), Some(key)) = (cert, key) else {
+    let (Some(cert), Some(key)) = (&server.tls_cert_file, &server.tls_key_file) else {
         let has_cert = server.tls_cert_file.is_some();
         let has_key = server.tls_key_file.is_some();
         // (key set, key it needs, whether that one is missing)
@@ -554,16 +560,7 @@ fn check_protected_mode(
     else {
         return;
     };
-    match section.origin("listen") {
-        Ok(Some(origin)) => problems.push(origin.problem(message)),
-        Ok(None) => problems.push(ConfigProblem {
-            file: PathBuf::from("(built-in default)"),
-            key: Some("server.listen".into()),
-            position: None,
-            message,
-        }),
-        Err(()) => {}
-    }
+    problems.extend(section.problem_at("listen", "server", message));
 }
 
 /// Why serving on `addr` under `server` is refused by protected mode, or
