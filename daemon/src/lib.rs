@@ -31,7 +31,8 @@
 //! - [`snapshot`]: the state snapshot file (versioned, checksummed,
 //!   written atomically) around the series table's records.
 //! - [`tls`]: rustls server and client configurations from PEM files.
-//! - [`cli`], [`clock`]: the command line, the wall clock.
+//! - [`cli`], [`clock`], [`fnv`]: the command line, the wall clock, a
+//!   hash stable across runs.
 //!
 //! # Tasks and channels
 //!
@@ -53,6 +54,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod detect;
+pub mod fnv;
 pub mod http;
 pub mod ingest;
 pub mod live;

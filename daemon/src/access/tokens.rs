@@ -5,6 +5,8 @@ use std::fmt;
 use std::io;
 use std::path::Path;
 
+use crate::fnv::fnv1a;
+
 /// Fewest bytes a token may have: shorter ones are guessable.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -123,6 +125,8 @@ impl TokenSet {
         let mut found = None;
         for token in &self.tokens {
             if constant_time_eq(token, presented) {
+                // Stable across reloads, so a client keeps its rate-limit
+                // bucket when the token file is re-read.
                 found = Some(TokenId(fnv1a(token)));
             }
         }
@@ -147,14 +151,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     }
     // Keep the optimiser from turning the loop into an early exit.
     std::hint::black_box(difference) == 0
-}
-
-/// FNV-1a, 64 bits: a stable key for a token that does not reveal it in
-/// memory dumps of per-client tables.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

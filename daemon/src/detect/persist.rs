@@ -10,9 +10,8 @@
 //! still checks every length it reads, and returns `None` for bytes that
 //! do not make a state, never panics.
 
-use std::hash::{Hash, Hasher};
-
 use super::DetectorSettings;
+use crate::fnv::fnv1a;
 
 /// Writes values little-endian into a byte vector.
 #[derive(Debug)]
@@ -122,27 +121,8 @@ impl<'a> Decoder<'a> {
 /// build; a new version that changes the settings' shape changes it, which
 /// is safe (series start fresh).
 pub fn settings_fingerprint(settings: &DetectorSettings) -> u64 {
-    // FNV-1a over the settings' debug form: every field, no hasher seed.
-    let text = format!("{settings:?}");
-    let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
-    text.hash(&mut hasher);
-    hasher.finish()
-}
-
-/// FNV-1a, 64 bits: stable across processes, unlike `DefaultHasher`'s
-/// unspecified algorithm.
-struct Fnv1a(u64);
-
-impl Hasher for Fnv1a {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
+    // Over the settings' debug form: every field, in order.
+    fnv1a(format!("{settings:?}").as_bytes())
 }
 
 #[cfg(test)]
