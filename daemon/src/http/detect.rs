@@ -65,7 +65,7 @@ async fn detect_point(
     if let Err(message) = ingest::validate_point(&point) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, message);
     }
-    if let Err(refused) = gate::admit(&state.config().server, state, client.as_ref(), 1) {
+    if let Err(refused) = gate::admit(state, client.as_ref(), 1) {
         return *refused;
     }
     let mut closed = Vec::new();
@@ -156,8 +156,7 @@ pub(super) async fn apply_points(
     client: Option<Client>,
     state: &AppState,
 ) -> Result<AppliedBatch, Response<ResponseBody>> {
-    gate::admit(&state.config().server, state, client.as_ref(), points.len())
-        .map_err(|refused| *refused)?;
+    gate::admit(state, client.as_ref(), points.len()).map_err(|refused| *refused)?;
     let mut closed = Vec::new();
     let observed = match duplicates {
         Duplicates::BySeq => state.table.observe_batch_into(points, &mut closed),

@@ -17,19 +17,22 @@ use hyper::{HeaderMap, Method, Response, StatusCode};
 use super::body::read_body;
 use super::reply::{ResponseBody, error, whole};
 use crate::access::credentials::{self, COOKIE_NAME};
-use crate::access::{ClientKey, TokenId};
+use crate::access::{ClientKey, Limit, TokenId};
 use crate::config::ServerConfig;
 use crate::metrics::BadRequest;
 use crate::state::AppState;
 
 /// Who sent a request, as the gate found it; handlers read it from the
 /// request's extensions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Client {
     /// The peer's address; `None` on the unix socket.
     pub addr: Option<IpAddr>,
     /// The token it presented, when tokens are on and it presented one.
     pub token: Option<TokenId>,
+    /// `[server] rate_limit` and `rate_burst` as the request found them;
+    /// `None`: no limit.
+    pub limit: Option<Limit>,
 }
 
 impl Client {
@@ -204,24 +207,20 @@ fn see_other(location: &'static str, cookie: Option<String>) -> Response<Respons
     response
 }
 
-/// Takes `points` from the client's rate-limit bucket, or answers 429 with
+/// Takes `points` from the bucket of `client` under the limit the gate
+/// recorded for it (none: admitted), or answers 429 with
 /// `Retry-After` (nothing of the request is applied).
 pub fn admit(
-    server: &ServerConfig,
     state: &AppState,
     client: Option<&Client>,
     points: usize,
 ) -> Result<(), Box<Response<ResponseBody>>> {
-    let Some(limit) = server.client_limit() else {
+    let (Some(client), true) = (client, points > 0) else {
         return Ok(());
     };
-    if points == 0 {
+    let Some(limit) = client.limit else {
         return Ok(());
-    }
-    let client = client.copied().unwrap_or(Client {
-        addr: None,
-        token: None,
-    });
+    };
     let Err(wait) = state
         .limiter
         .admit(client.key(), points, limit, Instant::now())

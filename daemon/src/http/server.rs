@@ -191,16 +191,21 @@ async fn handle(
     let started = Instant::now();
     let route_label = Route::of(req.uri().path());
     state.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+    let server = &state.config().server;
     let authenticated = gate::authenticate(
         req.method(),
         req.uri().path(),
         req.headers(),
         role == Role::Main,
-        &state.config().server,
+        server,
     );
     let response = match authenticated {
         Ok(token) => {
-            req.extensions_mut().insert(Client { addr: peer, token });
+            req.extensions_mut().insert(Client {
+                addr: peer,
+                token,
+                limit: server.client_limit(),
+            });
             match role {
                 Role::Main => route(req, &state).await,
                 Role::Admin => route_admin(req, &state),
