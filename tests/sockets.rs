@@ -1,7 +1,10 @@
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::helper::{TestDaemon, binary, free_port, point, request, request_unix, write_config};
+use crate::helper::{
+    TestDaemon, binary, free_port, point, request, request_unix, wait_until, write_config,
+};
 
 #[test]
 fn a_unix_socket_serves_with_its_mode_and_is_removed_at_exit() {
@@ -62,47 +65,54 @@ fn a_unix_socket_in_use_by_another_daemon_is_refused() {
     drop(first);
 }
 
-/// Starts anomalyd under `systemd-socket-activate` listening on `listen`
-/// (which anomalyd's own `[server] listen` does not name).
-fn socket_activated(listen: &str, server: &str) -> TestDaemon {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        0,
-        &format!("[server]\nlisten = \"127.0.0.1:1\"\n{server}"),
-    );
+/// Whether Debian's `systemd-socket-activate` is here (else the test is
+/// skipped, saying so).
+fn socket_activate_present() -> bool {
+    let present = Command::new("systemd-socket-activate")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok();
+    if !present {
+        eprintln!("SKIPPED: systemd-socket-activate is not installed (Debian's systemd)");
+    }
+    present
+}
+
+/// `systemd-socket-activate` listening on `listen` and starting anomalyd,
+/// whose configuration in `dir` names another `[server] listen`.
+fn socket_activate(listen: &str, dir: &Path) -> Command {
+    let config = write_config(dir, 0, "[server]\nlisten = \"127.0.0.1:1\"\n");
     let mut command = Command::new("systemd-socket-activate");
     command
         .args(["--listen", listen, "--"])
         .arg(binary("anomalyd"))
         .args(["--config", config.to_str().unwrap()]);
-    // systemd-socket-activate starts anomalyd at the first connection: make
-    // one, which waits in the backlog until anomalyd accepts it.
-    let addr: std::net::SocketAddr = listen.parse().unwrap();
-    let waker = std::thread::spawn(move || {
-        crate::helper::wait_until("systemd-socket-activate to listen", || {
-            std::net::TcpStream::connect(addr).ok()
-        })
-    });
-    let daemon = TestDaemon::spawn_command(dir, command);
-    drop(waker.join());
-    daemon
+    command
+}
+
+/// Connects to `addr` once `systemd-socket-activate` listens there: the
+/// connection that makes it start anomalyd (it waits in the backlog until
+/// anomalyd accepts it).
+fn wake(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    wait_until("systemd-socket-activate to listen", || {
+        std::net::TcpStream::connect(addr).ok()
+    })
 }
 
 #[test]
 fn systemd_socket_activation_serves_on_the_passed_socket() {
-    if Command::new("systemd-socket-activate")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_err()
-    {
-        eprintln!("SKIPPED: systemd-socket-activate is not installed (Debian's systemd)");
+    if !socket_activate_present() {
         return;
     }
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut daemon = socket_activated(&listen, "");
+    let dir = tempfile::tempdir().unwrap();
+    let command = socket_activate(&listen, dir.path());
+    let addr: std::net::SocketAddr = listen.parse().unwrap();
+    let waker = std::thread::spawn(move || wake(addr));
+    let mut daemon = TestDaemon::spawn_command(dir, command);
+    drop(waker.join());
     // The passed socket, not [server] listen (port 1).
     assert_eq!(daemon.addr.port(), port);
     let reply = request(
@@ -120,31 +130,18 @@ fn systemd_socket_activation_serves_on_the_passed_socket() {
 
 #[test]
 fn protected_mode_holds_for_a_passed_socket() {
-    if Command::new("systemd-socket-activate")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_err()
-    {
+    if !socket_activate_present() {
         return;
     }
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), 0, "[server]\nlisten = \"127.0.0.1:1\"\n");
-    let mut child = Command::new("systemd-socket-activate")
-        .args(["--listen", &format!("0.0.0.0:{port}"), "--"])
-        .arg(binary("anomalyd"))
-        .args(["--config", config.to_str().unwrap()])
+    let mut child = socket_activate(&format!("0.0.0.0:{port}"), dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    crate::helper::wait_until("systemd-socket-activate to listen", || {
-        std::net::TcpStream::connect(addr).ok()
-    });
-    let output =
-        crate::helper::wait_until("anomalyd to refuse", || child.try_wait().unwrap()).code();
+    wake(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    let output = wait_until("anomalyd to refuse", || child.try_wait().unwrap()).code();
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(output, Some(78), "{stderr}");

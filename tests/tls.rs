@@ -22,21 +22,32 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `openssl req` with a new P-256 key, unencrypted, written to `key`,
+/// and `more` arguments (`-x509` for a self-signed certificate, else a
+/// request).
+fn new_key_request(dir: &Path, key: &str, more: &[&str]) {
+    let mut args = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+    ];
+    args.extend_from_slice(more);
+    openssl(dir, &args);
+}
+
 impl Pki {
     fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
-        openssl(
+        new_key_request(
             dir.path(),
+            "ca.key",
             &[
-                "req",
                 "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
                 "-out",
                 "ca.pem",
                 "-days",
@@ -71,23 +82,7 @@ impl Pki {
             format!("{name}.pem"),
             format!("{name}.ext"),
         );
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &format!("/CN={name}"),
-            ],
-        );
+        new_key_request(dir, &key, &["-out", &csr, "-subj", &format!("/CN={name}")]);
         openssl(
             dir,
             &[
