@@ -167,14 +167,8 @@ impl Client {
             authority: authority.clone(),
             source,
         };
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority))
+        let stream = within_connect_timeout("connect", TcpStream::connect(authority))
             .await
-            .map_err(|_| {
-                connect_error(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connect timed out",
-                ))
-            })?
             .map_err(connect_error)?;
         let _ = stream.set_nodelay(true);
         if !self.target.tls {
@@ -188,17 +182,27 @@ impl Client {
         let name = rustls_pki_types::ServerName::try_from(self.target.host.clone())
             .map_err(|e| connect_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
         let connector = tokio_rustls::TlsConnector::from(tls.config());
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream))
+        let stream = within_connect_timeout("TLS handshake", connector.connect(name, stream))
             .await
-            .map_err(|_| {
-                connect_error(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "TLS handshake timed out",
-                ))
-            })?
             .map_err(connect_error)?;
         handshake(stream, authority).await
     }
+}
+
+/// `step`'s result, or a `TimedOut` error naming it after
+/// [`CONNECT_TIMEOUT`].
+async fn within_connect_timeout<T>(
+    step: &str,
+    future: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::time::timeout(CONNECT_TIMEOUT, future)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{step} timed out"),
+            ))
+        })
 }
 
 /// An HTTP/1.1 client connection over `stream`, its driver spawned.
