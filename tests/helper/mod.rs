@@ -451,20 +451,7 @@ pub fn request(
 ) -> Reply {
     let mut stream = TcpStream::connect(addr).expect("connect to anomalyd");
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    let mut has_length = false;
-    for (name, value) in headers {
-        has_length |= name.eq_ignore_ascii_case("content-length");
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !has_length {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    // The server may answer (413) and close before reading a large body.
-    let _ = stream.write_all(body);
-    read_reply(&mut stream)
+    exchange(&mut stream, &addr.to_string(), method, path, headers, body)
 }
 
 /// Sends one request over the unix socket at `path`, as [`request`].
@@ -477,15 +464,33 @@ pub fn request_unix(
 ) -> Reply {
     let mut stream = std::os::unix::net::UnixStream::connect(path).expect("connect to anomalyd");
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut head =
-        format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    exchange(&mut stream, "localhost", method, target, headers, body)
+}
+
+/// Writes one request (`Connection: close`, a `Content-Length` unless
+/// `headers` has one) on `stream` and reads the whole reply.
+fn exchange(
+    stream: &mut (impl Read + Write),
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    let mut has_length = false;
     for (name, value) in headers {
+        has_length |= name.eq_ignore_ascii_case("content-length");
         head.push_str(&format!("{name}: {value}\r\n"));
     }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    if !has_length {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
     stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    read_reply(&mut stream)
+    // The server may answer (413) and close before reading a large body.
+    let _ = stream.write_all(body);
+    read_reply(stream)
 }
 
 /// Reads one HTTP/1.1 reply with a Content-Length body.
