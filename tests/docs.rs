@@ -239,6 +239,11 @@ fn the_defaults_shown_in_the_anomalyd_config_are_the_builtin_ones() {
     assert_eq!(as_shipped.log.rotate.as_str(), "external");
     let builtin = anomalyd::config::Config::default();
     assert_eq!(builtin.log.rotate.as_str(), "self");
+    let shipped_dir = Some(anomalyd::config::StateDirectory::Path(
+        "/var/lib/anomalyd".into(),
+    ));
+    assert_eq!(as_shipped.state.directory, shipped_dir);
+    assert_eq!(builtin.state.directory, None, "off unless $STATE_DIRECTORY");
 }
 
 #[test]

@@ -1794,7 +1794,7 @@ fn toml_values(key: &str) -> (&'static [&'static str], &'static [&'static str]) 
         || key.ends_with("_auth")
     {
         (TOML_BOOLS, &["1", "\"true\"", "yes"])
-    } else if has(&["severity", "file", "path"]) {
+    } else if has(&["severity", "file", "path", "directory"]) {
         (TOML_GOOD_STRINGS, TOML_STRINGS)
     } else {
         (TOML_GOOD_INTEGERS, TOML_INTEGERS)

@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::state::StateKeys;
 use super::toml_walk::{Document, entries, join_key, quote};
 use super::{
     AlertConfig, Config, ConfigErrors, ConfigProblem, DetectorConfig, DetectorOverrides, KeyTable,
     LogConfig, LogKeys, ROOT_KEYS, Rule, RuleMatch, SeriesGlob, ServerConfig, ServerKeys,
+    StateConfig, StateDirectory,
 };
 use crate::access::TokenSet;
 use crate::detect::registry::{self, DetectorKind};
@@ -161,6 +163,7 @@ struct FileKeys {
     server: Section<ServerKeys>,
     detector: Section<DetectorOverrides>,
     log: Section<LogKeys>,
+    state: Section<StateKeys>,
     rules: Vec<ParsedRule>,
 }
 
@@ -183,6 +186,11 @@ fn read_document(doc: &mut Document<'_>, root: &DeTable<'_>) -> FileKeys {
             "log" => {
                 if let Some(table) = doc.table(name_str, value) {
                     keys.log.read(doc, name_str, table);
+                }
+            }
+            "state" => {
+                if let Some(table) = doc.table(name_str, value) {
+                    keys.state.read(doc, name_str, table);
                 }
             }
             "alert" => {
@@ -335,6 +343,7 @@ impl Loader {
         let mut server = Section::<ServerKeys>::default();
         let mut detector = Section::<DetectorOverrides>::default();
         let mut log = Section::<LogKeys>::default();
+        let mut state = Section::<StateKeys>::default();
         let mut alert = AlertConfig::default();
         for layer in &mut self.layers {
             alert.alertmanagers.append(&mut layer.alert.alertmanagers);
@@ -344,6 +353,7 @@ impl Loader {
             server.overlay(&layer.server);
             detector.overlay(&layer.detector);
             log.overlay(&layer.log);
+            state.overlay(&layer.state);
         }
         let rules: Vec<ParsedRule> = self
             .layers
@@ -360,10 +370,12 @@ impl Loader {
         server.keys.apply_to(&mut config.server);
         detector.keys.apply_to(&mut config.detector);
         log.keys.apply_to(&mut config.log);
+        state.keys.apply_to(&mut config.state);
 
         check_detector(&config.detector, &detector, &mut self.problems);
         check_buckets(&config.detector, &[&detector], &mut self.problems);
         check_log(&config.log, &log, &mut self.problems);
+        check_state(&config.state, &state, &mut self.problems);
         let mut notes = Vec::new();
         read_tokens(&mut config.server, &server, &mut self.problems, &mut notes);
         read_tls(&mut config.server, &server, &mut self.problems);
@@ -465,6 +477,25 @@ fn check_log(log: &LogConfig, section: &Section<LogKeys>, problems: &mut Vec<Con
         log.anomaly_log_file.join("anomalies.log").display()
     );
     problems.extend(section.problem_at("anomaly_log_file", "log", message));
+}
+
+/// `[state] directory`: must not name something other than a directory
+/// (a missing one is created at the first snapshot).
+fn check_state(
+    state: &StateConfig,
+    section: &Section<StateKeys>,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let Some(StateDirectory::Path(path)) = &state.directory else {
+        return;
+    };
+    if path.exists() && !path.is_dir() {
+        let message = format!(
+            "{} exists and is not a directory; name a directory, e.g. \"/var/lib/anomalyd\"",
+            path.display()
+        );
+        problems.extend(section.problem_at("directory", "state", message));
+    }
 }
 
 /// `[server] auth_token_file`: reads the tokens into `server.auth_tokens`,

@@ -102,7 +102,7 @@ const FSYNC_POLICIES: &[(&str, FsyncPolicy)] = &[
 ];
 
 /// The tables allowed at the top level of a file.
-const ROOT_KEYS: &[&str] = &["server", "detector", "rule", "log", "alert"];
+const ROOT_KEYS: &[&str] = &["server", "detector", "rule", "log", "state", "alert"];
 
 /// Every key a configuration file may set, as `section.key`, in
 /// documentation order; `rule.series` stands for `[[rule]]`, which may also
@@ -115,6 +115,7 @@ pub fn known_keys() -> Vec<String> {
         ("detector", DetectorOverrides::KEYS),
         ("rule", &["series", "metric", "labels"][..]),
         ("log", LogKeys::KEYS),
+        ("state", state::StateKeys::KEYS),
         ("alert.alertmanager", alert::ALERTMANAGER_KEYS),
         ("alert.webhook", alert::WEBHOOK_KEYS),
     ];
@@ -137,6 +138,8 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// `[log]`: the anomaly log.
     pub log: LogConfig,
+    /// `[state]`: detector state kept across restarts.
+    pub state: StateConfig,
     /// `[alert]`: where episodes are sent.
     pub alert: AlertConfig,
     /// The files read, in merge order.
@@ -505,6 +508,9 @@ macro_rules! key_table {
         }
     };
 }
+
+mod state;
+pub use state::{STATE_DIRECTORY_ENV, StateConfig, StateDirectory};
 
 key_table! {
     /// Same keys, all optional (a rule's overrides).
@@ -998,6 +1004,7 @@ impl Config {
         key(&mut out, "level", &log.level);
         key(&mut out, "journal", &log.journal);
         key(&mut out, "journal_anomaly_rate", &log.journal_anomaly_rate);
+        self.state.write_toml(&mut out);
         self.alert.write_toml(&mut out);
         out
     }

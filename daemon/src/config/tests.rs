@@ -312,7 +312,7 @@ fn unknown_top_level_key() {
     let message = only_problem("[servre]\nlisten = \"x\"\n", Some("servre"), (1, 2));
     assert_eq!(
         message,
-        "unknown key \"servre\" in the top level; expected one of: server, detector, rule, log, alert"
+        "unknown key \"servre\" in the top level; expected one of: server, detector, rule, log, state, alert"
     );
     only_problem("verbose = true\n", Some("verbose"), (1, 1));
 }
@@ -1320,6 +1320,14 @@ fn every_numeric_key_has_a_bound_that_check_config_enforces() {
         ),
         ("log", "keep", "1", "0", "1000", "1001"),
         (
+            "state",
+            "snapshot_interval",
+            "\"1s\"",
+            "\"999ms\"",
+            "\"1d\"",
+            "\"86401s\"",
+        ),
+        (
             "log",
             "journal_anomaly_rate",
             "0",
@@ -1349,11 +1357,13 @@ fn every_numeric_key_has_a_bound_that_check_config_enforces() {
         "log.rotate",
         "log.level",
         "log.journal",
+        "state.directory",
     ];
     let sections = [
         ("server", ServerKeys::KEYS),
         ("detector", DetectorOverrides::KEYS),
         ("log", LogKeys::KEYS),
+        ("state", super::state::StateKeys::KEYS),
     ];
     for (section, keys) in sections {
         for key in keys {
