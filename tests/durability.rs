@@ -1,10 +1,9 @@
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
-use crate::helper::{TestDaemon, point, read_lines, wait_until};
+use crate::helper::{TestDaemon, Tmpfs, point, read_lines, wait_until};
 
 /// A config where every spike of 1000+ is flagged: spikes never enter the
 /// window, so the baseline stays at 10/12.
@@ -74,40 +73,6 @@ fn every_acknowledged_anomaly_survives_kill_9() {
             logged.contains(&(series.clone(), value.to_bits())),
             "acknowledged {series}={value} is missing"
         );
-    }
-}
-
-/// A small tmpfs mounted for the test and unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "mounting a tmpfs failed: these tests must run as root"
-        );
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
     }
 }
 

@@ -82,3 +82,7 @@ mod sockets;
 /// reload, client certificates, the Secure cookie, the generator over
 /// https.
 mod tls;
+
+/// State snapshots: restart with no warm-up (SIGTERM and kill -9), open
+/// episodes, duplicates, changed settings, damaged files, a full disk.
+mod snapshots;

@@ -69,9 +69,21 @@ pub struct Written {
 /// Writes `table` to `dir`/[`FILE_NAME`]: to a temporary file, fsynced,
 /// renamed over the old one, and the directory fsynced. Each shard's
 /// records are encoded under its lock, then written with no lock held.
+/// On failure the temporary file is removed and the old snapshot stays.
 pub fn write(table: &SeriesTable, dir: &Path) -> Result<Written, SnapshotError> {
-    let path = dir.join(FILE_NAME);
     let temp = dir.join(format!("{FILE_NAME}.tmp"));
+    let written = write_via(table, dir, &temp);
+    if written.is_err() {
+        // A partial file must not hold the space the next try needs.
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
+}
+
+/// [`write`] through the temporary file `temp`.
+fn write_via(table: &SeriesTable, dir: &Path, temp: &Path) -> Result<Written, SnapshotError> {
+    let path = dir.join(FILE_NAME);
+    let temp = temp.to_owned();
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| SnapshotError::Io { path, source }

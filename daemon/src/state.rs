@@ -157,6 +157,7 @@ impl AppState {
             journal_suppressed: self.journal.suppressed_total(),
             event_streams: self.live.streams(),
             sinks: self.alerts.snapshot(),
+            snapshots_enabled: self.config().state.effective_directory().is_some(),
         }
     }
 

@@ -10,7 +10,7 @@
 //! still checks every length it reads, and returns `None` for bytes that
 //! do not make a state, never panics.
 
-use super::DetectorSettings;
+use super::{DetectorSettings, Direction};
 use crate::fnv::fnv1a;
 
 /// Writes values little-endian into a byte vector.
@@ -121,8 +121,48 @@ impl<'a> Decoder<'a> {
 /// build; a new version that changes the settings' shape changes it, which
 /// is safe (series start fresh).
 pub fn settings_fingerprint(settings: &DetectorSettings) -> u64 {
-    // Over the settings' debug form: every field, in order.
-    fnv1a(format!("{settings:?}").as_bytes())
+    // Every field by value (a new field fails to compile here until it is
+    // added). Not the debug form: it shows the detector's function
+    // pointers, whose addresses change from run to run.
+    let DetectorSettings {
+        kind,
+        window_size,
+        threshold_multiplier,
+        direction,
+        min_samples,
+        min_std_dev,
+        min_relative_std_dev,
+        exclude_anomalies,
+        max_excluded_run,
+        half_life,
+        season,
+        seasons,
+        bucket,
+    } = settings;
+    let mut bytes = Vec::with_capacity(128);
+    let mut out = Encoder::new(&mut bytes);
+    out.bytes(kind.name.as_bytes());
+    let direction: &[u8] = match direction {
+        Direction::Upper => b"upper",
+        Direction::Lower => b"lower",
+        Direction::Both => b"both",
+    };
+    out.bytes(direction);
+    for count in [*window_size, *min_samples, *max_excluded_run, *seasons] {
+        out.u64(count as u64);
+    }
+    out.u32(u32::from(*exclude_anomalies));
+    for value in [
+        *threshold_multiplier,
+        *min_std_dev,
+        *min_relative_std_dev,
+        *half_life,
+        *season,
+        *bucket,
+    ] {
+        out.f64(value);
+    }
+    fnv1a(&bytes)
 }
 
 #[cfg(test)]
@@ -165,5 +205,21 @@ mod tests {
             ..base.clone()
         };
         assert_ne!(settings_fingerprint(&base), settings_fingerprint(&wider));
+        let other_kind = DetectorSettings {
+            kind: &crate::detect::ewma::EWMA,
+            ..base.clone()
+        };
+        assert_ne!(
+            settings_fingerprint(&base),
+            settings_fingerprint(&other_kind)
+        );
+        let other_side = DetectorSettings {
+            direction: Direction::Lower,
+            ..base.clone()
+        };
+        assert_ne!(
+            settings_fingerprint(&base),
+            settings_fingerprint(&other_side)
+        );
     }
 }

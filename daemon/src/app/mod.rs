@@ -4,8 +4,12 @@
 //!
 //! [`run`] takes a bound listener, the configuration and a cancellation token,
 //! so tests can start a full server on port 0 and stop it without signals.
-//! Shutdown order: stop accepting, let in-flight requests finish (bounded by
-//! a grace period), then write out and sync the anomaly log.
+//! Start order: restore the state snapshot ([`snapshots`]), then announce
+//! readiness and serve. Shutdown order: stop accepting, let in-flight
+//! requests finish (bounded by a grace period), write the last state
+//! snapshot, then write out and sync the anomaly log.
+
+pub mod snapshots;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,8 +46,11 @@ pub async fn run(
     if let Ok(BoundAddr::Tcp(addr)) = listener.local_addr() {
         let _ = state.bound_addr.set(addr);
     }
+    // Before the first request is read: points then meet restored windows.
+    snapshots::restore(&state).await;
     let tasks = TaskTracker::new();
     let stop_tasks = CancellationToken::new();
+    tasks.spawn(snapshots::periodic(state.clone(), stop_tasks.clone()));
     tasks.spawn(housekeeping(state.clone(), stop_tasks.clone()));
     tasks.spawn(reloads(state.clone(), hangup, stop_tasks.clone()));
     tasks.spawn(status_updates(state.clone(), stop_tasks.clone()));
@@ -91,6 +98,8 @@ pub async fn run(
     stop_tasks.cancel();
     tasks.close();
     tasks.wait().await;
+    // Every acknowledged point is applied now: the snapshot holds them all.
+    snapshots::final_write(&state).await;
     let report = state.log.close().await;
     tracing::info!(
         unwritten = report.unwritten,

@@ -9,6 +9,10 @@
 //! OpenMetrics, which Debian 12's `promtool check metrics` rejects; the
 //! 0.0.4 text format is a few lines per family, written here.
 
+mod snapshots;
+
+pub use snapshots::SnapshotStats;
+
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -326,6 +330,8 @@ pub struct Metrics {
     last_reload_success: AtomicU64,
     /// The anomaly log writer's counters.
     pub log: std::sync::Arc<LogStats>,
+    /// The state snapshot writer's counters.
+    pub snapshots: SnapshotStats,
 }
 
 impl Default for Metrics {
@@ -344,6 +350,7 @@ impl Default for Metrics {
             last_reload_ok: AtomicBool::new(true),
             last_reload_success: AtomicU64::new(0f64.to_bits()),
             log: Default::default(),
+            snapshots: SnapshotStats::default(),
         }
     }
 }
@@ -361,6 +368,9 @@ pub struct Snapshot {
     pub event_streams: usize,
     /// The alert sinks' counters.
     pub sinks: Vec<crate::alert::worker::SinkSnapshot>,
+    /// Whether state snapshots are on (`[state] directory`): their
+    /// families are shown only then.
+    pub snapshots_enabled: bool,
 }
 
 impl Metrics {
@@ -469,6 +479,9 @@ impl Metrics {
         self.render_reloads(&mut out);
         self.render_http(&mut out, snapshot);
         render_sinks(&mut out, &snapshot.sinks);
+        if snapshot.snapshots_enabled {
+            self.snapshots.render(&mut out);
+        }
         out
     }
 
