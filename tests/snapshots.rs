@@ -327,3 +327,25 @@ fn a_failed_write_keeps_the_previous_snapshot_and_the_daemon_serving() {
     assert_eq!(daemon.metric("anomalyd_snapshot_restored_series"), 1.0);
     assert_continues(&daemon, "cpu", 35);
 }
+
+#[test]
+fn state_keys_apply_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = state_table(dir.path(), "snapshot_interval = \"1d\"\n");
+    let daemon = TestDaemon::start_in(dir, 0, &config);
+    post_calm(&daemon, "cpu", 1, 35);
+    let last = "anomalyd_snapshot_last_success_timestamp_seconds";
+    assert_eq!(daemon.metric(last), 0.0, "no write before a day");
+    // A drop-in moves the snapshots elsewhere and makes them frequent.
+    let moved = daemon.dir.path().join("moved");
+    daemon.add_drop_in(
+        "state.toml",
+        &format!(
+            "[state]\ndirectory = \"{}\"\nsnapshot_interval = \"1s\"\n",
+            moved.display()
+        ),
+    );
+    daemon.wait_for_metric(last, |t| t > 0.0);
+    assert!(moved.join("series.snapshot").is_file());
+    assert!(!daemon.dir.path().join("state/series.snapshot").exists());
+}

@@ -165,12 +165,25 @@ async fn apply(state: &AppState, config: Arc<Config>) {
 /// Whether two configurations have the same settings (the files they were
 /// read from may differ, for example an empty file added to `conf.d/`).
 pub fn same_settings(a: &Config, b: &Config) -> bool {
-    a.server == b.server
-        && a.detector == b.detector
-        && a.log == b.log
-        && a.alert == b.alert
-        && a.rules.len() == b.rules.len()
-        && a.rules
+    // Every section by name: a new one fails to compile here until it is
+    // compared.
+    let Config {
+        server,
+        detector,
+        rules,
+        log,
+        state,
+        alert,
+        files: _,
+        notes: _,
+    } = a;
+    *server == b.server
+        && *detector == b.detector
+        && *log == b.log
+        && *state == b.state
+        && *alert == b.alert
+        && rules.len() == b.rules.len()
+        && rules
             .iter()
             .zip(&b.rules)
             .all(|(x, y)| x.matcher == y.matcher && x.overrides == y.overrides)
@@ -295,6 +308,28 @@ mod tests {
             ]
         );
         assert!(changed_keys(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn every_section_counts_as_a_change() {
+        let base = config("", "x.toml");
+        for text in [
+            "[server]\nmax_body_bytes = 10\n",
+            "[detector]\nwindow_size = 6\n",
+            "[[rule]]\nseries = \"a\"\n",
+            "[log]\nkeep = 2\n",
+            "[state]\nsnapshot_interval = \"1s\"\n",
+            "[state]\ndirectory = \"/tmp/x\"\n",
+            "[[alert.webhook]]\nurl = \"http://127.0.0.1:9/\"\n",
+        ] {
+            let new = config(text, "x.toml");
+            assert!(!same_settings(&base, &new), "{text}");
+            assert!(!changed_keys(&base, &new).is_empty(), "{text}");
+        }
+        assert!(
+            same_settings(&base, &config("", "y.toml")),
+            "files differ only"
+        );
     }
 
     #[test]
