@@ -153,7 +153,7 @@ impl DetectorState {
     /// Writes the window (oldest first) and the excluded run, for a
     /// snapshot; the window lives in `ring`.
     pub fn save_window(&self, ring: &[f64], out: &mut Encoder<'_>) {
-        out.f64s(self.window.iter(ring).collect::<Vec<_>>().into_iter());
+        out.f64s_counted(self.window.len(), self.window.iter(ring));
         out.f64s(self.excluded_run().iter().copied());
     }
 

@@ -48,6 +48,33 @@ impl<'a> Encoder<'a> {
         }
     }
 
+    /// Writes `count`, then the first `count` values of `values` (which
+    /// must yield at least that many).
+    pub fn f64s_counted(&mut self, count: usize, values: impl Iterator<Item = f64>) {
+        let count = count.min(u32::MAX as usize);
+        self.u32(count as u32);
+        let start = self.out.len();
+        self.out.reserve(count * 8);
+        for value in values.take(count) {
+            self.f64(value);
+        }
+        debug_assert_eq!(
+            self.out.len() - start,
+            count * 8,
+            "fewer values than counted"
+        );
+    }
+
+    /// Writes the bytes that `write` appends, after their length: the
+    /// same as [`bytes`](Self::bytes) of them, with no buffer between.
+    pub fn nested(&mut self, write: impl FnOnce(&mut Encoder<'_>)) {
+        let at = self.out.len();
+        self.u32(0);
+        write(&mut Encoder::new(self.out));
+        let len = u32::try_from(self.out.len() - at - 4).expect("a state under 4 GiB");
+        self.out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    }
+
     /// Writes a length, then the bytes.
     pub fn bytes(&mut self, bytes: &[u8]) {
         self.u32(u32::try_from(bytes.len()).expect("a state under 4 GiB"));
@@ -189,6 +216,18 @@ mod tests {
         assert!(decoder.is_done());
         assert_eq!(decoder.u32(), None);
         // A length beyond the bytes left allocates nothing and fails.
+        // A nested write reads back as bytes.
+        let mut nested = Vec::new();
+        Encoder::new(&mut nested).nested(|inner| {
+            inner.u32(5);
+            inner.f64s_counted(2, [1.0, 2.0, 3.0].into_iter());
+        });
+        let mut decoder = Decoder::new(&nested);
+        let mut inner = Decoder::new(decoder.bytes().unwrap());
+        assert!(decoder.is_done());
+        assert_eq!(inner.u32(), Some(5));
+        assert_eq!(inner.f64s(), Some(vec![1.0, 2.0]));
+        assert!(inner.is_done());
         let mut huge = Vec::new();
         Encoder::new(&mut huge).u32(u32::MAX);
         assert_eq!(Decoder::new(&huge).f64s(), None);

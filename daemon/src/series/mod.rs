@@ -161,13 +161,19 @@ impl Profiles {
 
     /// The settings of a stored series, without updating its profile.
     fn settings_of(&self, name: &[u8], state: &Slot) -> &SeriesSettings {
+        &self.settings[self.profile_index(name, state)]
+    }
+
+    /// The index in `settings` of a stored series' profile, without
+    /// updating it.
+    fn profile_index(&self, name: &[u8], state: &Slot) -> usize {
         let profile = if state.generation == self.generation {
             state.profile
         } else {
             // Names are stored from `&str`: the conversion is lossless.
             self.profile_of(&String::from_utf8_lossy(name))
         };
-        &self.settings[profile as usize]
+        profile as usize
     }
 }
 

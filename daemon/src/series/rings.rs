@@ -165,7 +165,6 @@ impl Rings {
     }
 
     /// Ring `id`.
-    #[cfg(test)]
     pub(super) fn get(&self, id: RingId) -> &[f64] {
         self.pools[id.pool as usize].ring(id.index as usize)
     }

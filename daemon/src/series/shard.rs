@@ -216,6 +216,11 @@ impl Shard {
         self.keys.get(self.slots[id as usize].key)
     }
 
+    /// The window ring of series `id`, for reading.
+    pub(super) fn ring(&self, id: u32) -> &[f64] {
+        self.rings.get(self.slots[id as usize].ring)
+    }
+
     /// The slot of series `id`.
     pub(super) fn slot(&self, id: u32) -> &Slot {
         &self.slots[id as usize]

@@ -12,10 +12,10 @@
 use super::episodes::OpenEpisode;
 use super::shard::{Shard, hash_name};
 use super::{SHARDS, SeriesTable};
+use crate::detect::Side;
 use crate::detect::episode::EpisodeState;
 use crate::detect::persist::{Decoder, Encoder, settings_fingerprint};
 use crate::detect::registry;
-use crate::detect::{DetectorSettings, Side};
 
 /// What [`SeriesTable::import`] did with the records.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,18 +37,43 @@ impl SeriesTable {
         SHARDS
     }
 
-    /// Appends the records of shard `index` to `out`, holding that shard's
-    /// lock meanwhile; returns how many series it wrote.
+    /// Appends the records of shard `index` to `out`; returns how many
+    /// series it wrote. The shard's lock is held for [`CHUNK`] series at a
+    /// time, so a request for the shard waits at most that long. If a
+    /// series is removed meanwhile (ids move), the shard is written again,
+    /// whole, under one hold: every series is written once.
     pub fn export_shard(&self, index: usize, out: &mut Vec<u8>) -> usize {
         let profiles = self.current();
-        let mut shard = self.lock_shard(index);
-        let mut record = Vec::new();
-        for id in 0..shard.len() as u32 {
-            record.clear();
-            write_record(&profiles, &mut shard, id, &mut record);
-            Encoder::new(out).bytes(&record);
+        let fingerprints: Vec<u64> = profiles
+            .settings
+            .iter()
+            .map(|settings| settings_fingerprint(&settings.detector))
+            .collect();
+        let start = out.len();
+        let mut next = 0;
+        let mut removals = None;
+        loop {
+            let shard = self.lock_shard(index);
+            let now = shard.removals();
+            if *removals.get_or_insert(now) != now {
+                out.truncate(start);
+                for id in 0..shard.len() as u32 {
+                    write_record(&profiles, &fingerprints, &shard, id, out);
+                }
+                return shard.len();
+            }
+            let end = (next + CHUNK).min(shard.len());
+            for id in next..end {
+                write_record(&profiles, &fingerprints, &shard, id as u32, out);
+            }
+            next = end;
+            if next == shard.len() {
+                return next;
+            }
+            drop(shard);
+            // Let the requests waiting for this shard, or for the core, go.
+            std::thread::yield_now();
         }
-        shard.len()
     }
 
     /// Restores the series of `records` (as [`export_shard`] wrote them,
@@ -139,51 +164,59 @@ enum Imported {
     Skipped,
 }
 
-/// Writes the record of series `id`.
-fn write_record(profiles: &super::Profiles, shard: &mut Shard, id: u32, out: &mut Vec<u8>) {
-    let name = shard.name(id).to_vec();
-    let settings: &DetectorSettings = &profiles.settings_of(&name, shard.slot(id)).detector;
-    let open = std::str::from_utf8(&name)
-        .ok()
-        .and_then(|name| shard.open_episodes.get(name).copied());
-    let (slot, ring) = shard.series(id).into_ring();
-    let mut encoder = Encoder::new(out);
-    encoder.bytes(&name);
-    encoder.u64(settings_fingerprint(settings));
-    encoder.bytes(slot.detector.kind().name.as_bytes());
-    encoder.u64(slot.last_seq);
-    let stats = slot.stats;
-    encoder.u64(stats.points);
-    encoder.u32(stats.anomalies);
-    encoder.f64(stats.last_value);
-    encoder.f64(stats.last_timestamp);
-    let (episode, anomalous, calm) = slot.episode.to_parts();
-    encoder.u64(episode);
-    encoder.u32(u32::from(anomalous));
-    encoder.u32(u32::from(calm));
-    match open {
-        None => encoder.u32(0),
-        Some(open) => {
-            encoder.u32(1);
-            encoder.u64(open.id);
-            encoder.f64(open.start);
-            encoder.u64(open.points);
-            encoder.f64(open.peak_score);
-            encoder.f64(open.peak_value);
-            encoder.u32(match open.direction {
-                Side::Upper => 0,
-                Side::Lower => 1,
-            });
+/// Series written per hold of a shard's lock: about 50 µs of encoding.
+const CHUNK: usize = 256;
+
+/// Writes the record of series `id`, length first. `fingerprints` holds
+/// the fingerprint of each of `profiles`' settings.
+fn write_record(
+    profiles: &super::Profiles,
+    fingerprints: &[u64],
+    shard: &Shard,
+    id: u32,
+    out: &mut Vec<u8>,
+) {
+    let name = shard.name(id);
+    let slot = shard.slot(id);
+    let profile = profiles.profile_index(name, slot);
+    let open = slot.episode.open().and_then(|_| {
+        let name = std::str::from_utf8(name).ok()?;
+        shard.open_episodes.get(name).copied()
+    });
+    Encoder::new(out).nested(|encoder| {
+        encoder.bytes(name);
+        encoder.u64(fingerprints[profile]);
+        encoder.bytes(slot.detector.kind().name.as_bytes());
+        encoder.u64(slot.last_seq);
+        let stats = slot.stats;
+        encoder.u64(stats.points);
+        encoder.u32(stats.anomalies);
+        encoder.f64(stats.last_value);
+        encoder.f64(stats.last_timestamp);
+        let (episode, anomalous, calm) = slot.episode.to_parts();
+        encoder.u64(episode);
+        encoder.u32(u32::from(anomalous));
+        encoder.u32(u32::from(calm));
+        match open {
+            None => encoder.u32(0),
+            Some(open) => {
+                encoder.u32(1);
+                encoder.u64(open.id);
+                encoder.f64(open.start);
+                encoder.u64(open.points);
+                encoder.f64(open.peak_score);
+                encoder.f64(open.peak_value);
+                encoder.u32(match open.direction {
+                    Side::Upper => 0,
+                    Side::Lower => 1,
+                });
+            }
         }
-    }
-    let mut state = Vec::new();
-    match slot.detector.model() {
-        Some(model) => model.save(&mut Encoder::new(&mut state)),
-        None => slot
-            .detector
-            .save_window(ring, &mut Encoder::new(&mut state)),
-    }
-    Encoder::new(out).bytes(&state);
+        encoder.nested(|state| match slot.detector.model() {
+            Some(model) => model.save(state),
+            None => slot.detector.save_window(shard.ring(id), state),
+        });
+    });
 }
 
 /// One record, read.
@@ -382,5 +415,55 @@ mod tests {
             .collect();
         let report = table(CONFIG).import(&noise);
         assert_eq!(report.restored, 0);
+    }
+
+    /// The series names of exported records.
+    fn names(records: &[u8]) -> Vec<String> {
+        let mut decoder = Decoder::new(records);
+        let mut names = Vec::new();
+        while !decoder.is_done() {
+            let record = decoder.bytes().expect("a record");
+            let name = Decoder::new(record).bytes().expect("a name");
+            names.push(String::from_utf8(name.to_vec()).unwrap());
+        }
+        names
+    }
+
+    #[test]
+    fn an_export_during_a_sweep_writes_every_surviving_series_once() {
+        // Shards of several chunks each; the sweep removes half the
+        // series while the export runs, which moves the others' ids.
+        for round in 0..8 {
+            let mut table = table("[detector]\nwindow_size = 3\nseries_ttl = \"10s\"\n");
+            let batch = |prefix: &str| -> Vec<DataPoint<'static>> {
+                (0..20_000)
+                    .map(|i| DataPoint {
+                        value: 1.0,
+                        timestamp: None,
+                        series: Cow::Owned(format!("{prefix}{i}")),
+                        seq: None,
+                    })
+                    .collect()
+            };
+            table.observe_batch(&batch("old.")).unwrap();
+            table.started -= std::time::Duration::from_secs(8);
+            table.observe_batch(&batch("new.")).unwrap();
+            table.started -= std::time::Duration::from_secs(8);
+            let (exported, removed) = std::thread::scope(|scope| {
+                let export = scope.spawn(|| export(&table));
+                let sweep = scope.spawn(|| table.sweep_idle().0);
+                (export.join().unwrap(), sweep.join().unwrap())
+            });
+            assert_eq!(removed, 20_000, "round {round}");
+            let (records, count) = exported;
+            let mut names = names(&records);
+            assert_eq!(names.len(), count, "round {round}");
+            names.sort_unstable();
+            let before = names.len();
+            names.dedup();
+            assert_eq!(names.len(), before, "round {round}: a series written twice");
+            let new = names.iter().filter(|n| n.starts_with("new.")).count();
+            assert_eq!(new, 20_000, "round {round}: a surviving series is missing");
+        }
     }
 }
