@@ -29,6 +29,8 @@
 #   MEM_NAMES [16 prometheus]  name shapes of the memory runs: 16 (16-byte
 #                           names), short (m0, m1, ...: the [1/5] feeder),
 #                           prometheus (node_cpu_seconds_total{cpu=...,...})
+#   SNAP_SERIES [1000000]   series for the state-snapshot run (0 = skip it)
+#   SNAP_RUNS [3]           single-point runs per server in the snapshot run
 #   LOAD_SKIP_BUILD [0]     1 = use the binaries already in target/release
 set -euo pipefail
 
@@ -48,6 +50,8 @@ WORKLOADS=${LOAD_WORKLOADS:-single batch ts rw lp}
 NAMES=${LOAD_NAMES:-short}
 SINKS=${LOAD_SINKS:-1}
 MEM_NAMES=${MEM_NAMES:-16 prometheus}
+SNAP_SERIES=${SNAP_SERIES:-1000000}
+SNAP_RUNS=${SNAP_RUNS:-3}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -393,6 +397,87 @@ window_size = $MEM_WINDOW"
     done
 fi
 
+# --- state snapshots ------------------------------------------------------------
+
+# One anomalyd with SNAP_SERIES full series (window 30, 16-byte names).
+# Single-point runs alternate between a snapshot every second (a write
+# takes most of that second at a million series, so most requests meet
+# one) and none (snapshot_interval = "1d"), switched by editing the config
+# (hot reload): the p99 with snapshots against the p99 without, on the same
+# table. Then it is stopped (its final snapshot) and started again: the
+# restore time and the RSS after it.
+metric_of() { # metric_of ADDR NAME
+    python3 -c '
+import sys, urllib.request
+text = urllib.request.urlopen("http://" + sys.argv[1] + "/metrics").read().decode()
+print(next(l.split()[-1] for l in text.splitlines() if l.startswith(sys.argv[2] + " ")))
+' "$1" "$2"
+}
+snap_config() { # snap_config INTERVAL: (re)writes the config, atomically
+    write_config "$TMP/snap.toml.new" "max_series = $((SNAP_SERIES * 2))
+[detector]
+window_size = 30
+threshold_multiplier = 3.0
+direction = \"upper\"
+[state]
+directory = \"$TMP/state\"
+snapshot_interval = \"$1\""
+    mv "$TMP/snap.toml.new" "$TMP/snap.toml"
+}
+snap_interval() { # snap_interval INTERVAL: reloads the running daemon with it
+    local before
+    before=$(metric_of "$SERVER_ADDR" 'anomalyd_config_reloads_total{result="success"}')
+    snap_config "$1"
+    for _ in $(seq 1 100); do
+        [ "$(metric_of "$SERVER_ADDR" 'anomalyd_config_reloads_total{result="success"}')" != "$before" ] && return 0
+        sleep 0.1
+    done
+    die "anomalyd did not reload its snapshot_interval"
+}
+declare -A SNAP
+if [ "$SNAP_SERIES" -gt 0 ]; then
+    snap_config 1d
+    log "snapshots: filling anomalyd with $SNAP_SERIES series x 30 points"
+    start_server snap "$ANOMALYD" --config "$TMP/snap.toml"
+    SNAP_PID=$SERVER_PID
+    taskset -c "$LOAD_CPU" python3 "$TMP/feed.py" "$SERVER_ADDR" "$SNAP_SERIES" 30 16 >/dev/null
+    bench snap "$SNAP_PID" "$SERVER_ADDR" single "$CONNS" "$WARMUP" >/dev/null
+    for run in $(seq 1 "$SNAP_RUNS"); do
+        for mode in on off; do
+            if [ "$mode" = on ]; then
+                snap_interval 1s
+                # A snapshot of the whole table is under way or done.
+                for _ in $(seq 1 100); do
+                    [ "$(metric_of "$SERVER_ADDR" anomalyd_snapshot_series)" -ge "$SNAP_SERIES" ] && break
+                    sleep 0.1
+                done
+            else
+                snap_interval 1d
+                sleep 3 # the write under way, if any, finishes
+            fi
+            log "snapshots run $run/$SNAP_RUNS: single points, snapshots $mode"
+            SNAP[$mode,runs]+="$(bench snap "$SNAP_PID" "$SERVER_ADDR" single "$CONNS" "$DURATION")"$'\n'
+        done
+    done
+    SNAP[write_s]=$(metric_of "$SERVER_ADDR" anomalyd_snapshot_duration_seconds)
+    SNAP[bytes]=$(metric_of "$SERVER_ADDR" anomalyd_snapshot_bytes)
+    SNAP[series]=$(metric_of "$SERVER_ADDR" anomalyd_snapshot_series)
+    SNAP[rss_before]=$(rss_kib "$SNAP_PID")
+    stop_server
+    SNAP[final]=$(sed -n 's/.*State snapshot written for the next start.* seconds=\([0-9.]*\).*/\1/p' "$TMP/snap.err")
+    log "snapshots: restarting anomalyd on its snapshot"
+    start_server snap-restart "$ANOMALYD" --config "$TMP/snap.toml"
+    for _ in $(seq 1 600); do
+        grep -q "State snapshot restored" "$TMP/snap-restart.err" && break
+        sleep 0.1
+    done
+    SNAP[restore]=$(sed -n 's/.*State snapshot restored.* seconds=\([0-9.]*\).*/\1/p' "$TMP/snap-restart.err")
+    SNAP[restored]=$(sed -n 's/.*State snapshot restored.* restored=\([0-9]*\).*/\1/p' "$TMP/snap-restart.err")
+    sleep 11
+    SNAP[rss_after]=$(rss_kib "$SERVER_PID")
+    stop_server
+fi
+
 # --- summary --------------------------------------------------------------------
 
 field() { median "$2" "${R[$1]}"; }
@@ -463,3 +548,20 @@ for shape in $MEM_NAMES; do
     printf '%-60s %14s\n' "  fill: points, seconds, points/s (python feeder)" \
         "$points, $secs, $(awk -v p="$points" -v s="$secs" 'BEGIN { printf "%.0f", p / s }')"
 done
+if [ -n "${SNAP[on,runs]:-}" ]; then
+    mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+    echo
+    echo "state snapshots: ${SNAP[series]} series x window 30 (16-byte names); single points, median of $SNAP_RUNS"
+    printf '%-60s %14s\n' "snapshot size MiB" "$(mib "${SNAP[bytes]}")"
+    printf '%-60s %14s\n' "snapshot write seconds (periodic, under load | final)" "${SNAP[write_s]} | ${SNAP[final]:-?}"
+    printf '%-60s %14s\n' "restore seconds at start (series restored)" "${SNAP[restore]:-?} (${SNAP[restored]:-?})"
+    printf '%-60s %14s\n' "RSS MiB before the restart | after the restore" \
+        "$(awk -v k="${SNAP[rss_before]}" 'BEGIN { printf "%.1f", k / 1024 }') | $(awk -v k="${SNAP[rss_after]}" 'BEGIN { printf "%.1f", k / 1024 }')"
+    for mode in on off; do
+        printf '%-60s %14s   p99 of each run: %s\n' "single points, snapshots $mode: req/s, p50 | p99 us" \
+            "$(median 1 "${SNAP[$mode,runs]}"), $(median 4 "${SNAP[$mode,runs]}") | $(median 5 "${SNAP[$mode,runs]}")" \
+            "$(awk '{printf "%s ", $5}' <<<"${SNAP[$mode,runs]}")"
+    done
+    printf '%-60s %14s\n' "  p99 with snapshots / without" \
+        "$(ratio "$(median 5 "${SNAP[on,runs]}")" "$(median 5 "${SNAP[off,runs]}")")x"
+fi
