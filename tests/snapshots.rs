@@ -156,14 +156,18 @@ fn damaged_or_foreign_version_snapshots_are_set_aside_and_the_daemon_starts() {
     let aside = dir.path().join("state/series.snapshot.unreadable");
     let good = std::fs::read(&snapshot).unwrap();
 
-    // Version 1 is what this build writes: a future version 2 is refused.
+    // Version 1 is what this build writes: an older or newer one is
+    // refused.
     let mut newer = good.clone();
     newer[16..20].copy_from_slice(&2u32.to_le_bytes());
+    let mut older = good.clone();
+    older[16..20].copy_from_slice(&0u32.to_le_bytes());
     let mut flipped = good.clone();
     let middle = good.len() / 2;
     flipped[middle] ^= 0x20;
-    let cases: [(&str, Vec<u8>, &str); 3] = [
+    let cases: [(&str, Vec<u8>, &str); 4] = [
         ("newer version", newer, "is a version 2 snapshot"),
+        ("older version", older, "is a version 0 snapshot"),
         ("flipped bit", flipped, "damaged or truncated"),
         (
             "not a snapshot",

@@ -7,7 +7,8 @@
 //! there is no cycle.
 //!
 //! - [`app`]: wiring of the running daemon, background tasks, shutdown
-//!   order; [`reload`]: what a reload changes in the running daemon.
+//!   order, state snapshots taken and restored; [`reload`]: what a reload
+//!   changes in the running daemon.
 //! - [`http`]: the HTTP edge (server, router, handlers, query, replies).
 //! - [`commands`]: offline commands (`replay`).
 //! - [`state`]: the state handlers and tasks share ([`state::AppState`]).

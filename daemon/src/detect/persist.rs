@@ -244,14 +244,6 @@ mod tests {
             ..base.clone()
         };
         assert_ne!(settings_fingerprint(&base), settings_fingerprint(&wider));
-        let other_kind = DetectorSettings {
-            kind: &crate::detect::ewma::EWMA,
-            ..base.clone()
-        };
-        assert_ne!(
-            settings_fingerprint(&base),
-            settings_fingerprint(&other_kind)
-        );
         let other_side = DetectorSettings {
             direction: Direction::Lower,
             ..base.clone()

@@ -1054,3 +1054,21 @@ fn broken_saved_states_are_refused() {
     };
     assert!((seasonal.kind.restore)(&mut persist::Decoder::new(&bytes), &other).is_none());
 }
+
+#[test]
+fn each_detector_has_its_own_settings_fingerprint() {
+    use super::persist::settings_fingerprint;
+    let prints: Vec<u64> = registry::DETECTORS
+        .iter()
+        .map(|&kind| {
+            settings_fingerprint(&DetectorSettings {
+                kind,
+                ..DetectorSettings::default()
+            })
+        })
+        .collect();
+    let mut unique = prints.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), prints.len(), "{prints:?}");
+}
