@@ -353,3 +353,27 @@ fn state_keys_apply_on_reload() {
     assert!(moved.join("series.snapshot").is_file());
     assert!(!daemon.dir.path().join("state/series.snapshot").exists());
 }
+
+#[test]
+fn a_second_daemon_on_the_same_state_directory_is_refused() {
+    let shared = tempfile::tempdir().unwrap();
+    let config = state_table(shared.path(), "");
+    let first = TestDaemon::start_in(tempfile::tempdir().unwrap(), 0, &config);
+    post_calm(&first, "cpu", 1, 35);
+    let mut second = TestDaemon::start_in(tempfile::tempdir().unwrap(), 0, &config);
+    let status = second.wait_exit();
+    assert_eq!(status.code(), Some(1), "{status}");
+    let line = second.wait_for_stderr("in use by another anomalyd");
+    assert!(line.contains("own [state] directory"), "{line}");
+    // The first one is unaffected, and a kill -9 releases the directory.
+    assert_eq!(post(&first, "cpu", calm(36), 36)["warming_up"], false);
+    let _ = first.kill9();
+    let third = TestDaemon::start_in(tempfile::tempdir().unwrap(), 0, &config);
+    assert_eq!(
+        post(&third, "cpu", 1.0, 1)["warming_up"],
+        true,
+        "never snapshotted"
+    );
+    let _ = third.stop();
+    assert!(shared.path().join("state/series.snapshot").is_file());
+}

@@ -51,6 +51,15 @@ pub enum SnapshotError {
         /// Its version.
         found: u32,
     },
+    /// Another daemon holds the directory's lock.
+    #[error(
+        "{} is in use by another anomalyd (its lock file is held); give each daemon its own [state] directory",
+        path.display()
+    )]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+    },
     /// Truncated or damaged.
     #[error("{} is damaged or truncated (checksum mismatch)", path.display())]
     Corrupt {

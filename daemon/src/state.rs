@@ -223,6 +223,9 @@ pub enum AppError {
     /// The anomaly log writer could not start.
     #[error(transparent)]
     AnomalyLog(#[from] AnomalyLogError),
+    /// The state directory is another daemon's.
+    #[error(transparent)]
+    StateDirectory(#[from] crate::snapshot::SnapshotError),
 }
 
 /// Builds the shared state: loads recent anomalies from the tail of the log

@@ -47,10 +47,15 @@ pub async fn run(
         let _ = state.bound_addr.set(addr);
     }
     // Before the first request is read: points then meet restored windows.
-    snapshots::restore(&state).await;
+    let state_lock = Arc::new(snapshots::DirectoryLock::default());
+    snapshots::restore(&state, &state_lock).await?;
     let tasks = TaskTracker::new();
     let stop_tasks = CancellationToken::new();
-    tasks.spawn(snapshots::periodic(state.clone(), stop_tasks.clone()));
+    tasks.spawn(snapshots::periodic(
+        state.clone(),
+        state_lock.clone(),
+        stop_tasks.clone(),
+    ));
     tasks.spawn(housekeeping(state.clone(), stop_tasks.clone()));
     tasks.spawn(reloads(state.clone(), hangup, stop_tasks.clone()));
     tasks.spawn(status_updates(state.clone(), stop_tasks.clone()));
@@ -99,7 +104,7 @@ pub async fn run(
     tasks.close();
     tasks.wait().await;
     // Every acknowledged point is applied now: the snapshot holds them all.
-    snapshots::final_write(&state).await;
+    snapshots::final_write(&state, &state_lock).await;
     let report = state.log.close().await;
     tracing::info!(
         unwritten = report.unwritten,

@@ -8,8 +8,9 @@
 //! start never stops the daemon: it is logged, set aside, and the series
 //! warm up as they would without one.
 
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -20,19 +21,70 @@ use crate::state::AppState;
 
 /// The name a snapshot that could not be read is renamed to.
 pub const UNREADABLE_NAME: &str = "series.snapshot.unreadable";
+/// The file in the state directory whose lock (flock) says which daemon
+/// uses the directory.
+pub const LOCK_NAME: &str = "lock";
+
+/// The state directory this daemon uses, locked so that a second daemon
+/// pointed at it cannot overwrite its snapshots (the lock goes with the
+/// process, even on kill -9).
+#[derive(Debug, Default)]
+pub struct DirectoryLock(Mutex<Option<(PathBuf, File)>>);
+
+impl DirectoryLock {
+    /// Holds `dir` (created when missing), letting go of the directory held
+    /// before, if another; fails when another process holds `dir`.
+    fn hold(&self, dir: &Path) -> Result<(), SnapshotError> {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if held.as_ref().is_some_and(|(path, _)| path == dir) {
+            return Ok(());
+        }
+        create_dir(dir)?;
+        let path = dir.join(LOCK_NAME);
+        let io = |source| SnapshotError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(SnapshotError::Locked { path: dir.into() });
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        *held = Some((dir.to_owned(), file));
+        Ok(())
+    }
+}
 
 /// How often the periodic task looks at the clock and the configuration.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// Restores the series table from the snapshot in the state directory, if
-/// snapshots are on and there is one.
-pub async fn restore(state: &Arc<AppState>) {
+/// Locks the state directory and restores the series table from its
+/// snapshot, if snapshots are on and there is one. Fails only when another
+/// daemon uses the directory (as two daemons cannot share a port).
+pub async fn restore(state: &Arc<AppState>, lock: &DirectoryLock) -> Result<(), SnapshotError> {
     let Some(dir) = state.config().state.effective_directory() else {
         tracing::info!(
             "State snapshots are off ([state] directory unset and no $STATE_DIRECTORY): series warm up after a restart."
         );
-        return;
+        return Ok(());
     };
+    match lock.hold(&dir) {
+        Ok(()) => {}
+        Err(locked @ SnapshotError::Locked { .. }) => return Err(locked),
+        Err(error) => {
+            // Not fatal: the writes retry the directory and report it.
+            tracing::error!(error = %error, "Cannot use the state directory: series start empty and warm up.");
+            return Ok(());
+        }
+    }
     let task_state = state.clone();
     let task_dir = dir.clone();
     let started = Instant::now();
@@ -89,6 +141,7 @@ pub async fn restore(state: &Arc<AppState>) {
             tracing::error!(error = %panic, "Restoring the state snapshot failed: series start empty.")
         }
     }
+    Ok(())
 }
 
 /// Logs a snapshot that cannot be used and renames it, so that it is kept
@@ -106,7 +159,7 @@ fn set_aside(dir: &Path, error: &SnapshotError) {
 
 /// Writes a snapshot every `[state] snapshot_interval` until `stop`.
 /// A write under way is finished before the task returns.
-pub async fn periodic(state: Arc<AppState>, stop: CancellationToken) {
+pub async fn periodic(state: Arc<AppState>, lock: Arc<DirectoryLock>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = Instant::now();
@@ -119,21 +172,27 @@ pub async fn periodic(state: Arc<AppState>, stop: CancellationToken) {
             continue;
         }
         last = Instant::now();
-        write(&state, false).await;
+        write(&state, &lock, false).await;
     }
 }
 
 /// Writes the last snapshot, at shutdown.
-pub async fn final_write(state: &Arc<AppState>) {
-    write(state, true).await;
+pub async fn final_write(state: &Arc<AppState>, lock: &DirectoryLock) {
+    write(state, lock, true).await;
 }
 
 /// Writes one snapshot to the state directory (created when missing), if
 /// snapshots are on; logs and counts the outcome.
-async fn write(state: &Arc<AppState>, last: bool) {
+async fn write(state: &Arc<AppState>, lock: &DirectoryLock, last: bool) {
     let Some(dir) = state.config().state.effective_directory() else {
         return;
     };
+    // A directory set by a reload is locked at its first write.
+    if let Err(error) = lock.hold(&dir) {
+        state.metrics.snapshots.failed();
+        tracing::error!(error = %error, "Cannot write the state snapshot; the previous one stays in place.");
+        return;
+    }
     let task_state = state.clone();
     let task_dir = dir.clone();
     let started = Instant::now();
@@ -171,14 +230,14 @@ async fn write(state: &Arc<AppState>, last: bool) {
 }
 
 /// Creates the state directory (mode 0750) and its parents when missing.
-fn create_dir(dir: &PathBuf) -> Result<(), SnapshotError> {
+fn create_dir(dir: &Path) -> Result<(), SnapshotError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o750)
         .create(dir)
         .map_err(|source| SnapshotError::Io {
-            path: dir.clone(),
+            path: dir.to_owned(),
             source,
         })
 }
