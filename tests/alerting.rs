@@ -208,17 +208,7 @@ fn alertmanager_shows_an_episode_firing_then_resolved() {
             )
         })
         .collect();
-    let write = |body: &str| {
-        let reply = request(
-            daemon.addr,
-            "POST",
-            "/api/v2/write?precision=s",
-            &[],
-            body.as_bytes(),
-        );
-        assert_eq!(reply.status, 204, "{}", reply.error());
-    };
-    write(&lines);
+    daemon.write_lines(&lines);
     let series = r#"cpu_usage{host="db-1",severity="low"}"#;
     let alert = wait_until("the alert in Alertmanager", || {
         anomaly_alerts(&alertmanager).into_iter().next()
@@ -256,7 +246,7 @@ fn alertmanager_shows_an_episode_firing_then_resolved() {
     assert_eq!(alerts[0]["startsAt"], starts_at.as_str());
 
     // Two quiet points close the episode: the alert resolves.
-    write(&format!(
+    daemon.write_lines(&format!(
         "cpu,host=db-1,severity=low usage=10.5 {}\ncpu,host=db-1,severity=low usage=10.5 {}\n",
         start + 6.0,
         start + 7.0

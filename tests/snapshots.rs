@@ -3,7 +3,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::helper::{TestDaemon, Tmpfs, binary, request};
+use crate::helper::{TestDaemon, Tmpfs, binary};
 
 /// The `[state]` table of a daemon whose snapshots go to `dir/state`.
 fn state_table(dir: &Path, extra: &str) -> String {
@@ -46,6 +46,15 @@ fn post(daemon: &TestDaemon, series: &str, value: f64, i: u64) -> Value {
     let reply = daemon.detect(&point_json(series, value, i));
     assert_eq!(reply.status, 200, "{}", reply.error());
     reply.json()
+}
+
+/// Waits, after the last point was acknowledged, for two periodic writes:
+/// the second began after that point, so it holds every point.
+fn wait_for_a_snapshot_of_every_point(daemon: &TestDaemon) {
+    let posted = anomalyd::clock::unix_now();
+    let last = "anomalyd_snapshot_last_success_timestamp_seconds";
+    let first = daemon.wait_for_metric(last, |t| t > posted);
+    daemon.wait_for_metric(last, |t| t > first);
 }
 
 /// Asserts that the point after `last` is judged against the window of the
@@ -93,12 +102,7 @@ fn after_kill_9_the_last_periodic_snapshot_is_restored() {
     let config = state_table(dir.path(), "snapshot_interval = \"1s\"\n");
     let daemon = TestDaemon::start_in(dir, 0, &config);
     post_calm(&daemon, "cpu", 1, 35);
-    let posted = anomalyd::clock::unix_now();
-    // Two writes finished after the last point: the second began after
-    // it, so it holds every point.
-    let last = "anomalyd_snapshot_last_success_timestamp_seconds";
-    let first = daemon.wait_for_metric(last, |t| t > posted);
-    daemon.wait_for_metric(last, |t| t > first);
+    wait_for_a_snapshot_of_every_point(&daemon);
     assert!(daemon.metric("anomalyd_snapshot_bytes") > 0.0);
     assert_eq!(daemon.metric("anomalyd_snapshot_series"), 1.0);
     let dir = daemon.kill9();
@@ -221,22 +225,12 @@ fn resent_line_protocol_and_detect_points_are_still_duplicates_after_a_restart()
     let batch: String = (1..=35)
         .map(|i| format!("load,host=a v={} {i}\n", calm(i)))
         .collect();
-    let write = |daemon: &TestDaemon, body: &str| {
-        let reply = request(
-            daemon.addr,
-            "POST",
-            "/api/v2/write?precision=s",
-            &[],
-            body.as_bytes(),
-        );
-        assert_eq!(reply.status, 204, "{}", reply.error());
-    };
-    write(&daemon, &batch);
+    daemon.write_lines(&batch);
     let dir = daemon.stop();
 
     let daemon = TestDaemon::start_in(dir, 0, &config);
     // Telegraf resends the batch with one new point: a spike.
-    write(&daemon, &format!("{batch}load,host=a v=100 36\n"));
+    daemon.write_lines(&format!("{batch}load,host=a v=100 36\n"));
     assert_eq!(
         daemon.metric("anomalyd_points_duplicate_total{format=\"influx\"}"),
         35.0
@@ -304,10 +298,7 @@ fn a_failed_write_keeps_the_previous_snapshot_and_the_daemon_serving() {
     );
     let mut daemon = TestDaemon::start_in(dir, 0, &config);
     post_calm(&daemon, "cpu", 1, 35);
-    let posted = anomalyd::clock::unix_now();
-    let last = "anomalyd_snapshot_last_success_timestamp_seconds";
-    let first = daemon.wait_for_metric(last, |t| t > posted);
-    daemon.wait_for_metric(last, |t| t > first);
+    wait_for_a_snapshot_of_every_point(&daemon);
 
     // Thousands of series make a snapshot larger than the filesystem.
     for chunk in 0..5 {

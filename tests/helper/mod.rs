@@ -345,6 +345,18 @@ impl TestDaemon {
         )
     }
 
+    /// `POST /api/v2/write?precision=s` of line protocol `body`; expects 204.
+    pub fn write_lines(&self, body: &str) {
+        let reply = request(
+            self.addr,
+            "POST",
+            "/api/v2/write?precision=s",
+            &[],
+            body.as_bytes(),
+        );
+        assert_eq!(reply.status, 204, "{}", reply.error());
+    }
+
     /// `GET path`.
     pub fn get(&self, path: &str) -> Reply {
         request(self.addr, "GET", path, &[], b"")

@@ -42,10 +42,7 @@ impl<'a> Encoder<'a> {
 
     /// Writes a length, then the values.
     pub fn f64s(&mut self, values: impl ExactSizeIterator<Item = f64>) {
-        self.u32(u32::try_from(values.len()).unwrap_or(u32::MAX));
-        for value in values.take(u32::MAX as usize) {
-            self.f64(value);
-        }
+        self.f64s_counted(values.len(), values);
     }
 
     /// Writes `count`, then the first `count` values of `values` (which
