@@ -321,6 +321,10 @@ async fn serve(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
     let _ = signal_task.await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(app::AppError::Cluster(e)) if e.is_configuration() => {
+            eprintln!("{PROGRAM}: {e}");
+            ExitCode::from(EX_CONFIG)
+        }
         Err(e) => {
             eprintln!("{PROGRAM}: {e}");
             ExitCode::FAILURE

@@ -174,6 +174,7 @@ pub fn same_settings(a: &Config, b: &Config) -> bool {
         log,
         state,
         alert,
+        cluster,
         files: _,
         notes: _,
     } = a;
@@ -182,6 +183,7 @@ pub fn same_settings(a: &Config, b: &Config) -> bool {
         && *log == b.log
         && *state == b.state
         && *alert == b.alert
+        && *cluster == b.cluster
         && rules.len() == b.rules.len()
         && rules
             .iter()
@@ -208,6 +210,11 @@ fn keep_start_up_settings(new: &mut Config, current: &Config) -> Vec<&'static st
     if new.server.max_connections != current.server.max_connections {
         new.server.max_connections = current.server.max_connections;
         changed.push("server.max_connections");
+    }
+    // The member joins, with its partition count and leases, at start.
+    if new.cluster != current.cluster {
+        new.cluster.clone_from(&current.cluster);
+        changed.push("cluster");
     }
     // The journald layer is chosen when telemetry starts.
     if new.log.journal != current.log.journal {

@@ -17,12 +17,15 @@ use crate::anomalies::tail;
 use crate::anomalies::{
     AnomalyEvents, AnomalyLog, AnomalyLogError, AnomalyLogSettings, RecentAnomalies,
 };
+use crate::api::EpisodeEvent;
 use crate::api::{AnomalyRecord, EpisodeRecord};
 use crate::clock::unix_now;
 use crate::config::Config;
+use crate::ingest::DataPoint;
 use crate::live::LiveEvents;
+use crate::metrics::Format;
 use crate::metrics::{Metrics, Snapshot};
-use crate::series::SeriesTable;
+use crate::series::{ClosedEpisodes, Duplicates, Observation, SeriesTable, TooManySeries};
 
 /// State shared by every request handler.
 pub struct AppState {
@@ -48,6 +51,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// The address the main listener is bound to (set once it is).
     pub bound_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// This daemon as a cluster member (set at start with `[cluster]`).
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Member>>,
     last_reload_error: Mutex<Option<String>>,
     /// Keys whose new value waits for a restart, as last reported.
     pending_restart: Mutex<String>,
@@ -149,6 +154,38 @@ impl AppState {
             .unwrap_or(false)
     }
 
+    /// Applies `points` (all or none), counts them as `format`, reports
+    /// the episodes they opened and closed, and writes their anomalies to
+    /// the log before returning. Fails, applying nothing, when
+    /// `max_series` would be exceeded.
+    pub async fn apply_points(
+        &self,
+        points: &[DataPoint<'_>],
+        duplicates: Duplicates,
+        format: Format,
+    ) -> Result<AppliedBatch, TooManySeries> {
+        let mut closed = Vec::new();
+        let observations = match duplicates {
+            Duplicates::BySeq => self.table.observe_batch_into(points, &mut closed),
+            Duplicates::ByTimestamp => self.table.observe_samples_into(points, &mut closed),
+        }?;
+        let records = anomaly_records(points, &observations);
+        let (episodes_opened, openings, episodes_closed) =
+            episode_changes(points, &observations, closed);
+        self.report_episodes(&episodes_opened, &openings, &episodes_closed);
+        let logged = self.record_anomalies(&records).await;
+        let duplicates = observations.iter().filter(|o| o.duplicate).count();
+        self.metrics
+            .points(format, points.len() as u64, duplicates as u64);
+        Ok(AppliedBatch {
+            records,
+            episodes_opened,
+            episodes_closed,
+            duplicates,
+            logged,
+        })
+    }
+
     /// Values computed at scrape time, for [`Metrics::render`].
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -164,15 +201,29 @@ impl AppState {
     /// Why the daemon cannot do its job: the anomaly log cannot be
     /// written. Empty when ready (`GET /ready`).
     pub fn not_ready_reasons(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
         let log = self.log.stats();
-        if !log.failing.load(Ordering::Relaxed) {
-            return Vec::new();
+        if log.failing.load(Ordering::Relaxed) {
+            reasons.push(format!(
+                "the anomaly log {} cannot be written; {} anomalies are held in memory (see the daemon's log)",
+                self.config().log.anomaly_log_file.display(),
+                log.backlog.load(Ordering::Relaxed)
+            ));
         }
-        vec![format!(
-            "the anomaly log {} cannot be written; {} anomalies are held in memory (see the daemon's log)",
-            self.config().log.anomaly_log_file.display(),
-            log.backlog.load(Ordering::Relaxed)
-        )]
+        if let Some(member) = self.cluster.get() {
+            if !member.joined() {
+                reasons.push(format!(
+                    "not yet a member of the cluster: NATS at {} is unreachable or the cluster is being set up (see the daemon's log)",
+                    member.config.nats_url
+                ));
+            } else if !member.connected() {
+                reasons.push(format!(
+                    "disconnected from NATS at {}: posts get 503 until it is back",
+                    member.config.nats_url
+                ));
+            }
+        }
+        reasons
     }
 
     /// Everything an operator should look at (`GET /healthz`): the reasons
@@ -217,6 +268,53 @@ impl AppState {
     }
 }
 
+/// What applying a batch did.
+pub struct AppliedBatch {
+    /// The anomalous points' records, in batch order.
+    pub records: Vec<AnomalyRecord>,
+    /// Episodes the batch opened, in batch order.
+    pub episodes_opened: Vec<EpisodeRecord>,
+    /// Episodes the batch closed, in batch order.
+    pub episodes_closed: Vec<EpisodeRecord>,
+    /// Points recognised as already applied.
+    pub duplicates: usize,
+    /// Whether the records are in the anomaly log (else in its backlog).
+    pub logged: bool,
+}
+
+/// The records of the anomalous points of a batch, in batch order.
+fn anomaly_records(points: &[DataPoint<'_>], observations: &[Observation]) -> Vec<AnomalyRecord> {
+    points
+        .iter()
+        .zip(observations)
+        .filter_map(|(point, obs)| obs.record(point))
+        .collect()
+}
+
+/// The episodes a batch opened (with their opening points) and closed
+/// (`closed`, from the table), in batch order.
+fn episode_changes(
+    points: &[DataPoint<'_>],
+    observations: &[Observation],
+    mut closed: ClosedEpisodes,
+) -> (Vec<EpisodeRecord>, Vec<Opening>, Vec<EpisodeRecord>) {
+    let (opened, openings) = points
+        .iter()
+        .zip(observations)
+        .filter(|(_, obs)| obs.episode.event == Some(EpisodeEvent::Opened))
+        .filter_map(|(point, obs)| {
+            let record = obs.record(point)?;
+            Some((obs.opened(point)?, Opening::from(&record)))
+        })
+        .unzip();
+    closed.sort_by_key(|&(index, _)| index);
+    (
+        opened,
+        openings,
+        closed.into_iter().map(|(_, r)| r).collect(),
+    )
+}
+
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -226,6 +324,9 @@ pub enum AppError {
     /// The state directory is another daemon's.
     #[error(transparent)]
     StateDirectory(#[from] crate::snapshot::SnapshotError),
+    /// This member cannot join its cluster.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Builds the shared state: loads recent anomalies from the tail of the log
@@ -256,6 +357,7 @@ pub fn build_state(
         alerts,
         limiter: RateLimiter::default(),
         bound_addr: std::sync::OnceLock::new(),
+        cluster: std::sync::OnceLock::new(),
         journal: AnomalyEvents::new(config.log.journal_anomaly_rate),
         live: LiveEvents::default(),
         config: RwLock::new(config.clone()),

@@ -9,6 +9,7 @@
 //! requests finish (bounded by a grace period), write the last state
 //! snapshot, then write out and sync the anomaly log.
 
+pub mod cluster;
 pub mod snapshots;
 
 use std::path::PathBuf;
@@ -43,19 +44,54 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let state = build_state(config, config_path)?;
-    if let Ok(BoundAddr::Tcp(addr)) = listener.local_addr() {
-        let _ = state.bound_addr.set(addr);
+    let bound = listener.local_addr().ok();
+    if let Some(BoundAddr::Tcp(addr)) = &bound {
+        let _ = state.bound_addr.set(*addr);
     }
-    // Before the first request is read: points then meet restored windows.
+    let member = state.config().cluster.clone().map(|config| {
+        let id = config.instance_id.clone().unwrap_or_else(|| {
+            let port = match &bound {
+                Some(BoundAddr::Tcp(addr)) => addr.port().to_string(),
+                _ => "unix".to_owned(),
+            };
+            format!("{}:{port}", crate::cluster::hostname())
+        });
+        Arc::new(crate::cluster::Member::new(config, id))
+    });
     let state_lock = Arc::new(snapshots::DirectoryLock::default());
-    snapshots::restore(&state, &state_lock).await?;
     let tasks = TaskTracker::new();
     let stop_tasks = CancellationToken::new();
-    tasks.spawn(snapshots::periodic(
-        state.clone(),
-        state_lock.clone(),
-        stop_tasks.clone(),
-    ));
+    let cluster_failure = Arc::new(std::sync::OnceLock::new());
+    if let Some(member) = member {
+        let _ = state.cluster.set(member.clone());
+        tracing::info!(
+            instance_id = %member.instance_id,
+            url = %member.config.nats_url,
+            partitions = member.config.partitions,
+            "Cluster member: points go through NATS JetStream; state snapshots go to its object store, not to [state] directory."
+        );
+        let (task_state, stop, failure, shutdown) = (
+            state.clone(),
+            stop_tasks.clone(),
+            cluster_failure.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            if let Err(e) = cluster::run(task_state, member, stop).await {
+                tracing::error!(error = %e, "Cannot join the cluster; shutting down.");
+                let _ = failure.set(e);
+                shutdown.cancel();
+            }
+        });
+    } else {
+        // Before the first request is read: points then meet restored windows.
+        snapshots::restore(&state, &state_lock).await?;
+        tasks.spawn(snapshots::periodic(
+            state.clone(),
+            state_lock.clone(),
+            stop_tasks.clone(),
+        ));
+    }
     tasks.spawn(housekeeping(state.clone(), stop_tasks.clone()));
     tasks.spawn(reloads(state.clone(), hangup, stop_tasks.clone()));
     tasks.spawn(status_updates(state.clone(), stop_tasks.clone()));
@@ -104,13 +140,21 @@ pub async fn run(
     tasks.close();
     tasks.wait().await;
     // Every acknowledged point is applied now: the snapshot holds them all.
-    snapshots::final_write(&state, &state_lock).await;
+    if state.cluster.get().is_none() {
+        snapshots::final_write(&state, &state_lock).await;
+    }
     let report = state.log.close().await;
     tracing::info!(
         unwritten = report.unwritten,
         "Anomaly log closed; shutdown complete."
     );
-    Ok(())
+    match Arc::try_unwrap(cluster_failure)
+        .ok()
+        .and_then(|f| f.into_inner())
+    {
+        Some(failure) => Err(AppError::Cluster(failure)),
+        None => Ok(()),
+    }
 }
 
 /// Waits for in-flight requests, at most `[server] shutdown_grace`; then

@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::cluster::ClusterKeys;
 use super::state::StateKeys;
 use super::toml_walk::{Document, entries, join_key, quote};
 use super::{
-    AlertConfig, Config, ConfigErrors, ConfigProblem, DetectorConfig, DetectorOverrides, KeyTable,
-    LogConfig, LogKeys, ROOT_KEYS, Rule, RuleMatch, SeriesGlob, ServerConfig, ServerKeys,
-    StateConfig, StateDirectory,
+    AlertConfig, ClusterConfig, Config, ConfigErrors, ConfigProblem, DetectorConfig,
+    DetectorOverrides, KeyTable, LogConfig, LogKeys, ROOT_KEYS, Rule, RuleMatch, SeriesGlob,
+    ServerConfig, ServerKeys, StateConfig, StateDirectory,
 };
 use crate::access::TokenSet;
 use crate::detect::registry::{self, DetectorKind};
@@ -164,6 +165,8 @@ struct FileKeys {
     detector: Section<DetectorOverrides>,
     log: Section<LogKeys>,
     state: Section<StateKeys>,
+    /// `Some` when the file has a `[cluster]` table.
+    cluster: Option<Section<ClusterKeys>>,
     rules: Vec<ParsedRule>,
 }
 
@@ -196,6 +199,13 @@ fn read_document(doc: &mut Document<'_>, root: &DeTable<'_>) -> FileKeys {
             "alert" => {
                 if let Some(table) = doc.table(name_str, value) {
                     super::alert::read_alert(doc, table, &mut keys.alert);
+                }
+            }
+            "cluster" => {
+                if let Some(table) = doc.table(name_str, value) {
+                    keys.cluster
+                        .get_or_insert_default()
+                        .read(doc, name_str, table);
                 }
             }
             "rule" => {
@@ -344,6 +354,7 @@ impl Loader {
         let mut detector = Section::<DetectorOverrides>::default();
         let mut log = Section::<LogKeys>::default();
         let mut state = Section::<StateKeys>::default();
+        let mut cluster: Option<Section<ClusterKeys>> = None;
         let mut alert = AlertConfig::default();
         for layer in &mut self.layers {
             alert.alertmanagers.append(&mut layer.alert.alertmanagers);
@@ -354,6 +365,9 @@ impl Loader {
             detector.overlay(&layer.detector);
             log.overlay(&layer.log);
             state.overlay(&layer.state);
+            if let Some(layer) = &layer.cluster {
+                cluster.get_or_insert_default().overlay(layer);
+            }
         }
         let rules: Vec<ParsedRule> = self
             .layers
@@ -371,6 +385,15 @@ impl Loader {
         detector.keys.apply_to(&mut config.detector);
         log.keys.apply_to(&mut config.log);
         state.keys.apply_to(&mut config.state);
+        if let Some(section) = &cluster {
+            let mut settings = ClusterConfig::default();
+            section.keys.apply_to(&mut settings);
+            for (key, message) in settings.problems() {
+                self.problems
+                    .extend(section.problem_at(key, "cluster", message));
+            }
+            config.cluster = Some(settings);
+        }
 
         check_detector(&config.detector, &detector, &mut self.problems);
         check_buckets(&config.detector, &[&detector], &mut self.problems);

@@ -102,7 +102,9 @@ const FSYNC_POLICIES: &[(&str, FsyncPolicy)] = &[
 ];
 
 /// The tables allowed at the top level of a file.
-const ROOT_KEYS: &[&str] = &["server", "detector", "rule", "log", "state", "alert"];
+const ROOT_KEYS: &[&str] = &[
+    "server", "detector", "rule", "log", "state", "alert", "cluster",
+];
 
 /// Every key a configuration file may set, as `section.key`, in
 /// documentation order; `rule.series` stands for `[[rule]]`, which may also
@@ -118,6 +120,7 @@ pub fn known_keys() -> Vec<String> {
         ("state", state::StateKeys::KEYS),
         ("alert.alertmanager", alert::ALERTMANAGER_KEYS),
         ("alert.webhook", alert::WEBHOOK_KEYS),
+        ("cluster", cluster::ClusterKeys::KEYS),
     ];
     sections
         .iter()
@@ -142,6 +145,9 @@ pub struct Config {
     pub state: StateConfig,
     /// `[alert]`: where episodes are sent.
     pub alert: AlertConfig,
+    /// `[cluster]`: the cluster this daemon is a member of; `None`: it
+    /// runs alone.
+    pub cluster: Option<ClusterConfig>,
     /// The files read, in merge order.
     pub files: Vec<PathBuf>,
     /// What in the files is valid but probably not meant (a key the chosen
@@ -509,7 +515,9 @@ macro_rules! key_table {
     };
 }
 
+mod cluster;
 mod state;
+pub use cluster::{ClusterConfig, MAX_INSTANCE_ID_BYTES, MAX_PARTITIONS, check_instance_id};
 pub use state::{STATE_DIRECTORY_ENV, StateConfig, StateDirectory};
 
 key_table! {
@@ -1006,6 +1014,9 @@ impl Config {
         key(&mut out, "journal_anomaly_rate", &log.journal_anomaly_rate);
         self.state.write_toml(&mut out);
         self.alert.write_toml(&mut out);
+        if let Some(cluster) = &self.cluster {
+            cluster.write_toml(&mut out);
+        }
         out
     }
 }

@@ -312,7 +312,7 @@ fn unknown_top_level_key() {
     let message = only_problem("[servre]\nlisten = \"x\"\n", Some("servre"), (1, 2));
     assert_eq!(
         message,
-        "unknown key \"servre\" in the top level; expected one of: server, detector, rule, log, state, alert"
+        "unknown key \"servre\" in the top level; expected one of: server, detector, rule, log, state, alert, cluster"
     );
     only_problem("verbose = true\n", Some("verbose"), (1, 1));
 }

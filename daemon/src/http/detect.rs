@@ -8,12 +8,13 @@ use super::body::{BodyFormat, body_format, read_request_body};
 use super::gate::{self, Client};
 use super::reply::{ResponseBody, error, json, json_bytes};
 use crate::alert::Opening;
-use crate::api::{AnomalyRecord, BatchReply, EpisodeEvent, EpisodeRecord, PointReply, STATUS_OK};
+use crate::api::{BatchReply, EpisodeRecord, PointReply, STATUS_OK};
+use crate::cluster::producer::Origin;
 use crate::detect::{Direction, Verdict};
 use crate::ingest::{self, DataPoint, PointError, PointErrorKind};
 use crate::metrics::Format;
-use crate::series::{ClosedEpisodes, Duplicates, Observation};
-use crate::state::AppState;
+use crate::series::{Duplicates, Observation};
+use crate::state::{AppState, AppliedBatch};
 
 /// `POST /detect`.
 pub(super) async fn detect(req: Request<Incoming>, state: &AppState) -> Response<ResponseBody> {
@@ -65,6 +66,10 @@ async fn detect_point(
     if let Err(message) = ingest::validate_point(&point) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, message);
     }
+    if let Some(member) = state.cluster.get() {
+        let points = std::slice::from_ref(&point);
+        return super::cluster::publish(member, points, Origin::Detect, client, state).await;
+    }
     if let Err(refused) = gate::admit(state, client.as_ref(), 1) {
         return *refused;
     }
@@ -112,6 +117,9 @@ async fn detect_batch(
     {
         return error(StatusCode::UNPROCESSABLE_ENTITY, e.message);
     }
+    if let Some(member) = state.cluster.get() {
+        return super::cluster::publish(member, &points, Origin::Detect, client, state).await;
+    }
     let applied =
         match apply_points(&points, Duplicates::BySeq, Format::Detect, client, state).await {
             Ok(applied) => applied,
@@ -131,24 +139,9 @@ async fn detect_batch(
     )
 }
 
-/// What applying a batch did.
-pub(super) struct AppliedBatch {
-    /// The anomalous points' records, in batch order.
-    pub(super) records: Vec<AnomalyRecord>,
-    /// Episodes the batch opened, in batch order.
-    pub(super) episodes_opened: Vec<EpisodeRecord>,
-    /// Episodes the batch closed, in batch order.
-    pub(super) episodes_closed: Vec<EpisodeRecord>,
-    /// Points recognised as already applied.
-    pub(super) duplicates: usize,
-    /// Whether the records are in the anomaly log (else in its backlog).
-    pub(super) logged: bool,
-}
-
-/// Applies `points` (all or none), counts them as `format`, reports the
-/// episodes they opened and closed, and writes their anomalies to the log
-/// before returning. The error is the 429 reply when `client` is over its
-/// rate limit or `max_series` would be exceeded.
+/// Applies `points` (all or none) once `client` is within its rate limit,
+/// as [`AppState::apply_points`] does. The error is the 429 reply when
+/// `client` is over its rate limit or `max_series` would be exceeded.
 pub(super) async fn apply_points(
     points: &[DataPoint<'_>],
     duplicates: Duplicates,
@@ -157,61 +150,10 @@ pub(super) async fn apply_points(
     state: &AppState,
 ) -> Result<AppliedBatch, Response<ResponseBody>> {
     gate::admit(state, client.as_ref(), points.len()).map_err(|refused| *refused)?;
-    let mut closed = Vec::new();
-    let observed = match duplicates {
-        Duplicates::BySeq => state.table.observe_batch_into(points, &mut closed),
-        Duplicates::ByTimestamp => state.table.observe_samples_into(points, &mut closed),
-    };
-    let observations = observed.map_err(|e| error(StatusCode::TOO_MANY_REQUESTS, e.to_string()))?;
-    let records = anomaly_records(points, &observations);
-    let (episodes_opened, openings, episodes_closed) =
-        episode_changes(points, &observations, closed);
-    state.report_episodes(&episodes_opened, &openings, &episodes_closed);
-    let logged = state.record_anomalies(&records).await;
-    let duplicates = observations.iter().filter(|o| o.duplicate).count();
     state
-        .metrics
-        .points(format, points.len() as u64, duplicates as u64);
-    Ok(AppliedBatch {
-        records,
-        episodes_opened,
-        episodes_closed,
-        duplicates,
-        logged,
-    })
-}
-
-/// The records of the anomalous points of a batch, in batch order.
-fn anomaly_records(points: &[DataPoint<'_>], observations: &[Observation]) -> Vec<AnomalyRecord> {
-    points
-        .iter()
-        .zip(observations)
-        .filter_map(|(point, obs)| obs.record(point))
-        .collect()
-}
-
-/// The episodes a batch opened (with their opening points) and closed
-/// (`closed`, from the table), in batch order.
-fn episode_changes(
-    points: &[DataPoint<'_>],
-    observations: &[Observation],
-    mut closed: ClosedEpisodes,
-) -> (Vec<EpisodeRecord>, Vec<Opening>, Vec<EpisodeRecord>) {
-    let (opened, openings) = points
-        .iter()
-        .zip(observations)
-        .filter(|(_, obs)| obs.episode.event == Some(EpisodeEvent::Opened))
-        .filter_map(|(point, obs)| {
-            let record = obs.record(point)?;
-            Some((obs.opened(point)?, Opening::from(&record)))
-        })
-        .unzip();
-    closed.sort_by_key(|&(index, _)| index);
-    (
-        opened,
-        openings,
-        closed.into_iter().map(|(_, r)| r).collect(),
-    )
+        .apply_points(points, duplicates, format)
+        .await
+        .map_err(|e| error(StatusCode::TOO_MANY_REQUESTS, e.to_string()))
 }
 
 /// The reply to a single point.

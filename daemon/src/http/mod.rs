@@ -11,6 +11,8 @@
 //!   `/healthz`, `/ready`, `/metrics`.
 //! - `write`: the monitoring stack's write endpoints (Prometheus
 //!   remote-write), which share `detect`'s path to the series table.
+//! - `cluster`: a cluster member's publishing of posted points, and
+//!   `GET /cluster`.
 //! - `dashboard`: the page at `/` and its assets (in `dashboard/`,
 //!   compiled in).
 //! - [`query`]: query-string parsing; [`body`]: reading request bodies;
@@ -27,6 +29,7 @@
 
 mod anomalies;
 pub mod body;
+mod cluster;
 mod dashboard;
 mod detect;
 mod events;

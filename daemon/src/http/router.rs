@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::reply::{ResponseBody, error, method_not_allowed};
-use super::{anomalies, dashboard, detect, events, gate, health, series, write};
+use super::{anomalies, cluster, dashboard, detect, events, gate, health, series, write};
 use crate::state::AppState;
 
 /// Routes one request to its handler.
@@ -30,6 +30,8 @@ pub async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Re
             anomalies::episodes(req.uri().query(), state)
         }
         (_, "/episodes") => method_not_allowed("GET, HEAD"),
+        (&Method::GET | &Method::HEAD, "/cluster") => cluster::cluster(state),
+        (_, "/cluster") => method_not_allowed("GET, HEAD"),
         (_, "/login") => gate::login(req, state).await,
         (_, path) if is_dashboard_path(path) && !state.config().server.dashboard => {
             dashboard_off(path)

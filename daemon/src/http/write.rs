@@ -19,6 +19,7 @@ use super::detect::apply_points;
 use super::gate::Client;
 use super::query::parse_influx_query;
 use super::reply::{ResponseBody, empty, error, too_large};
+use crate::cluster::producer::Origin;
 use crate::ingest::{RemoteWriteError, Samples, decode_line_protocol, decode_remote_write};
 use crate::metrics::Format;
 use crate::series::Duplicates;
@@ -193,6 +194,17 @@ async fn apply_samples(
     state: &AppState,
 ) -> Response<ResponseBody> {
     let points = samples.points();
+    if let Some(member) = state.cluster.get() {
+        let origin = match format {
+            Format::RemoteWrite => Origin::RemoteWrite,
+            _ => Origin::LineProtocol,
+        };
+        let reply = super::cluster::publish(member, &points, origin, client, state).await;
+        if reply.status().is_success() {
+            state.metrics.skipped(format, &samples.skipped);
+        }
+        return reply;
+    }
     if let Err(response) =
         apply_points(&points, Duplicates::ByTimestamp, format, client, state).await
     {

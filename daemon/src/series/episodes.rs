@@ -166,6 +166,12 @@ impl EpisodeLedger {
         self.open.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts an open episode whose series moved to another cluster member
+    /// (the gauge only: it did not close).
+    pub(super) fn handed_over(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Counts and keeps a closed episode.
     pub(super) fn closed(&self, record: EpisodeRecord) {
         self.closed.fetch_add(1, Ordering::Relaxed);

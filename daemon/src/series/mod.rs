@@ -243,6 +243,9 @@ pub struct SeriesTable {
     watched: Mutex<std::collections::HashMap<String, usize>>,
     /// Episode counters and the recently closed episodes.
     episodes: EpisodeLedger,
+    /// Held by whatever removes series ([`Self::sweep_idle`],
+    /// [`Self::forget_unless`]): slot ids stay stable while one runs.
+    removing: Mutex<()>,
 }
 
 impl SeriesTable {
@@ -262,6 +265,7 @@ impl SeriesTable {
             history_count: AtomicUsize::new(0),
             watched: Mutex::default(),
             episodes: EpisodeLedger::new(config.log.recent_episodes),
+            removing: Mutex::new(()),
             profiles: RwLock::new(Arc::new(Profiles::new(config, 0))),
             next_generation: AtomicU32::new(1),
             started: Instant::now(),
@@ -806,6 +810,7 @@ impl SeriesTable {
     /// `series_ttl`; returns how many were removed, and the episodes they
     /// left open, closed at their last point.
     pub fn sweep_idle(&self) -> (usize, Vec<EpisodeRecord>) {
+        let _removing = self.removing.lock().unwrap_or_else(|p| p.into_inner());
         let profiles = self.current();
         let mut closed = Vec::new();
         let now = self.now_secs();
@@ -832,12 +837,36 @@ impl SeriesTable {
         (removed, closed)
     }
 
+    /// Removes the series for which `keep(name)` is false, with their open
+    /// episodes, which are not closed: they go on at the series' next
+    /// owner (a cluster member handing a partition over). Returns how many
+    /// series were removed.
+    pub fn forget_unless(&self, keep: impl Fn(&str) -> bool) -> usize {
+        let _removing = self.removing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut removed = 0;
+        let mut histories = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let gone = shard.retain(|name, _| keep(std::str::from_utf8(name).unwrap_or_default()));
+            removed += gone.series;
+            histories += gone.histories;
+            for _ in gone.episodes {
+                self.episodes.handed_over();
+            }
+        }
+        if removed > 0 {
+            self.count.fetch_sub(removed, Ordering::AcqRel);
+            self.history_count.fetch_sub(histories, Ordering::AcqRel);
+        }
+        removed
+    }
+
     /// Keeps histories for the most recently updated series: ranks every
     /// series by its last update (a series that has a history first among
     /// equals) and drops the histories beyond the first `history_series`
     /// (all of them when history is off), making room for newer series at
     /// their next point. Watched series keep theirs. Runs from the sweep,
-    /// which is the only remover of series, so slot ids are stable here.
+    /// which holds the removal lock, so slot ids are stable here.
     fn rebalance_histories(&self) {
         let limit = if self.history_points.load(Ordering::Relaxed) == 0 {
             0

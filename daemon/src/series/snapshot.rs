@@ -43,32 +43,66 @@ impl SeriesTable {
     /// series is removed meanwhile (ids move), the shard is written again,
     /// whole, under one hold: every series is written once.
     pub fn export_shard(&self, index: usize, out: &mut Vec<u8>) -> usize {
+        let mut count = [0];
+        self.export_shard_by(index, |_| Some(0), std::slice::from_mut(out), &mut count);
+        count[0]
+    }
+
+    /// As [`export_shard`](Self::export_shard), but appends each series'
+    /// record to `outs[route(name)]` and counts it in `counts[route(name)]`,
+    /// and skips the series `route` gives `None` (a cluster member writes
+    /// one snapshot per partition). `counts` is as long as `outs`.
+    pub fn export_shard_by(
+        &self,
+        index: usize,
+        route: impl Fn(&str) -> Option<usize>,
+        outs: &mut [Vec<u8>],
+        counts: &mut [usize],
+    ) {
         let profiles = self.current();
         let fingerprints: Vec<u64> = profiles
             .settings
             .iter()
             .map(|settings| settings_fingerprint(&settings.detector))
             .collect();
-        let start = out.len();
+        let starts: Vec<(usize, usize)> = outs
+            .iter()
+            .map(Vec::len)
+            .zip(counts.iter().copied())
+            .collect();
+        let write = |shard: &Shard,
+                     ids: std::ops::Range<usize>,
+                     outs: &mut [Vec<u8>],
+                     counts: &mut [usize]| {
+            for id in ids {
+                // Names come from `&str`s: always UTF-8.
+                let name = std::str::from_utf8(shard.name(id as u32)).unwrap_or_default();
+                if let Some(i) = route(name).filter(|&i| i < outs.len()) {
+                    write_record(&profiles, &fingerprints, shard, id as u32, &mut outs[i]);
+                    counts[i] += 1;
+                }
+            }
+        };
         let mut next = 0;
         let mut removals = None;
         loop {
             let shard = self.lock_shard(index);
             let now = shard.removals();
             if *removals.get_or_insert(now) != now {
-                out.truncate(start);
-                for id in 0..shard.len() as u32 {
-                    write_record(&profiles, &fingerprints, &shard, id, out);
+                for ((out, count), &(start, counted)) in
+                    outs.iter_mut().zip(counts.iter_mut()).zip(&starts)
+                {
+                    out.truncate(start);
+                    *count = counted;
                 }
-                return shard.len();
+                write(&shard, 0..shard.len(), outs, counts);
+                return;
             }
             let end = (next + CHUNK).min(shard.len());
-            for id in next..end {
-                write_record(&profiles, &fingerprints, &shard, id as u32, out);
-            }
+            write(&shard, next..end, outs, counts);
             next = end;
             if next == shard.len() {
-                return next;
+                return;
             }
             drop(shard);
             // Let the requests waiting for this shard, or for the core, go.

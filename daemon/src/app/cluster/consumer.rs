@@ -1,0 +1,301 @@
+//! Consuming one owned partition: a pull consumer on the partition's
+//! subject from a given stream sequence, each message applied to the
+//! series table as a `/detect` batch, the anomalies written to the log
+//! (and published for the other members), and only then the messages
+//! acknowledged.
+//!
+//! The consumer is ephemeral: it lives while this member holds the lease.
+//! After an error (NATS restarted, the consumer vanished) a new one is
+//! created from the sequence after the last one applied; a message seen
+//! again is skipped, so each is applied once.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream::{Message, consumer};
+use futures_util::StreamExt;
+use tokio::sync::RwLock;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::AnomalyRecord;
+use crate::cluster::Member;
+use crate::cluster::connect::Connection;
+use crate::cluster::producer::{ORIGIN_HEADER, Origin};
+use crate::ingest::parse_ndjson_body;
+use crate::metrics::Format;
+use crate::series::Duplicates;
+use crate::state::AppState;
+
+/// Messages fetched at once.
+const BATCH: usize = 256;
+/// How long a fetch waits for messages.
+const FETCH_WAIT: Duration = Duration::from_millis(500);
+/// Time between two tries after an error.
+const RETRY: Duration = Duration::from_millis(500);
+/// How long the server waits for an acknowledgement before it delivers a
+/// message again.
+const ACK_WAIT: Duration = Duration::from_secs(60);
+
+/// A running consumer of one partition.
+#[derive(Debug)]
+pub struct Handle {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Handle {
+    /// Stops consuming once the batch being applied is done (its anomalies
+    /// logged and its messages acknowledged), and waits for that.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// What a consumer needs.
+#[derive(Clone)]
+pub struct Context {
+    /// The daemon's state.
+    pub state: Arc<AppState>,
+    /// This member.
+    pub member: Arc<Member>,
+    /// Its NATS handles.
+    pub connection: Connection,
+    /// Held (shared) while a batch is applied; a snapshot holds it
+    /// exclusively, so that it sees whole batches only.
+    pub apply_lock: Arc<RwLock<()>>,
+}
+
+/// Starts consuming `partition` from stream sequence `start` (1: from the
+/// oldest message kept).
+pub fn start(context: Context, partition: u32, start: u64) -> Handle {
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(consume(context, partition, start.max(1), stop.clone()));
+    Handle { stop, task }
+}
+
+async fn consume(context: Context, partition: u32, mut next: u64, stop: CancellationToken) {
+    let Context {
+        state,
+        member,
+        connection,
+        apply_lock,
+    } = &context;
+    let mut consumer: Option<consumer::PullConsumer> = None;
+    let mut failures = 0u32;
+    while !stop.is_cancelled() {
+        let current = match &consumer {
+            Some(current) => current,
+            None => match create(connection, member, partition, next).await {
+                Ok(created) => consumer.insert(created),
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(60) {
+                        tracing::warn!(partition, error = %e, "Cannot create the partition's consumer; retrying.");
+                    }
+                    pause(&stop).await;
+                    continue;
+                }
+            },
+        };
+        let fetched = tokio::select! {
+            () = stop.cancelled() => break,
+            fetched = fetch(current) => fetched,
+        };
+        let (messages, error) = fetched;
+        if let Some(e) = error {
+            failures += 1;
+            if failures == 1 || failures.is_multiple_of(60) {
+                tracing::warn!(partition, error = %e, "Fetching from the partition failed; its consumer is created again.");
+            }
+            consumer = None;
+        } else {
+            failures = 0;
+        }
+        let fresh: Vec<Message> = messages
+            .into_iter()
+            .filter(|m| m.info().is_ok_and(|info| info.stream_sequence >= next))
+            .collect();
+        let Some(last) = fresh.last() else {
+            if consumer.is_none() {
+                pause(&stop).await;
+            }
+            continue;
+        };
+        let (last_seq, pending) = last
+            .info()
+            .map(|info| (info.stream_sequence, info.pending))
+            .unwrap_or((next, 0));
+        {
+            let _applying = apply_lock.read().await;
+            let records = apply(state, member, &fresh).await;
+            publish_anomalies(connection, member, partition, &records).await;
+            next = last_seq + 1;
+            member.update_owned(partition, |status| {
+                status.applied = last_seq;
+                status.lag = pending;
+            });
+        }
+        // With `AckPolicy::All` the last one acknowledges the batch.
+        if let Err(e) = last.ack().await {
+            tracing::debug!(partition, error = %e, "Acknowledging failed; the messages come again and are skipped.");
+        }
+    }
+    if let Some(consumer) = consumer {
+        let name = consumer.cached_info().name.clone();
+        let _ = connection.points.delete_consumer(&name).await;
+    }
+}
+
+/// Waits [`RETRY`], or less if stopped.
+async fn pause(stop: &CancellationToken) {
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = tokio::time::sleep(RETRY) => {}
+    }
+}
+
+/// An ephemeral pull consumer of `partition` from sequence `start`.
+async fn create(
+    connection: &Connection,
+    member: &Member,
+    partition: u32,
+    start: u64,
+) -> Result<consumer::PullConsumer, String> {
+    let inactive = (member.config.lease_ttl * 3).max(Duration::from_secs(60));
+    connection
+        .points
+        .create_consumer(consumer::pull::Config {
+            description: Some(format!(
+                "anomalyd {}: partition {partition}",
+                member.instance_id
+            )),
+            filter_subject: member.names.points_subject(partition),
+            deliver_policy: if start <= 1 {
+                consumer::DeliverPolicy::All
+            } else {
+                consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                }
+            },
+            ack_policy: consumer::AckPolicy::All,
+            ack_wait: ACK_WAIT,
+            max_ack_pending: (BATCH * 4) as i64,
+            inactive_threshold: inactive,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// One batch: the messages, and the error that ended it early, if any.
+async fn fetch(consumer: &consumer::PullConsumer) -> (Vec<Message>, Option<String>) {
+    let mut batch = match consumer
+        .batch()
+        .max_messages(BATCH)
+        .expires(FETCH_WAIT)
+        .messages()
+        .await
+    {
+        Ok(batch) => batch,
+        Err(e) => return (Vec::new(), Some(e.to_string())),
+    };
+    let mut messages = Vec::new();
+    while let Some(message) = batch.next().await {
+        match message {
+            Ok(message) => messages.push(message),
+            Err(e) => return (messages, Some(e.to_string())),
+        }
+    }
+    (messages, None)
+}
+
+/// Applies the messages in order; returns the anomalies they produced.
+async fn apply(state: &AppState, member: &Member, messages: &[Message]) -> Vec<AnomalyRecord> {
+    let mut records = Vec::new();
+    for message in messages {
+        member
+            .stats
+            .consumed_messages
+            .fetch_add(1, Ordering::Relaxed);
+        let origin = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(ORIGIN_HEADER))
+            .map(|value| value.as_str());
+        let Some(origin) = Origin::from_header(origin) else {
+            member.stats.bad_messages.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(subject = %message.subject, "Skipped a message with an unknown {ORIGIN_HEADER} header.");
+            continue;
+        };
+        let points = match parse_ndjson_body(&message.payload) {
+            Ok(points) => points,
+            Err(e) => {
+                member.stats.bad_messages.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(subject = %message.subject, error = %e.message, "Skipped a message that is not NDJSON points.");
+                continue;
+            }
+        };
+        let (duplicates, format) = match origin {
+            Origin::Detect => (Duplicates::BySeq, Format::Detect),
+            Origin::RemoteWrite => (Duplicates::ByTimestamp, Format::RemoteWrite),
+            Origin::LineProtocol => (Duplicates::ByTimestamp, Format::Influx),
+        };
+        match state.apply_points(&points, duplicates, format).await {
+            Ok(applied) => {
+                if !applied.logged {
+                    wait_for_the_log(state).await;
+                }
+                records.extend(applied.records);
+            }
+            Err(e) => {
+                member
+                    .stats
+                    .dropped_points
+                    .fetch_add(points.len() as u64, Ordering::Relaxed);
+                tracing::warn!(subject = %message.subject, points = points.len(), error = %e, "Dropped a message's points.");
+            }
+        }
+    }
+    records
+}
+
+/// Waits until the anomaly log has written its backlog: a message is
+/// acknowledged only once its anomalies are in the file.
+async fn wait_for_the_log(state: &AppState) {
+    let mut waited = 0u32;
+    while state.log.stats().backlog.load(Ordering::Relaxed) > 0 {
+        if waited.is_multiple_of(60) {
+            tracing::warn!("The anomaly log cannot be written: consuming waits until it can.");
+        }
+        waited += 1;
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Publishes the records on the partition's anomalies subject, for the
+/// other members' `GET /anomalies`.
+async fn publish_anomalies(
+    connection: &Connection,
+    member: &Member,
+    partition: u32,
+    records: &[AnomalyRecord],
+) {
+    if records.is_empty() {
+        return;
+    }
+    let mut body = Vec::with_capacity(records.len() * 200);
+    for record in records {
+        record.write_line(&mut body);
+    }
+    let subject = member.names.anomalies_subject(partition);
+    let published = match connection.js.publish(subject, body.into()).await {
+        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = published {
+        tracing::warn!(partition, error = %e, "Cannot publish anomalies for the other members; they are in this member's log.");
+    }
+}

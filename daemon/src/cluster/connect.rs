@@ -1,0 +1,253 @@
+//! The connection to NATS and what a member needs there: the points and
+//! anomalies streams, the KV bucket of the layout, members and leases, and
+//! the object store of the partition snapshots. The first member creates
+//! them; every member checks the layout against its own configuration.
+//!
+//! Debian's `nats-server` is 2.9: the client is built without the
+//! features of later servers, and the KV bucket's stream is created here
+//! (the client's own `create_key_value` reads an account-info field that
+//! 2.9 does not send).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, object_store, stream};
+use serde::{Deserialize, Serialize};
+
+use super::ClusterError;
+use super::partition::{LAYOUT_KEY, Names};
+use crate::config::ClusterConfig;
+
+/// Bytes of the largest message the points stream takes (NATS' default
+/// `max_payload` is 1 MiB; batches are split below it).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// What every member of one cluster must agree on, stored under the KV key
+/// `layout` by the first member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// `[cluster] partitions`.
+    pub partitions: u32,
+    /// `[cluster] subject_prefix`.
+    pub subject_prefix: String,
+}
+
+/// A member's handles on the cluster's NATS objects.
+#[derive(Clone)]
+pub struct Connection {
+    /// The NATS client (reconnects by itself).
+    pub client: async_nats::Client,
+    /// JetStream.
+    pub js: jetstream::Context,
+    /// The points stream.
+    pub points: stream::Stream,
+    /// The KV bucket of layout, members and leases.
+    pub kv: kv::Store,
+    /// The object store of partition snapshots.
+    pub snapshots: object_store::ObjectStore,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("state", &self.client.connection_state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens the NATS connection. It returns at once and connects (and
+/// reconnects) in the background: a NATS server that is down at start is
+/// waited for, not an error. Fails only on unreadable credentials.
+pub async fn open(
+    config: &ClusterConfig,
+    instance_id: &str,
+) -> Result<async_nats::Client, ClusterError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("anomalyd {instance_id}"))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_secs(5)))
+        .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(20) as u64))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("Connected to NATS."),
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("Disconnected from NATS; reconnecting. Posts get 503 meanwhile.")
+                }
+                other => tracing::info!(event = %other, "NATS connection event."),
+            }
+        });
+    if let Some(path) = &config.nats_creds_file {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| ClusterError::Credentials {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    if let Some(path) = &config.nats_ca_file {
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(ClusterError::Credentials {
+                path: path.clone(),
+                reason: e.to_string(),
+            });
+        }
+        options = options
+            .add_root_certificates(path.clone())
+            .require_tls(true);
+    }
+    let urls = config.nats_url.as_str();
+    options
+        .connect(urls)
+        .await
+        .map_err(|e| ClusterError::Connect(e.to_string()))
+}
+
+/// Creates (or finds) the streams and buckets and checks the layout.
+/// `max_age` is the points stream's retention; an existing stream that
+/// keeps less is raised to it.
+pub async fn set_up(
+    client: async_nats::Client,
+    config: &ClusterConfig,
+    names: &Names,
+    max_age: Duration,
+) -> Result<Connection, ClusterError> {
+    let js = jetstream::new(client.clone());
+    let setup = |what: &str| {
+        let what = what.to_owned();
+        move |e: &dyn std::fmt::Display| ClusterError::Setup {
+            what: what.clone(),
+            reason: e.to_string(),
+        }
+    };
+    let kv_stream = format!("KV_{}", names.kv_bucket());
+    js.get_or_create_stream(stream::Config {
+        name: kv_stream.clone(),
+        description: Some("anomalyd cluster: layout, members and partition leases".into()),
+        subjects: vec![format!("$KV.{}.>", names.kv_bucket())],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| setup(&kv_stream)(&e))?;
+    let kv = js
+        .get_key_value(names.kv_bucket())
+        .await
+        .map_err(|e| setup(&kv_stream)(&e))?;
+    check_layout(&kv, config).await?;
+
+    let points_name = names.points_stream();
+    let mut points = js
+        .get_or_create_stream(points_config(names, max_age))
+        .await
+        .map_err(|e| setup(&points_name)(&e))?;
+    let info = points.info().await.map_err(|e| setup(&points_name)(&e))?;
+    if info.config.max_age < max_age {
+        let mut raised = info.config.clone();
+        raised.max_age = max_age;
+        js.update_stream(raised)
+            .await
+            .map_err(|e| setup(&points_name)(&e))?;
+        tracing::info!(stream = %points_name, max_age_secs = max_age.as_secs(), "Raised the points stream's max_age to 3 × [state] snapshot_interval.");
+    }
+    let anomalies_name = names.anomalies_stream();
+    js.get_or_create_stream(anomalies_config(names, max_age))
+        .await
+        .map_err(|e| setup(&anomalies_name)(&e))?;
+    let bucket = names.snapshot_bucket();
+    let snapshots = match js.get_object_store(&bucket).await {
+        Ok(store) => store,
+        Err(_) => js
+            .create_object_store(object_store::Config {
+                bucket: bucket.clone(),
+                description: Some("anomalyd cluster: partition snapshots".into()),
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| setup(&bucket)(&e))?,
+    };
+    Ok(Connection {
+        client,
+        js,
+        points,
+        kv,
+        snapshots,
+    })
+}
+
+/// The points stream: subjects `<prefix>.points.*`, limits retention,
+/// `max_age`, file storage, duplicates window of two minutes.
+pub fn points_config(names: &Names, max_age: Duration) -> stream::Config {
+    stream::Config {
+        name: names.points_stream(),
+        description: Some("anomalyd cluster: points, one subject per partition".into()),
+        subjects: vec![names.points_subjects()],
+        retention: stream::RetentionPolicy::Limits,
+        max_age,
+        storage: stream::StorageType::File,
+        max_message_size: MAX_MESSAGE_BYTES as i32,
+        discard: stream::DiscardPolicy::Old,
+        ..Default::default()
+    }
+}
+
+/// The anomalies stream: subjects `<prefix>.anomalies.*`, the same
+/// retention as the points.
+pub fn anomalies_config(names: &Names, max_age: Duration) -> stream::Config {
+    stream::Config {
+        name: names.anomalies_stream(),
+        description: Some("anomalyd cluster: anomaly records, one subject per partition".into()),
+        subjects: vec![names.anomalies_subjects()],
+        retention: stream::RetentionPolicy::Limits,
+        max_age,
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::Old,
+        ..Default::default()
+    }
+}
+
+/// Writes the layout if no member has, else compares it with ours.
+async fn check_layout(kv: &kv::Store, config: &ClusterConfig) -> Result<(), ClusterError> {
+    let ours = Layout {
+        partitions: config.partitions,
+        subject_prefix: config.subject_prefix.clone(),
+    };
+    let bytes = serde_json::to_vec(&ours).expect("layout serialises");
+    let stored = match kv.create(LAYOUT_KEY, bytes.into()).await {
+        Ok(_) => {
+            tracing::info!(partitions = ours.partitions, prefix = %ours.subject_prefix, "Wrote the cluster layout (first member).");
+            return Ok(());
+        }
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+            kv.get(LAYOUT_KEY).await.map_err(|e| ClusterError::Setup {
+                what: "the layout key".into(),
+                reason: e.to_string(),
+            })?
+        }
+        Err(e) => {
+            return Err(ClusterError::Setup {
+                what: "the layout key".into(),
+                reason: e.to_string(),
+            });
+        }
+    };
+    let stored: Layout = stored
+        .as_deref()
+        .and_then(|bytes| serde_json::from_slice(bytes).ok())
+        .ok_or_else(|| ClusterError::Setup {
+            what: "the layout key".into(),
+            reason: "it does not hold an anomalyd layout".into(),
+        })?;
+    if stored == ours {
+        Ok(())
+    } else {
+        Err(ClusterError::LayoutMismatch { stored, ours })
+    }
+}

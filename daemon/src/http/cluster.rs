@@ -1,0 +1,142 @@
+//! The cluster member's side of the write endpoints, and `GET /cluster`.
+//!
+//! On a member, posted points are not applied here: they are published to
+//! their partitions ([`crate::cluster::producer`]) and the reply comes
+//! once JetStream has them: `202 {"status": "Data accepted", "received":
+//! N}` for `/detect` (no verdicts: they are read from `/anomalies`,
+//! `/episodes` and the sinks), 204 for the remote-write and line-protocol
+//! endpoints (what their senders expect). While NATS is unreachable the
+//! reply is 503 and nothing is kept.
+
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+
+use super::gate::{self, Client};
+use super::reply::{ResponseBody, empty, error, json};
+use crate::clock::unix_now;
+use crate::cluster::Member;
+use crate::cluster::producer::{self, Origin};
+use crate::ingest::DataPoint;
+use crate::state::AppState;
+
+/// The `status` of a member's `/detect` reply.
+pub const STATUS_ACCEPTED: &str = "Data accepted";
+
+/// The reply of a member to `/detect`.
+#[derive(Serialize)]
+struct Accepted {
+    status: &'static str,
+    received: usize,
+}
+
+/// Publishes `points` posted in `origin`'s format through `member`, after
+/// the rate limit; the reply for the client.
+pub(super) async fn publish(
+    member: &Member,
+    points: &[DataPoint<'_>],
+    origin: Origin,
+    client: Option<Client>,
+    state: &AppState,
+) -> Response<ResponseBody> {
+    if let Err(refused) = gate::admit(state, client.as_ref(), points.len()) {
+        return *refused;
+    }
+    match producer::publish(member, points, origin, unix_now()).await {
+        Ok(_) => match origin {
+            Origin::Detect => json(
+                StatusCode::ACCEPTED,
+                &Accepted {
+                    status: STATUS_ACCEPTED,
+                    received: points.len(),
+                },
+            ),
+            Origin::RemoteWrite | Origin::LineProtocol => empty(StatusCode::NO_CONTENT),
+        },
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// One partition in `GET /cluster`.
+#[derive(Serialize)]
+struct PartitionItem {
+    partition: u32,
+    owner: Option<String>,
+    /// Known for this member's partitions only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lag: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    applied_sequence: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_sequence: Option<u64>,
+}
+
+/// One member in `GET /cluster`.
+#[derive(Serialize)]
+struct MemberItem {
+    id: String,
+    http: Option<String>,
+    partitions: usize,
+}
+
+/// The body of `GET /cluster`.
+#[derive(Serialize)]
+struct ClusterReply {
+    instance_id: String,
+    joined: bool,
+    connected: bool,
+    subject_prefix: String,
+    partition_count: u32,
+    members: Vec<MemberItem>,
+    partitions: Vec<PartitionItem>,
+}
+
+/// `GET /cluster`: the members, the partitions, their owners and (for
+/// this member's) their lags. 404 on a daemon that runs alone.
+pub(super) fn cluster(state: &AppState) -> Response<ResponseBody> {
+    let Some(member) = state.cluster.get() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this daemon runs alone: it has no [cluster] table".to_owned(),
+        );
+    };
+    let owners = member.owners();
+    let owned = member.owned();
+    let partitions = owners
+        .iter()
+        .enumerate()
+        .map(|(partition, owner)| {
+            let mine = owned.get(&(partition as u32));
+            PartitionItem {
+                partition: partition as u32,
+                owner: owner.clone(),
+                lag: mine.map(|s| s.lag),
+                applied_sequence: mine.map(|s| s.applied),
+                snapshot_sequence: mine.and_then(|s| s.snapshot_seq),
+            }
+        })
+        .collect();
+    let members = member
+        .members()
+        .into_iter()
+        .map(|m| MemberItem {
+            partitions: owners
+                .iter()
+                .filter(|o| o.as_deref() == Some(m.id.as_str()))
+                .count(),
+            id: m.id,
+            http: m.http,
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &ClusterReply {
+            instance_id: member.instance_id.clone(),
+            joined: member.joined(),
+            connected: member.connected(),
+            subject_prefix: member.config.subject_prefix.clone(),
+            partition_count: member.config.partitions,
+            members,
+            partitions,
+        },
+    )
+}
