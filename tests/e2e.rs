@@ -86,3 +86,6 @@ mod tls;
 /// State snapshots: restart with no warm-up (SIGTERM and kill -9), open
 /// episodes, duplicates, changed settings, damaged files, a full disk.
 mod snapshots;
+
+/// Cluster members sharing the series through a real NATS JetStream.
+mod cluster;

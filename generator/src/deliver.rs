@@ -165,7 +165,8 @@ impl Sender {
     fn answered(&mut self, reply: Reply, points: usize) -> Attempt {
         let stats = &self.generator.stats;
         match reply.status {
-            200 => {
+            // 202: a cluster member took the points (verdicts come later).
+            200..=299 => {
                 stats.sent.fetch_add(points as u64, Ordering::Relaxed);
                 if let Some(since) = self.failing_since.take() {
                     tracing::info!(

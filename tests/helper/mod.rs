@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod nats;
 pub mod programs;
 pub mod receiver;
 

@@ -154,7 +154,7 @@ pub async fn set_up(
         js.update_stream(raised)
             .await
             .map_err(|e| setup(&points_name)(&e))?;
-        tracing::info!(stream = %points_name, max_age_secs = max_age.as_secs(), "Raised the points stream's max_age to 3 × [state] snapshot_interval.");
+        tracing::info!(stream = %points_name, max_age_secs = max_age.as_secs(), "Raised the points stream's max_age (3 × [state] snapshot_interval, at least 15 min).");
     }
     let anomalies_name = names.anomalies_stream();
     js.get_or_create_stream(anomalies_config(names, max_age))

@@ -39,9 +39,29 @@ pub async fn write_lease(kv: &kv::Store, partition: u32, me: &str, revision: u64
             Err(e) => LeaseOutcome::Failed(e.to_string()),
         };
     }
-    match kv.update(&key, value, revision).await {
+    match kv.update(&key, value.clone(), revision).await {
         Ok(revision) => LeaseOutcome::Held(revision),
-        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => LeaseOutcome::Lost,
+        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+            // Our previous write may have landed with its reply lost (NATS
+            // restarting): if the key still names us, it is still ours.
+            match kv.entry(&key).await {
+                Ok(Some(entry))
+                    if entry.operation == kv::Operation::Put
+                        && serde_json::from_slice::<LeaseValue>(&entry.value)
+                            .is_ok_and(|lease| lease.owner == me) =>
+                {
+                    match kv.update(&key, value, entry.revision).await {
+                        Ok(revision) => LeaseOutcome::Held(revision),
+                        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                            LeaseOutcome::Lost
+                        }
+                        Err(e) => LeaseOutcome::Failed(e.to_string()),
+                    }
+                }
+                Ok(_) => LeaseOutcome::Lost,
+                Err(e) => LeaseOutcome::Failed(e.to_string()),
+            }
+        }
         Err(e) => LeaseOutcome::Failed(e.to_string()),
     }
 }
@@ -69,7 +89,11 @@ pub async fn leave(kv: &kv::Store, id: &str) -> Result<(), String> {
 /// Follows every key of the bucket into `view` until the watch ends (the
 /// connection was lost or the stream deleted); the caller starts it again.
 pub async fn follow(kv: &kv::Store, view: &Arc<Mutex<View>>) -> Result<(), String> {
-    let mut watch = kv.watch_all().await.map_err(|e| e.to_string())?;
+    // The last value of every key first, then every change.
+    let mut watch = kv
+        .watch_with_history(">")
+        .await
+        .map_err(|e| e.to_string())?;
     while let Some(entry) = watch.next().await {
         let entry = entry.map_err(|e| e.to_string())?;
         let value = match entry.operation {

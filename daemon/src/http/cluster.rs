@@ -99,8 +99,20 @@ pub(super) fn cluster(state: &AppState) -> Response<ResponseBody> {
             "this daemon runs alone: it has no [cluster] table".to_owned(),
         );
     };
-    let owners = member.owners();
     let owned = member.owned();
+    // This member's own partitions as of now; the rest as last seen.
+    let owners: Vec<Option<String>> = member
+        .owners()
+        .into_iter()
+        .enumerate()
+        .map(|(partition, owner)| {
+            if owned.contains_key(&(partition as u32)) {
+                Some(member.instance_id.clone())
+            } else {
+                owner.filter(|owner| *owner != member.instance_id)
+            }
+        })
+        .collect();
     let partitions = owners
         .iter()
         .enumerate()

@@ -40,7 +40,7 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<(), ClusterError> {
     let client = connect::open(&member.config, &member.instance_id).await?;
-    let max_age = state.config().state.snapshot_interval * 3;
+    let max_age = retention(state.config().state.snapshot_interval);
     let mut attempts = 0u32;
     let connection = loop {
         match connect::set_up(client.clone(), &member.config, &member.names, max_age).await {
@@ -75,6 +75,18 @@ pub async fn run(
     loop_state.run(&stop).await;
     follower.abort();
     Ok(())
+}
+
+/// The shortest retention of the points stream, whatever the snapshot
+/// interval: a quarter of an hour.
+pub const MIN_RETENTION: Duration = Duration::from_secs(15 * 60);
+
+/// The points stream's `max_age`: three snapshot intervals, so that every
+/// message after the oldest snapshot still exists, and at least
+/// [`MIN_RETENTION`], so that a consumer held up for a while (NATS
+/// restarting, a member catching up) finds its messages.
+pub fn retention(snapshot_interval: Duration) -> Duration {
+    (snapshot_interval * 3).max(MIN_RETENTION)
 }
 
 /// Keeps `view` up to date with the KV bucket, starting the watch again

@@ -1,0 +1,461 @@
+//! Cluster members sharing the series through a real `nats-server -js`
+//! (Debian's package), started on free loopback ports with a temporary
+//! store: balance and single ownership, kill -9 under load against a
+//! single-instance run of the same stream, SIGTERM hand-over, a NATS
+//! restart, and a member whose layout differs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use crate::helper::nats::Nats;
+use crate::helper::{TestDaemon, binary, read_lines, request, wait_until};
+
+/// Partitions in these tests: enough to spread, few enough to read.
+const PARTITIONS: u32 = 16;
+
+/// A member's configuration: short leases and snapshots, so that the
+/// suite stays fast.
+fn member_config(nats: &Nats, id: &str, lease_ttl: &str) -> String {
+    format!(
+        "[state]\nsnapshot_interval = \"1s\"\n\n[cluster]\nnats_url = \"{}\"\npartitions = {PARTITIONS}\n\
+         instance_id = \"{id}\"\nlease_renew = \"200ms\"\nlease_ttl = \"{lease_ttl}\"\n",
+        nats.url()
+    )
+}
+
+/// Starts a member and waits until `/ready` says it joined.
+fn member(nats: &Nats, id: &str, lease_ttl: &str) -> TestDaemon {
+    let daemon = TestDaemon::start(&member_config(nats, id, lease_ttl));
+    wait_until(&format!("{id} to join"), || {
+        (daemon.get("/ready").status == 200).then_some(())
+    });
+    daemon
+}
+
+/// The partitions `daemon` consumes, from its `GET /cluster`.
+fn consumed(daemon: &TestDaemon) -> BTreeSet<u32> {
+    let reply = daemon.get("/cluster");
+    assert_eq!(reply.status, 200, "{}", reply.error());
+    reply.json()["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p.get("applied_sequence").is_some())
+        .map(|p| p["partition"].as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// Checks that no partition is consumed by two members; returns the
+/// partitions each consumes.
+fn assert_single_owners(members: &[&TestDaemon]) -> Vec<BTreeSet<u32>> {
+    let sets: Vec<BTreeSet<u32>> = members.iter().map(|m| consumed(m)).collect();
+    for (i, a) in sets.iter().enumerate() {
+        for b in &sets[i + 1..] {
+            assert!(
+                a.is_disjoint(b),
+                "a partition is consumed by two members: {sets:?}"
+            );
+        }
+    }
+    sets
+}
+
+/// Waits until `members` consume every partition between them, each within
+/// one partition of the others.
+fn wait_balanced(members: &[&TestDaemon]) -> Vec<BTreeSet<u32>> {
+    wait_until("the partitions to be balanced", || {
+        let sets = assert_single_owners(members);
+        let all: usize = sets.iter().map(BTreeSet::len).sum();
+        let (min, max) = (
+            sets.iter().map(BTreeSet::len).min().unwrap(),
+            sets.iter().map(BTreeSet::len).max().unwrap(),
+        );
+        (all == PARTITIONS as usize && max - min <= 1).then_some(sets)
+    })
+}
+
+/// A value of series `s` at point `k`: a deterministic wobble around 50,
+/// with a spike at every 23rd point (offset per series) after warm-up.
+fn value(s: usize, k: usize) -> f64 {
+    let wobble = ((s * 7919 + k * 104_729) % 1000) as f64 / 500.0 - 1.0;
+    if k > 40 && (k + s).is_multiple_of(23) {
+        50.0 + 25.0 + wobble
+    } else {
+        50.0 + wobble
+    }
+}
+
+/// Points `from..to` of every one of `series` series, as NDJSON with
+/// timestamps and `seq`.
+fn rounds(series: usize, from: usize, to: usize) -> String {
+    let mut body = String::new();
+    for k in from..to {
+        for s in 0..series {
+            body.push_str(&format!(
+                "{{\"series\":\"svc-{s}\",\"value\":{},\"timestamp\":{},\"seq\":{}}}\n",
+                value(s, k),
+                1_700_000_000 + k,
+                k + 1
+            ));
+        }
+    }
+    body
+}
+
+/// The (series, seq) of every anomaly in the logs, and how many lines
+/// there were (repeats included).
+fn anomalies_in(logs: &[std::path::PathBuf]) -> (BTreeSet<(String, u64)>, usize) {
+    let mut set = BTreeSet::new();
+    let mut lines = 0;
+    for log in logs {
+        for line in read_lines(log) {
+            let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+            set.insert((
+                record["series"].as_str().unwrap().to_owned(),
+                record["seq"].as_u64().unwrap(),
+            ));
+            lines += 1;
+        }
+    }
+    (set, lines)
+}
+
+/// The `points` count of series `name` on whichever of `members` holds it.
+fn points_of(members: &[&TestDaemon], name: &str) -> Option<u64> {
+    members.iter().find_map(|m| {
+        let reply = m.get(&format!("/series/{name}"));
+        (reply.status == 200).then(|| reply.json()["points"].as_u64().unwrap())
+    })
+}
+
+#[test]
+fn three_members_share_the_series_each_owned_once() {
+    let Some(nats) = Nats::start() else { return };
+    let a = member(&nats, "member-a", "2s");
+    let b = member(&nats, "member-b", "2s");
+    let c = member(&nats, "member-c", "2s");
+    let members = [&a, &b, &c];
+    let sets = wait_balanced(&members);
+    let mut counts: Vec<usize> = sets.iter().map(BTreeSet::len).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [5, 5, 6], "16 partitions over 3 members");
+
+    // The real generator posts 100 series through member a.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = format!(
+        "anomaly_detection_url = \"http://{}/detect\"\ndata_frequency = 0.0\nbatch_size = 500\n",
+        a.addr
+    );
+    for s in 0..100 {
+        config.push_str(&format!("\n[[series]]\nname = \"gen-{s}\"\n"));
+    }
+    let config_path = dir.path().join("generator.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut generator = std::process::Command::new(binary("anomaly-generator"))
+        .args(["--config", config_path.to_str().unwrap()])
+        .args(["--count", "60", "--seed", "7", "--start-time", "1700000000"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // While it posts, every poll finds each partition with one consumer.
+    let mut polls = 0;
+    let status = loop {
+        assert_single_owners(&members);
+        polls += 1;
+        if let Some(status) = generator.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "the generator got every point accepted");
+    assert!(polls > 1);
+    // Every point applied once: 6,000 received over the members, none a
+    // duplicate, and each series at 60 points on its owner.
+    let received = |m: &TestDaemon| m.metric("anomalyd_points_received_total{format=\"detect\"}");
+    wait_until("every point to be consumed", || {
+        let total: f64 = members.iter().map(|m| received(m)).sum();
+        (total >= 6000.0).then_some(())
+    });
+    for s in 0..100 {
+        assert_eq!(
+            points_of(&members, &format!("gen-{s}")),
+            Some(60),
+            "gen-{s}"
+        );
+    }
+    let total: f64 = members.iter().map(|m| received(m)).sum();
+    assert_eq!(total, 6000.0, "no point applied twice");
+    for m in members {
+        assert_eq!(
+            m.metric("anomalyd_points_duplicate_total{format=\"detect\"}"),
+            0.0
+        );
+    }
+    // Points went to their partition's owner: a series lives on one member.
+    for s in 0..100 {
+        let holders = members
+            .iter()
+            .filter(|m| m.get(&format!("/series/gen-{s}")).status == 200)
+            .count();
+        assert_eq!(holders, 1, "gen-{s}");
+    }
+}
+
+#[test]
+fn kill_9_under_load_loses_no_point_and_moves_without_warm_up() {
+    let Some(nats) = Nats::start() else { return };
+    const SERIES: usize = 100;
+    const POINTS: usize = 150;
+    let a = member(&nats, "member-a", "2s");
+    let b = member(&nats, "member-b", "2s");
+    let c = member(&nats, "member-c", "2s");
+    let sets = wait_balanced(&[&a, &b, &c]);
+    let moved = sets[2].clone();
+    let post = |from: usize, to: usize| {
+        let reply = a.detect_ndjson(&rounds(SERIES, from, to));
+        assert_eq!(reply.status, 202, "{}", reply.error());
+        assert_eq!(reply.json()["received"], (SERIES * (to - from)) as u64);
+    };
+    for round in 0..7 {
+        post(round * 10, round * 10 + 10);
+    }
+    // c has consumed and snapshotted some of it; then it dies mid-stream.
+    wait_until("member-c to store a snapshot", || {
+        let reply = c.get("/cluster");
+        reply.json()["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["snapshot_sequence"].as_u64().unwrap_or(0) > 0)
+            .then_some(())
+    });
+    // More points, and c dies while they come in: what it applied after
+    // its last snapshot is applied again by the next owner.
+    post(70, 80);
+    post(80, 90);
+    let killed_at = Instant::now();
+    let c_dir = c.kill9();
+    for round in 9..(POINTS / 10) {
+        post(round * 10, round * 10 + 10);
+    }
+    wait_until("the survivors to own every partition", || {
+        let sets = assert_single_owners(&[&a, &b]);
+        (sets.iter().map(BTreeSet::len).sum::<usize>() == PARTITIONS as usize).then_some(())
+    });
+    let moved_after = killed_at.elapsed();
+    eprintln!("c's partitions moved {moved_after:?} after kill -9");
+    assert!(
+        moved_after < Duration::from_secs(2 + 5),
+        "taken over {moved_after:?} after the kill (lease_ttl 2s)"
+    );
+    // Exactly-once detector state: every series at all its points.
+    wait_until("every point to be applied", || {
+        (0..SERIES)
+            .all(|s| points_of(&[&a, &b], &format!("svc-{s}")) == Some(POINTS as u64))
+            .then_some(())
+    });
+    eprintln!("all points applied {:?} after kill -9", killed_at.elapsed());
+    // The moved partitions came from c's snapshots, not from a warm-up.
+    let mut a = a;
+    let mut b = b;
+    let restored: usize = [&mut a, &mut b]
+        .into_iter()
+        .flat_map(|m| m.stderr().to_vec())
+        .filter(|line| line.contains("Took over partition"))
+        .filter_map(|line| {
+            let partition: u32 = line
+                .split("partition=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            let series: usize = line
+                .split("restored_series=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            moved.contains(&partition).then_some(series)
+        })
+        .sum();
+    assert!(
+        restored > 0,
+        "the survivors restored c's series from its snapshots"
+    );
+
+    // The same stream into a single daemon.
+    let single = TestDaemon::start("");
+    for round in 0..(POINTS / 10) {
+        let reply = single.detect_ndjson(&rounds(SERIES, round * 10, round * 10 + 10));
+        assert_eq!(reply.status, 200);
+    }
+    let (expected, _) = anomalies_in(&[single.log_path()]);
+    assert!(expected.len() > 300, "{} anomalies", expected.len());
+    let logs = [
+        a.log_path(),
+        b.log_path(),
+        c_dir.path().join("anomalies.log"),
+    ];
+    // Acknowledged anomalies are in the logs once consumed; repeats (after
+    // c's last snapshot) have the same ids.
+    let (found, lines) = wait_until("the cluster's anomalies to match", || {
+        let (found, lines) = anomalies_in(&logs);
+        (found == expected).then_some((found, lines))
+    });
+    assert!(lines >= found.len());
+    eprintln!(
+        "anomalies: {} distinct, {} lines ({} repeated after the kill)",
+        found.len(),
+        lines,
+        lines - found.len()
+    );
+}
+
+#[test]
+fn sigterm_hands_the_partitions_over_at_once() {
+    let Some(nats) = Nats::start() else { return };
+    // Leases that would take 30 s to expire: a move within a few seconds
+    // is a release, not an expiry.
+    let a = member(&nats, "member-a", "30s");
+    let mut b = member(&nats, "member-b", "30s");
+    let c = member(&nats, "member-c", "30s");
+    wait_balanced(&[&a, &b, &c]);
+    let reply = a.detect_ndjson(&rounds(50, 0, 60));
+    assert_eq!(reply.status, 202);
+    wait_until("the points to be applied", || {
+        (0..50)
+            .all(|s| points_of(&[&a, &b, &c], &format!("svc-{s}")) == Some(60))
+            .then_some(())
+    });
+    let stopped_at = Instant::now();
+    b.signal(libc::SIGTERM);
+    let status = b.wait_exit();
+    assert!(status.success(), "{status}");
+    let exited_after = stopped_at.elapsed();
+    assert!(
+        exited_after < Duration::from_secs(10),
+        "exited after {exited_after:?}"
+    );
+    let sets = wait_balanced(&[&a, &c]);
+    assert_eq!(sets.iter().map(BTreeSet::len).sum::<usize>(), 16);
+    let moved_after = stopped_at.elapsed();
+    assert!(
+        moved_after < Duration::from_secs(10),
+        "moved after {moved_after:?}, lease_ttl 30s"
+    );
+    // Nothing to replay and nothing to warm: the moved series go on.
+    for s in 0..50 {
+        assert_eq!(
+            points_of(&[&a, &c], &format!("svc-{s}")),
+            Some(60),
+            "svc-{s}"
+        );
+    }
+}
+
+#[test]
+fn a_nats_restart_gets_503s_then_the_members_resume() {
+    let Some(mut nats) = Nats::start() else {
+        return;
+    };
+    let a = member(&nats, "member-a", "10s");
+    let b = member(&nats, "member-b", "10s");
+    wait_balanced(&[&a, &b]);
+    let reply = a.detect_ndjson(&rounds(20, 0, 50));
+    assert_eq!(reply.status, 202, "{}", reply.error());
+    nats.kill();
+    let refused = wait_until("a post to be refused", || {
+        let reply = a.detect_ndjson(&rounds(20, 50, 51));
+        (reply.status != 202).then_some(reply)
+    });
+    assert_eq!(refused.status, 503);
+    assert!(refused.error().contains("NATS"), "{}", refused.error());
+    wait_until("/ready to say why", || {
+        let reply = b.get("/ready");
+        (reply.status == 503 && String::from_utf8_lossy(&reply.body).contains("NATS")).then_some(())
+    });
+    nats.resume();
+    wait_until("posts to be accepted again", || {
+        (a.detect_ndjson(&rounds(20, 50, 60)).status == 202).then_some(())
+    });
+    // A spike after the restart is found: consumption resumed.
+    let spike = "{\"series\":\"svc-3\",\"value\":500.0,\"timestamp\":1700000100,\"seq\":1000}\n";
+    assert_eq!(b.detect_ndjson(spike).status, 202);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut a, mut b) = (a, b);
+    loop {
+        let (found, _) = anomalies_in(&[a.log_path(), b.log_path()]);
+        if found.contains(&("svc-3".to_owned(), 1000)) {
+            break;
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "A:\n{}\nB:\n{}",
+                a.stderr().join("\n"),
+                b.stderr().join("\n")
+            );
+            eprintln!("{}", String::from_utf8_lossy(&a.get("/cluster").body));
+            eprintln!("{}", String::from_utf8_lossy(&b.get("/series/svc-3").body));
+            eprintln!("{}", String::from_utf8_lossy(&a.get("/series/svc-3").body));
+            panic!("spike not found");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for m in [&a, &b] {
+        wait_until("/ready", || (m.get("/ready").status == 200).then_some(()));
+    }
+}
+
+#[test]
+fn a_member_with_another_layout_exits_78_and_one_without_nats_is_not_ready() {
+    let Some(mut nats) = Nats::start() else {
+        return;
+    };
+    let a = member(&nats, "member-a", "2s");
+    let other = member_config(&nats, "member-x", "2s")
+        .replace(&format!("partitions = {PARTITIONS}"), "partitions = 8");
+    let mut x = TestDaemon::start(&other);
+    let status = x.wait_exit();
+    assert_eq!(status.code(), Some(78));
+    let line = x.wait_for_stderr("layout");
+    assert!(
+        line.contains("partitions = 16") && line.contains("partitions = 8"),
+        "{line}"
+    );
+    drop(a);
+    // With NATS down, a new member serves but is not ready, then joins.
+    nats.kill();
+    let late = TestDaemon::start(&member_config(&nats, "member-late", "2s"));
+    let reply = late.get("/ready");
+    assert_eq!(reply.status, 503);
+    assert!(String::from_utf8_lossy(&reply.body).contains("cluster"));
+    let refused = late.detect("{\"series\":\"x\",\"value\":1.0}");
+    assert_eq!(refused.status, 503, "{}", refused.error());
+    nats.resume();
+    wait_until("the late member to join", || {
+        (late.get("/ready").status == 200).then_some(())
+    });
+    let accepted = late.detect("{\"series\":\"x\",\"value\":1.0}");
+    assert_eq!(accepted.status, 202);
+    assert_eq!(accepted.json()["status"], "Data accepted");
+    // It holds every partition now that it is alone (a's leases expired).
+    wait_until("the late member to own every partition", || {
+        (consumed(&late).len() == PARTITIONS as usize).then_some(())
+    });
+    let status = request(late.addr, "GET", "/cluster", &[], b"").json();
+    let owners: BTreeMap<String, usize> = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_owned(),
+                m["partitions"].as_u64().unwrap() as usize,
+            )
+        })
+        .collect();
+    assert_eq!(owners.get("member-late"), Some(&16), "{owners:?}");
+}

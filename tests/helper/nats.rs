@@ -1,0 +1,110 @@
+//! A real `nats-server -js` (Debian's package) on free loopback ports with
+//! its store in a temporary directory; killed when dropped. It can be
+//! stopped and started again on the same port and store.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use super::{free_port, request, wait_until};
+
+/// A running (or stopped) NATS server with JetStream.
+pub struct Nats {
+    /// The client port's address.
+    pub addr: SocketAddr,
+    monitor: SocketAddr,
+    /// Store and `output.log`.
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Nats {
+    /// Starts a server; `None` (test skipped) when `nats-server` is not
+    /// installed and `ANOMALYD_REQUIRE_NATS` is not set.
+    pub fn start() -> Option<Nats> {
+        let installed = Command::new("nats-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !installed {
+            assert!(
+                std::env::var_os("ANOMALYD_REQUIRE_NATS").is_none(),
+                "nats-server is required (ANOMALYD_REQUIRE_NATS is set) but cannot be run"
+            );
+            eprintln!("SKIPPED: nats-server is not installed (Debian package: nats-server)");
+            return None;
+        }
+        let mut nats = Nats {
+            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            monitor: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        nats.resume();
+        Some(nats)
+    }
+
+    /// The URL members connect to.
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    /// Kills the server (its store stays).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports and store, and waits
+    /// until JetStream is up.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("output.log"))
+            .unwrap();
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1"])
+            .args(["-p", &self.addr.port().to_string()])
+            .args(["-m", &self.monitor.port().to_string()])
+            .arg("-sd")
+            .arg(self.dir.path().join("store"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        wait_until("nats-server with JetStream to get ready", || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("nats-server exited ({status}):\n{}", self.output());
+            }
+            let ready = std::net::TcpStream::connect(self.monitor).is_ok()
+                && request(
+                    self.monitor,
+                    "GET",
+                    "/healthz?js-enabled-only=true",
+                    &[],
+                    b"",
+                )
+                .status
+                    == 200;
+            ready.then_some(())
+        });
+    }
+
+    /// Everything the server printed.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("output.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
