@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::helper::nats::Nats;
-use crate::helper::{TestDaemon, binary, read_lines, request, wait_until};
+use crate::helper::{TestDaemon, binary, promtool_check, read_lines, request, wait_until};
 
 /// Partitions in these tests: enough to spread, few enough to read.
 const PARTITIONS: u32 = 16;
@@ -120,12 +120,11 @@ fn anomalies_in(logs: &[std::path::PathBuf]) -> (BTreeSet<(String, u64)>, usize)
     (set, lines)
 }
 
-/// The `points` count of series `name` on whichever of `members` holds it.
+/// The `points` count of series `name`, asked of the first of `members`
+/// (which asks the member holding it).
 fn points_of(members: &[&TestDaemon], name: &str) -> Option<u64> {
-    members.iter().find_map(|m| {
-        let reply = m.get(&format!("/series/{name}"));
-        (reply.status == 200).then(|| reply.json()["points"].as_u64().unwrap())
-    })
+    let reply = members[0].get(&format!("/series/{name}"));
+    (reply.status == 200).then(|| reply.json()["points"].as_u64().unwrap())
 }
 
 #[test]
@@ -192,13 +191,73 @@ fn three_members_share_the_series_each_owned_once() {
             0.0
         );
     }
+    // /metrics: the owned partitions add up, and the text is valid.
+    let owned: f64 = members
+        .iter()
+        .map(|m| m.metric("anomalyd_cluster_partitions_owned"))
+        .sum();
+    assert_eq!(owned, f64::from(PARTITIONS));
+    assert!(a.metric("anomalyd_cluster_published_messages_total") > 0.0);
+    assert_eq!(a.metric("anomalyd_cluster_joined"), 1.0);
+    let consumed: f64 = members
+        .iter()
+        .map(|m| m.metric("anomalyd_cluster_consumed_messages_total"))
+        .sum();
+    assert!(consumed >= a.metric("anomalyd_cluster_published_messages_total"));
+    let text = a.get("/metrics").body;
+    if let Some(output) = promtool_check(&text) {
+        assert!(
+            output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
+            "promtool check metrics: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
     // Points went to their partition's owner: a series lives on one member.
-    for s in 0..100 {
-        let holders = members
-            .iter()
-            .filter(|m| m.get(&format!("/series/gen-{s}")).status == 200)
-            .count();
-        assert_eq!(holders, 1, "gen-{s}");
+    let held: f64 = members
+        .iter()
+        .map(|m| m.metric("anomalyd_series_active"))
+        .sum();
+    assert_eq!(held, 100.0);
+    // Reads answer for the whole cluster on any member.
+    for m in members {
+        let list = m.get("/series?limit=1000&sort=name").json();
+        assert_eq!(list.as_array().unwrap().len(), 100);
+        assert_eq!(list[0]["series"], "gen-0");
+        assert_eq!(list[0]["points"], 60);
+        let detail = m.get("/series/gen-42");
+        assert_eq!(detail.status, 200, "{}", detail.error());
+        assert_eq!(detail.json()["points"], 60);
+    }
+    let missing = c.get("/series/nope");
+    assert_eq!(missing.status, 404);
+    let (logged, _) = anomalies_in(&[a.log_path(), b.log_path(), c.log_path()]);
+    assert!(!logged.is_empty(), "the generator's outliers were found");
+    for m in members {
+        wait_until("every anomaly to be listed on every member", || {
+            let listed = m.get("/anomalies?limit=10000").json();
+            let listed: BTreeSet<(String, u64)> = listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r["series"].as_str().unwrap().to_owned(),
+                        r["seq"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            (listed == logged).then_some(())
+        });
+        let episodes = m.get("/episodes?limit=10000").json();
+        assert_eq!(
+            episodes.as_array().unwrap().len(),
+            a.get("/episodes?limit=10000")
+                .json()
+                .as_array()
+                .unwrap()
+                .len()
+        );
     }
 }
 

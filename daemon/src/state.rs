@@ -147,7 +147,11 @@ impl AppState {
             record.write_line(&mut lines);
             self.metrics.anomaly(record.direction);
         }
-        self.recent.extend(records.iter().cloned());
+        // A cluster member's list follows the cluster's anomalies stream,
+        // which carries these too.
+        if self.cluster.get().is_none() {
+            self.recent.extend(records.iter().cloned());
+        }
         let log = self.log.clone();
         tokio::spawn(async move { log.append(lines).await })
             .await
@@ -194,7 +198,9 @@ impl AppState {
             journal_suppressed: self.journal.suppressed_total(),
             event_streams: self.live.streams(),
             sinks: self.alerts.snapshot(),
-            snapshots_enabled: self.config().state.effective_directory().is_some(),
+            snapshots_enabled: self.cluster.get().is_none()
+                && self.config().state.effective_directory().is_some(),
+            cluster: self.cluster.get().cloned(),
         }
     }
 
@@ -337,7 +343,17 @@ pub fn build_state(
 ) -> Result<Arc<AppState>, AppError> {
     let recent = RecentAnomalies::new(config.log.recent_anomalies);
     let path = &config.log.anomaly_log_file;
-    match tail::read_tail::<AnomalyRecord>(path, recent.capacity()) {
+    // A cluster member reads the cluster's anomalies from NATS instead.
+    let tail = if config.cluster.is_some() {
+        Ok(tail::Tail {
+            records: Vec::new(),
+            scanned: 0,
+            unreadable: 0,
+        })
+    } else {
+        tail::read_tail::<AnomalyRecord>(path, recent.capacity())
+    };
+    match tail {
         Ok(tail) => {
             if !tail.records.is_empty() {
                 tracing::info!(count = tail.records.len(), scanned_bytes = tail.scanned, path = %path.display(), "Loaded recent anomalies from the anomaly log.");

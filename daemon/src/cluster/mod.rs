@@ -14,6 +14,7 @@
 //! series table live in [`crate::app::cluster`].
 
 pub mod connect;
+pub mod gather;
 pub mod handover;
 pub mod leases;
 pub mod ownership;

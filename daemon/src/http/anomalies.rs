@@ -5,14 +5,31 @@ use hyper::{Response, StatusCode};
 
 use super::query::{parse_anomalies_query, parse_episodes_query};
 use super::reply::{ResponseBody, error, json};
+use crate::api::EpisodeRecord;
+use crate::cluster::gather::{Question, gather};
+use crate::series::SeriesTable;
 use crate::state::AppState;
 
 /// `GET /episodes?series=&series_glob=&since=&until=&limit=&open=`: newest
-/// first.
-pub(super) fn episodes(query: Option<&str>, state: &AppState) -> Response<ResponseBody> {
-    match parse_episodes_query(query.unwrap_or("")) {
-        Ok(q) => json(StatusCode::OK, &state.table.episodes(&q)),
-        Err(message) => error(StatusCode::BAD_REQUEST, message),
+/// first; on a cluster member, gathered from every member.
+pub(super) async fn episodes(query: Option<&str>, state: &AppState) -> Response<ResponseBody> {
+    let raw = query.unwrap_or("");
+    let q = match parse_episodes_query(raw) {
+        Ok(q) => q,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let Some(member) = state.cluster.get() else {
+        return json(StatusCode::OK, &state.table.episodes(&q));
+    };
+    match gather(member, &Question::Episodes(raw.to_owned())).await {
+        Ok(answers) => {
+            let lists = answers
+                .iter()
+                .filter_map(|answer| serde_json::from_slice::<Vec<EpisodeRecord>>(answer).ok())
+                .collect();
+            json(StatusCode::OK, &SeriesTable::merge_episodes(&q, lists))
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 

@@ -27,7 +27,7 @@ pub async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Re
         }
         (_, "/anomalies") => method_not_allowed("GET, HEAD"),
         (&Method::GET | &Method::HEAD, "/episodes") => {
-            anomalies::episodes(req.uri().query(), state)
+            anomalies::episodes(req.uri().query(), state).await
         }
         (_, "/episodes") => method_not_allowed("GET, HEAD"),
         (&Method::GET | &Method::HEAD, "/cluster") => cluster::cluster(state),
@@ -41,10 +41,10 @@ pub async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Re
         }
         (&Method::GET, "/events") => events::events(req.uri().query(), state),
         (_, "/events") => method_not_allowed("GET"),
-        (&Method::GET | &Method::HEAD, "/series") => series::list(req.uri().query(), state),
+        (&Method::GET | &Method::HEAD, "/series") => series::list(req.uri().query(), state).await,
         (_, "/series") => method_not_allowed("GET, HEAD"),
         (&Method::GET | &Method::HEAD, path) if path.starts_with("/series/") => {
-            series::detail(&path["/series/".len()..], state)
+            series::detail(&path["/series/".len()..], state).await
         }
         (_, path) if path.starts_with("/series/") => method_not_allowed("GET, HEAD"),
         (_, path) => health_routes(&req, state).unwrap_or_else(|| {

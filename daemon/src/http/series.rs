@@ -3,21 +3,39 @@
 //! 404 when `[server] dashboard = false`.
 
 use super::query::{decode_path_component, parse_series_query};
-use super::reply::{ResponseBody, error, json};
+use super::reply::{ResponseBody, error, json, json_bytes};
+use crate::cluster::gather::{Question, gather};
+use crate::series::{SeriesSummary, SeriesTable};
 use crate::state::AppState;
 use hyper::{Response, StatusCode};
 
-/// `GET /series?limit=&sort=&series_glob=`.
-pub(super) fn list(query: Option<&str>, state: &AppState) -> Response<ResponseBody> {
-    match parse_series_query(query.unwrap_or("")) {
-        Ok(q) => json(StatusCode::OK, &state.table.list(&q)),
-        Err(message) => error(StatusCode::BAD_REQUEST, message),
+/// `GET /series?limit=&sort=&series_glob=`; on a cluster member, gathered
+/// from every member.
+pub(super) async fn list(query: Option<&str>, state: &AppState) -> Response<ResponseBody> {
+    let raw = query.unwrap_or("");
+    let q = match parse_series_query(raw) {
+        Ok(q) => q,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let Some(member) = state.cluster.get() else {
+        return json(StatusCode::OK, &state.table.list(&q));
+    };
+    match gather(member, &Question::List(raw.to_owned())).await {
+        Ok(answers) => {
+            let lists = answers
+                .iter()
+                .filter_map(|answer| serde_json::from_slice::<Vec<SeriesSummary>>(answer).ok())
+                .collect();
+            json(StatusCode::OK, &SeriesTable::merge_lists(&q, lists))
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
 /// `GET /series/{name}`, with `name` percent-encoded as in the path (a `/`
-/// in a name may be sent as `%2F` or as is).
-pub(super) fn detail(encoded_name: &str, state: &AppState) -> Response<ResponseBody> {
+/// in a name may be sent as `%2F` or as is); on a cluster member, asked of
+/// the member that holds it.
+pub(super) async fn detail(encoded_name: &str, state: &AppState) -> Response<ResponseBody> {
     let name = match decode_path_component(encoded_name) {
         Some(name) if !name.is_empty() => name,
         Some(_) => {
@@ -33,13 +51,28 @@ pub(super) fn detail(encoded_name: &str, state: &AppState) -> Response<ResponseB
             );
         }
     };
+    if let Some(member) = state.cluster.get() {
+        let answers = match gather(member, &Question::Detail(name.clone())).await {
+            Ok(answers) => answers,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        };
+        if let Some(found) = answers.into_iter().find(|a| a.as_ref() != b"null") {
+            return json_bytes(StatusCode::OK, found.to_vec());
+        }
+        return no_such_series(&name);
+    }
     match state.table.detail(&name) {
         Some(detail) => json(StatusCode::OK, &detail),
-        None => error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no series `{name}`: it has received no point, or was forgotten after its series_ttl; GET /series lists them"
-            ),
-        ),
+        None => no_such_series(&name),
     }
+}
+
+/// 404 for an unknown series.
+fn no_such_series(name: &str) -> Response<ResponseBody> {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no series `{name}`: it has received no point, or was forgotten after its series_ttl; GET /series lists them"
+        ),
+    )
 }

@@ -9,6 +9,7 @@
 //! OpenMetrics, which Debian 12's `promtool check metrics` rejects; the
 //! 0.0.4 text format is a few lines per family, written here.
 
+mod cluster;
 mod snapshots;
 
 pub use snapshots::SnapshotStats;
@@ -371,6 +372,8 @@ pub struct Snapshot {
     /// Whether state snapshots are on (`[state] directory`): their
     /// families are shown only then.
     pub snapshots_enabled: bool,
+    /// This daemon as a cluster member, if it is one.
+    pub cluster: Option<std::sync::Arc<crate::cluster::Member>>,
 }
 
 impl Metrics {
@@ -481,6 +484,9 @@ impl Metrics {
         render_sinks(&mut out, &snapshot.sinks);
         if snapshot.snapshots_enabled {
             self.snapshots.render(&mut out);
+        }
+        if let Some(member) = &snapshot.cluster {
+            cluster::render(&mut out, member, crate::clock::unix_now());
         }
         out
     }

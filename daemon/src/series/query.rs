@@ -5,7 +5,7 @@
 
 use std::cmp::Ordering;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::history::HistoryPoint;
 use super::shard::{SeriesStats, Shard};
@@ -83,7 +83,7 @@ impl Default for SeriesQuery {
 }
 
 /// One series in `GET /series`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SeriesSummary {
     /// The series name.
     pub series: String,
@@ -226,6 +226,20 @@ impl SeriesTable {
         }
         out.sort_by(|a, b| {
             sort.order(
+                (&stats_of(a), a.series.as_bytes()),
+                (&stats_of(b), b.series.as_bytes()),
+            )
+        });
+        out.truncate(query.limit);
+        out
+    }
+
+    /// Merges the lists several tables (cluster members) gave for `query`:
+    /// in its order, at most `limit`.
+    pub fn merge_lists(query: &SeriesQuery, lists: Vec<Vec<SeriesSummary>>) -> Vec<SeriesSummary> {
+        let mut out: Vec<SeriesSummary> = lists.into_iter().flatten().collect();
+        out.sort_by(|a, b| {
+            query.sort.order(
                 (&stats_of(a), a.series.as_bytes()),
                 (&stats_of(b), b.series.as_bytes()),
             )

@@ -12,6 +12,7 @@
 //! snapshot: another member may already hold it.
 
 pub mod consumer;
+pub mod reads;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -61,6 +62,18 @@ pub async fn run(
     member.set_connection(connection.clone());
     let view = Arc::new(Mutex::new(View::default()));
     let follower = tokio::spawn(follow(connection.clone(), view.clone(), stop.clone()));
+    let reader = tokio::spawn(reads::follow_anomalies(
+        state.clone(),
+        member.clone(),
+        connection.clone(),
+        stop.clone(),
+    ));
+    let answerer = tokio::spawn(reads::answer_questions(
+        state.clone(),
+        member.clone(),
+        connection.clone(),
+        stop.clone(),
+    ));
     let mut loop_state = Ownership {
         context: consumer::Context {
             state: state.clone(),
@@ -74,6 +87,8 @@ pub async fn run(
     };
     loop_state.run(&stop).await;
     follower.abort();
+    reader.abort();
+    answerer.abort();
     Ok(())
 }
 
@@ -399,7 +414,24 @@ impl Ownership {
     async fn snapshot(&mut self, only: Option<&[u32]>) {
         let partitions: Vec<u32> = match only {
             Some(only) => only.to_vec(),
-            None => self.leases.keys().copied().collect(),
+            None => {
+                // A partition with nothing new keeps its stored snapshot,
+                // which is still current.
+                let owned = self.member().owned();
+                let now = unix_now();
+                self.leases
+                    .keys()
+                    .copied()
+                    .filter(|p| match owned.get(p) {
+                        Some(status) if status.snapshot_seq == Some(status.applied) => {
+                            self.member()
+                                .update_owned(*p, |status| status.snapshot_time = Some(now));
+                            false
+                        }
+                        _ => true,
+                    })
+                    .collect()
+            }
         };
         if !partitions.is_empty() {
             self.store_snapshots(&partitions).await;
