@@ -518,3 +518,39 @@ fn a_member_with_another_layout_exits_78_and_one_without_nats_is_not_ready() {
         .collect();
     assert_eq!(owners.get("member-late"), Some(&16), "{owners:?}");
 }
+
+#[test]
+fn the_generator_publishes_straight_to_nats() {
+    let Some(nats) = Nats::start() else { return };
+    let a = member(&nats, "member-a", "2s");
+    let b = member(&nats, "member-b", "2s");
+    wait_balanced(&[&a, &b]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = format!(
+        "anomaly_detection_url = \"nats://{}\"\ndata_frequency = 0.0\nbatch_size = 100\n",
+        nats.addr
+    );
+    for s in 0..20 {
+        config.push_str(&format!("\n[[series]]\nname = \"direct-{s}\"\n"));
+    }
+    let config_path = dir.path().join("generator.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let output = std::process::Command::new(binary("anomaly-generator"))
+        .args(["--config", config_path.to_str().unwrap()])
+        .args(["--count", "50", "--seed", "3", "--start-time", "1700000000"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Nothing went through the members' HTTP side, yet every point landed.
+    assert_eq!(a.metric("anomalyd_cluster_published_messages_total"), 0.0);
+    wait_until("every published point to be applied", || {
+        (0..20)
+            .all(|s| points_of(&[&a, &b], &format!("direct-{s}")) == Some(50))
+            .then_some(())
+    });
+}

@@ -1,6 +1,9 @@
 //! A kept-alive HTTP/1.1 client for anomalyd's `/detect`: one connection,
 //! re-established after any failure, one request at a time (so points of a
-//! series arrive in order).
+//! series arrive in order). With a `nats://` target it publishes the points
+//! straight to an anomalyd cluster's points stream instead, each to its
+//! partition, as a member would (the layout is read from the cluster's KV
+//! bucket).
 
 use std::time::Duration;
 
@@ -45,6 +48,21 @@ pub enum PostError {
         /// `host:port`.
         authority: String,
     },
+    /// Publishing to NATS failed.
+    #[error("cannot publish to NATS at {authority}: {reason}")]
+    Nats {
+        /// `host:port`.
+        authority: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A connection to an anomalyd cluster's NATS, with its layout.
+struct NatsLink {
+    js: async_nats::jetstream::Context,
+    partitions: u32,
+    names: anomalyd::cluster::partition::Names,
 }
 
 /// A reply from anomalyd.
@@ -64,6 +82,7 @@ pub struct Client {
     /// `Authorization: Bearer <token>`, marked sensitive.
     authorization: Option<HeaderValue>,
     connection: Option<SendRequest<Full<Bytes>>>,
+    nats: Option<NatsLink>,
 }
 
 impl Client {
@@ -74,6 +93,7 @@ impl Client {
             tls,
             authorization: None,
             connection: None,
+            nats: None,
         };
         client.set_token(token);
         client
@@ -100,8 +120,9 @@ impl Client {
     /// Switches to another target (a reload), dropping the connection if
     /// the address changed.
     pub fn set_target(&mut self, target: Target) {
-        if target.authority != self.target.authority {
+        if target.authority != self.target.authority || target.path != self.target.path {
             self.connection = None;
+            self.nats = None;
         }
         self.target = target;
     }
@@ -110,6 +131,18 @@ impl Client {
     /// reads the reply. Any failure drops the connection, so the next post
     /// starts afresh.
     pub async fn post(&mut self, body: Bytes, ndjson: bool) -> Result<Reply, PostError> {
+        if self.target.nats {
+            let result = tokio::time::timeout(REQUEST_TIMEOUT, self.publish(&body, ndjson)).await;
+            let result = result.unwrap_or_else(|_| {
+                Err(PostError::Timeout {
+                    authority: self.target.authority.clone(),
+                })
+            });
+            if result.is_err() {
+                self.nats = None;
+            }
+            return result;
+        }
         let result = tokio::time::timeout(REQUEST_TIMEOUT, self.post_inner(body, ndjson)).await;
         let result = result.unwrap_or_else(|_| {
             Err(PostError::Timeout {
@@ -158,6 +191,86 @@ impl Client {
         Ok(Reply {
             status,
             body: body.to_bytes(),
+        })
+    }
+
+    /// Publishes the points of `body` to their partitions and waits for
+    /// JetStream's acknowledgements; answers as a member would (202).
+    async fn publish(&mut self, body: &[u8], ndjson: bool) -> Result<Reply, PostError> {
+        let authority = self.target.authority.clone();
+        let failed = |reason: String| PostError::Nats {
+            authority: authority.clone(),
+            reason,
+        };
+        let parsed = if ndjson {
+            anomalyd::ingest::parse_ndjson_body(body)
+        } else {
+            anomalyd::ingest::parse_json_object(body).map(|point| vec![point])
+        };
+        let points = parsed.map_err(|e| failed(e.message))?;
+        if self.nats.is_none() {
+            self.nats = Some(self.link().await?);
+        }
+        let link = self.nats.as_ref().expect("linked just above");
+        let now = anomalyd::clock::unix_now();
+        let mut acks = Vec::new();
+        for (partition, message) in
+            anomalyd::cluster::producer::messages(link.partitions, &points, now)
+        {
+            let ack = link
+                .js
+                .publish(link.names.points_subject(partition), message.into())
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.map_err(|e| failed(e.to_string()))?;
+        }
+        let reply = format!(
+            "{{\"status\":\"Data accepted\",\"received\":{}}}",
+            points.len()
+        );
+        Ok(Reply {
+            status: 202,
+            body: Bytes::from(reply),
+        })
+    }
+
+    /// Connects to NATS and reads the cluster's layout.
+    async fn link(&self) -> Result<NatsLink, PostError> {
+        let authority = self.target.authority.clone();
+        let failed = |reason: String| PostError::Nats {
+            authority: authority.clone(),
+            reason,
+        };
+        let client = async_nats::ConnectOptions::new()
+            .name("anomaly-generator")
+            .connection_timeout(CONNECT_TIMEOUT)
+            .connect(authority.as_str())
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let js = async_nats::jetstream::new(client);
+        let names = anomalyd::cluster::partition::Names::new(&self.target.path);
+        let kv = js.get_key_value(names.kv_bucket()).await.map_err(|e| {
+            failed(format!(
+                "no anomalyd cluster with prefix `{}` there ({e}); start a member first",
+                self.target.path
+            ))
+        })?;
+        let layout = kv
+            .get(anomalyd::cluster::partition::LAYOUT_KEY)
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .and_then(|bytes| {
+                serde_json::from_slice::<anomalyd::cluster::connect::Layout>(&bytes).ok()
+            })
+            .ok_or_else(|| failed("the cluster has no layout yet; start a member first".into()))?;
+        tracing::info!(url = %self.target.url, partitions = layout.partitions, "Publishing straight to the anomalyd cluster's points stream.");
+        Ok(NatsLink {
+            js,
+            partitions: layout.partitions,
+            names,
         })
     }
 

@@ -234,7 +234,8 @@ pub struct SeriesConfig {
 }
 
 /// Where points are posted: an `http://` or `https://` URL split for the
-/// client.
+/// client, or a `nats://host:port[/prefix]` URL: the points are then
+/// published straight to an anomalyd cluster's points stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     /// The URL as written.
@@ -245,28 +246,49 @@ pub struct Target {
     pub host: String,
     /// Whether the URL is `https://`.
     pub tls: bool,
+    /// Whether the URL is `nats://`: `path` is then the cluster's
+    /// `subject_prefix`.
+    pub nats: bool,
     /// Path and query of the request.
     pub path: String,
 }
 
 impl Target {
-    /// Parses an `http://host[:port]/path` or `https://...` URL.
+    /// Parses an `http://host[:port]/path`, `https://...` or
+    /// `nats://host[:port][/prefix]` URL.
     pub fn parse(url: &str) -> Result<Target, String> {
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e| format!("not a valid URL ({e}); expected http://HOST:PORT/detect"))?;
-        let (tls, default_port) = match uri.scheme_str() {
-            Some("http") => (false, 80),
-            Some("https") => (true, 443),
+        let (tls, nats, default_port) = match uri.scheme_str() {
+            Some("http") => (false, false, 80),
+            Some("https") => (true, false, 443),
+            Some("nats") => (false, true, 4222),
             _ => {
                 return Err(format!(
-                    "only http:// and https:// URLs are supported, got {url:?}"
+                    "only http://, https:// and nats:// URLs are supported, got {url:?}"
                 ));
             }
         };
         let host = uri.host().ok_or("the URL has no host")?;
         let port = uri.port_u16().unwrap_or(default_port);
-        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let mut path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        if nats {
+            let prefix = path.trim_matches('/');
+            path = if prefix.is_empty() {
+                "anomalyd".to_owned()
+            } else {
+                prefix.to_owned()
+            };
+            let valid = path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid {
+                return Err(format!(
+                    "`{path}` is not a subject prefix: nats://HOST:PORT[/PREFIX] takes the cluster's [cluster] subject_prefix (letters, digits, `_`, `-`)"
+                ));
+            }
+        }
         Ok(Target {
             url: url.to_owned(),
             authority: format!("{host}:{port}"),
@@ -275,6 +297,7 @@ impl Target {
                 .trim_end_matches(']')
                 .to_owned(),
             tls,
+            nats,
             path,
         })
     }
@@ -949,7 +972,7 @@ mod tests {
         assert_eq!(
             problems("anomaly_detection_url = \"ftp://x/detect\"\n"),
             [
-                "gen.toml:1:25: anomaly_detection_url: only http:// and https:// URLs are supported, got \"ftp://x/detect\""
+                "gen.toml:1:25: anomaly_detection_url: only http://, https:// and nats:// URLs are supported, got \"ftp://x/detect\""
             ]
         );
         let missing_ca = problems(

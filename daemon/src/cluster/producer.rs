@@ -67,12 +67,11 @@ pub enum PublishError {
 /// Groups `points` by partition into NDJSON messages of at most
 /// [`MAX_MESSAGE_BYTES`], filling a missing timestamp with `now`. Returns
 /// (partition, body) pairs, by partition, in point order within each.
-pub fn messages(member: &Member, points: &[DataPoint<'_>], now: f64) -> Vec<(u32, Vec<u8>)> {
-    let partitions = member.config.partitions as usize;
-    let mut groups: Vec<Vec<Vec<u8>>> = vec![Vec::new(); partitions];
+pub fn messages(partitions: u32, points: &[DataPoint<'_>], now: f64) -> Vec<(u32, Vec<u8>)> {
+    let mut groups: Vec<Vec<Vec<u8>>> = vec![Vec::new(); partitions.max(1) as usize];
     let limit = MAX_MESSAGE_BYTES - MESSAGE_ROOM;
     for point in points {
-        let partition = member.partition_of(&point.series) as usize;
+        let partition = super::partition::partition_of(&point.series, partitions) as usize;
         let bodies = &mut groups[partition];
         if bodies
             .last()
@@ -110,7 +109,7 @@ pub async fn publish(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(PublishError::Unavailable("not connected".into()));
     };
-    let bodies = messages(member, points, now);
+    let bodies = messages(member.config.partitions, points, now);
     let count = bodies.len();
     let mut acks = Vec::with_capacity(bodies.len());
     let sent = async {
@@ -182,7 +181,7 @@ mod tests {
                 seq: Some(i as u64),
             })
             .collect();
-        let bodies = messages(&member, &points, 42.5);
+        let bodies = messages(member.config.partitions, &points, 42.5);
         let mut seen = 0;
         for (partition, body) in &bodies {
             for point in parse_ndjson_body(body).unwrap() {
@@ -224,7 +223,7 @@ mod tests {
                 seq: Some(i as u64 + 1),
             })
             .collect();
-        let bodies = messages(&member, &points, 0.0);
+        let bodies = messages(member.config.partitions, &points, 0.0);
         assert!(bodies.len() > 3, "{} messages", bodies.len());
         assert!(
             bodies
