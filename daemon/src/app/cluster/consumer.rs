@@ -23,7 +23,7 @@ use crate::api::AnomalyRecord;
 use crate::cluster::Member;
 use crate::cluster::connect::Connection;
 use crate::cluster::producer::{ORIGIN_HEADER, Origin};
-use crate::ingest::parse_ndjson_body;
+use crate::ingest::{DataPoint, parse_ndjson_body};
 use crate::metrics::Format;
 use crate::series::Duplicates;
 use crate::state::AppState;
@@ -212,9 +212,14 @@ async fn fetch(consumer: &consumer::PullConsumer) -> (Vec<Message>, Option<Strin
     (messages, None)
 }
 
-/// Applies the messages in order; returns the anomalies they produced.
+/// Applies the messages in order, consecutive messages of one origin as
+/// one batch; returns the anomalies they produced.
 async fn apply(state: &AppState, member: &Member, messages: &[Message]) -> Vec<AnomalyRecord> {
     let mut records = Vec::new();
+    let mut run: Vec<DataPoint<'_>> = Vec::new();
+    // Where each message's points start in `run`.
+    let mut starts: Vec<usize> = Vec::new();
+    let mut run_origin = Origin::Detect;
     for message in messages {
         member
             .stats
@@ -238,12 +243,49 @@ async fn apply(state: &AppState, member: &Member, messages: &[Message]) -> Vec<A
                 continue;
             }
         };
-        let (duplicates, format) = match origin {
-            Origin::Detect => (Duplicates::BySeq, Format::Detect),
-            Origin::RemoteWrite => (Duplicates::ByTimestamp, Format::RemoteWrite),
-            Origin::LineProtocol => (Duplicates::ByTimestamp, Format::Influx),
-        };
-        match state.apply_points(&points, duplicates, format).await {
+        if origin != run_origin && !run.is_empty() {
+            apply_run(state, member, &run, &starts, run_origin, &mut records).await;
+            run.clear();
+            starts.clear();
+        }
+        run_origin = origin;
+        starts.push(run.len());
+        run.extend(points);
+    }
+    if !run.is_empty() {
+        apply_run(state, member, &run, &starts, run_origin, &mut records).await;
+    }
+    records
+}
+
+/// Applies one run of points posted in `origin`'s format, the messages
+/// starting at `starts`. When `max_series` refuses the run (which then
+/// applied nothing), each message is applied on its own, so that only
+/// those that do not fit are dropped.
+async fn apply_run(
+    state: &AppState,
+    member: &Member,
+    points: &[DataPoint<'_>],
+    starts: &[usize],
+    origin: Origin,
+    records: &mut Vec<AnomalyRecord>,
+) {
+    let (duplicates, format) = match origin {
+        Origin::Detect => (Duplicates::BySeq, Format::Detect),
+        Origin::RemoteWrite => (Duplicates::ByTimestamp, Format::RemoteWrite),
+        Origin::LineProtocol => (Duplicates::ByTimestamp, Format::Influx),
+    };
+    if let Ok(applied) = state.apply_points(points, duplicates, format).await {
+        if !applied.logged {
+            wait_for_the_log(state).await;
+        }
+        records.extend(applied.records);
+        return;
+    }
+    let ends = starts.iter().skip(1).copied().chain([points.len()]);
+    for (start, end) in starts.iter().copied().zip(ends) {
+        let message = &points[start..end];
+        match state.apply_points(message, duplicates, format).await {
             Ok(applied) => {
                 if !applied.logged {
                     wait_for_the_log(state).await;
@@ -254,12 +296,11 @@ async fn apply(state: &AppState, member: &Member, messages: &[Message]) -> Vec<A
                 member
                     .stats
                     .dropped_points
-                    .fetch_add(points.len() as u64, Ordering::Relaxed);
-                tracing::warn!(subject = %message.subject, points = points.len(), error = %e, "Dropped a message's points.");
+                    .fetch_add(message.len() as u64, Ordering::Relaxed);
+                tracing::warn!(points = message.len(), error = %e, "Dropped a consumed message's points.");
             }
         }
     }
-    records
 }
 
 /// Waits until the anomaly log has written its backlog: a message is
