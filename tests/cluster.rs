@@ -554,3 +554,151 @@ fn the_generator_publishes_straight_to_nats() {
             .then_some(())
     });
 }
+
+#[test]
+fn the_owner_alerts_and_an_open_episode_closes_at_the_next_owner() {
+    let Some(nats) = Nats::start() else { return };
+    let receiver = crate::helper::receiver::Receiver::start(0);
+    let hook = format!(
+        "\n[[alert.webhook]]\nurl = \"http://{}/hook\"\n",
+        receiver.addr
+    );
+    let start = |id: &str| {
+        let daemon = TestDaemon::start(&(member_config(&nats, id, "30s") + &hook));
+        wait_until(&format!("{id} to join"), || {
+            (daemon.get("/ready").status == 200).then_some(())
+        });
+        daemon
+    };
+    let a = start("member-a");
+    let b = start("member-b");
+    let sets = wait_balanced(&[&a, &b]);
+    let partition = anomalyd::cluster::partition::partition_of("db", PARTITIONS);
+    let (owner, other) = if sets[0].contains(&partition) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    // 40 calm points, then a spike: an episode opens at the owner.
+    let mut body = String::new();
+    for k in 0..40 {
+        body.push_str(&format!(
+            "{{\"series\":\"db\",\"value\":{},\"timestamp\":{},\"seq\":{}}}\n",
+            50.0 + (k % 3) as f64,
+            1_700_000_000 + k,
+            k + 1
+        ));
+    }
+    body.push_str("{\"series\":\"db\",\"value\":500.0,\"timestamp\":1700000040,\"seq\":41}\n");
+    // Posted to the member that does not own it: it only publishes.
+    assert_eq!(other.detect_ndjson(&body).status, 202);
+    let opened = wait_until("the opening to be sent", || {
+        receiver
+            .accepted()
+            .into_iter()
+            .find(|d| d["event"] == "opened")
+    });
+    assert_eq!(opened["episode"], 41);
+    // The owner leaves; the episode is handed over open, with the series.
+    let mut owner = owner;
+    owner.signal(libc::SIGTERM);
+    assert!(owner.wait_exit().success());
+    wait_until("the survivor to own every partition", || {
+        (consumed(&other).len() == PARTITIONS as usize).then_some(())
+    });
+    let open = other.get("/episodes?open=true").json();
+    assert_eq!(open[0]["episode"], 41, "{open}");
+    let calm = "{\"series\":\"db\",\"value\":51.0,\"timestamp\":1700000041,\"seq\":42}\n";
+    assert_eq!(other.detect_ndjson(calm).status, 202);
+    let closed = wait_until("the closing to be sent", || {
+        receiver
+            .accepted()
+            .into_iter()
+            .find(|d| d["event"] == "closed")
+    });
+    assert_eq!(
+        closed["episode"], 41,
+        "the same episode, closed by the next owner"
+    );
+    assert_eq!(closed["end"], 1_700_000_041.0);
+    // One opening and one closing: no member alerted for a series it does
+    // not own.
+    let docs = receiver.accepted();
+    assert_eq!(docs.len(), 2, "{docs:#?}");
+}
+
+#[test]
+fn anomalies_repeated_after_kill_9_keep_their_ids_and_are_listed_once() {
+    let Some(nats) = Nats::start() else { return };
+    let receiver = crate::helper::receiver::Receiver::start(0);
+    // No periodic snapshot during the test: whatever the owner did after
+    // its partition was claimed is done again by the next owner.
+    let config = member_config(&nats, "{id}", "2s")
+        .replace("snapshot_interval = \"1s\"", "snapshot_interval = \"1h\"")
+        + &format!(
+            "\n[[alert.webhook]]\nurl = \"http://{}/hook\"\n",
+            receiver.addr
+        );
+    let start = |id: &str| {
+        let daemon = TestDaemon::start(&config.replace("{id}", id));
+        wait_until(&format!("{id} to join"), || {
+            (daemon.get("/ready").status == 200).then_some(())
+        });
+        daemon
+    };
+    let a = start("member-a");
+    let b = start("member-b");
+    let sets = wait_balanced(&[&a, &b]);
+    let partition = anomalyd::cluster::partition::partition_of("db", PARTITIONS);
+    let (owner, other) = if sets[0].contains(&partition) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let mut body = String::new();
+    for k in 0..40 {
+        body.push_str(&format!(
+            "{{\"series\":\"db\",\"value\":{},\"timestamp\":{},\"seq\":{}}}\n",
+            50.0 + (k % 3) as f64,
+            1_700_000_000 + k,
+            k + 1
+        ));
+    }
+    body.push_str("{\"series\":\"db\",\"value\":500.0,\"timestamp\":1700000040,\"seq\":41}\n");
+    assert_eq!(other.detect_ndjson(&body).status, 202);
+    let owner_log = owner.log_path();
+    wait_until("the owner to log the spike", || {
+        let (found, _) = anomalies_in(std::slice::from_ref(&owner_log));
+        found.contains(&("db".to_owned(), 41)).then_some(())
+    });
+    let owner_dir = owner.kill9();
+    wait_until("the survivor to own every partition", || {
+        (consumed(&other).len() == PARTITIONS as usize).then_some(())
+    });
+    // The survivor replays the partition and finds the spike again.
+    wait_until("the survivor to log the spike again", || {
+        let (found, _) = anomalies_in(&[other.log_path()]);
+        found.contains(&("db".to_owned(), 41)).then_some(())
+    });
+    let (found, lines) = anomalies_in(&[owner_dir.path().join("anomalies.log"), other.log_path()]);
+    assert_eq!(found.len(), 1);
+    assert_eq!(lines, 2, "produced twice: at-least-once");
+    assert_eq!(
+        points_of(&[&other], "db"),
+        Some(41),
+        "the state, exactly once"
+    );
+    // Listed once, and both openings carry the same id.
+    let listed = other.get("/anomalies?series=db").json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let openings = wait_until("both openings", || {
+        let docs: Vec<_> = receiver
+            .accepted()
+            .into_iter()
+            .filter(|d| d["event"] == "opened")
+            .collect();
+        (docs.len() == 2).then_some(docs)
+    });
+    assert_eq!(openings[0]["episode"], openings[1]["episode"]);
+    assert_eq!(openings[0]["series"], openings[1]["series"]);
+}
