@@ -702,3 +702,40 @@ fn anomalies_repeated_after_kill_9_keep_their_ids_and_are_listed_once() {
     assert_eq!(openings[0]["episode"], openings[1]["episode"]);
     assert_eq!(openings[0]["series"], openings[1]["series"]);
 }
+
+#[test]
+fn members_reach_nats_over_tls_and_a_missing_creds_file_exits_78() {
+    if !crate::tls::tools_present() {
+        return;
+    }
+    let pki = crate::tls::Pki::new();
+    let cert = pki.path("server.pem");
+    let key = pki.path("server.key");
+    let Some(nats) = Nats::start_with(&[
+        "--tls",
+        "--tlscert",
+        cert.to_str().unwrap(),
+        "--tlskey",
+        key.to_str().unwrap(),
+    ]) else {
+        return;
+    };
+    let tls_url = format!("tls://{}", nats.addr);
+    let config = member_config(&nats, "member-tls", "2s").replace(&nats.url(), &tls_url)
+        + &format!("nats_ca_file = \"{}\"\n", pki.path("ca.pem").display());
+    let member = TestDaemon::start(&config);
+    wait_until("the member to join over TLS", || {
+        (member.get("/ready").status == 200).then_some(())
+    });
+    let reply = member.detect("{\"series\":\"tls\",\"value\":1.0,\"seq\":1}");
+    assert_eq!(reply.status, 202, "{}", reply.error());
+    wait_until("the point to be applied", || {
+        (points_of(&[&member], "tls") == Some(1)).then_some(())
+    });
+
+    let missing = member_config(&nats, "member-creds", "2s")
+        + "nats_creds_file = \"/nonexistent/anomalyd.creds\"\n";
+    let mut refused = TestDaemon::start(&missing);
+    assert_eq!(refused.wait_exit().code(), Some(78));
+    refused.wait_for_stderr("/nonexistent/anomalyd.creds");
+}

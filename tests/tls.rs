@@ -5,7 +5,7 @@ use crate::helper::{TestDaemon, point, run_anomalyd, wait_until};
 
 /// A test PKI made with the openssl command: a CA, a server certificate
 /// for 127.0.0.1, a client certificate.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
 }
 
@@ -41,7 +41,7 @@ fn new_key_request(dir: &Path, key: &str, more: &[&str]) {
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
         new_key_request(
             dir.path(),
@@ -106,7 +106,7 @@ impl Pki {
         );
     }
 
-    fn path(&self, file: &str) -> PathBuf {
+    pub(crate) fn path(&self, file: &str) -> PathBuf {
         self.dir.path().join(file)
     }
 
@@ -170,7 +170,7 @@ fn served_serial(addr: std::net::SocketAddr) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-fn tools_present() -> bool {
+pub(crate) fn tools_present() -> bool {
     let present = ["openssl", "curl"]
         .iter()
         .all(|tool| Command::new(tool).arg("--version").output().is_ok());

@@ -15,12 +15,20 @@ pub struct Nats {
     /// Store and `output.log`.
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Extra command-line arguments (TLS).
+    args: Vec<String>,
 }
 
 impl Nats {
     /// Starts a server; `None` (test skipped) when `nats-server` is not
     /// installed and `ANOMALYD_REQUIRE_NATS` is not set.
     pub fn start() -> Option<Nats> {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra command-line arguments (for example
+    /// `--tls --tlscert F --tlskey K`).
+    pub fn start_with(args: &[&str]) -> Option<Nats> {
         let installed = Command::new("nats-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -40,6 +48,7 @@ impl Nats {
             monitor: SocketAddr::from(([127, 0, 0, 1], free_port())),
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         nats.resume();
         Some(nats)
@@ -73,6 +82,7 @@ impl Nats {
             .args(["-m", &self.monitor.port().to_string()])
             .arg("-sd")
             .arg(self.dir.path().join("store"))
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
