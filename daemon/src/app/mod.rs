@@ -62,6 +62,10 @@ pub async fn run(
     let tasks = TaskTracker::new();
     let stop_tasks = CancellationToken::new();
     let cluster_failure = Arc::new(std::sync::OnceLock::new());
+    // The member leaves before the alert sinks shut down: the batches its
+    // consumers finish on the way out may open and close episodes.
+    let leave = CancellationToken::new();
+    let mut member_task = None;
     if let Some(member) = member {
         let _ = state.cluster.set(member.clone());
         tracing::info!(
@@ -72,17 +76,17 @@ pub async fn run(
         );
         let (task_state, stop, failure, shutdown) = (
             state.clone(),
-            stop_tasks.clone(),
+            leave.clone(),
             cluster_failure.clone(),
             shutdown.clone(),
         );
-        tasks.spawn(async move {
+        member_task = Some(tokio::spawn(async move {
             if let Err(e) = cluster::run(task_state, member, stop).await {
                 tracing::error!(error = %e, "Cannot join the cluster; shutting down.");
                 let _ = failure.set(e);
                 shutdown.cancel();
             }
-        });
+        }));
     } else {
         // Before the first request is read: points then meet restored windows.
         snapshots::restore(&state, &state_lock).await?;
@@ -130,6 +134,10 @@ pub async fn run(
     // Event streams never finish by themselves: end them now.
     state.live.close();
     drain(&state, connections, kill).await;
+    if let Some(member_task) = member_task {
+        leave.cancel();
+        let _ = member_task.await;
+    }
     // Requests are done: no new episode can start. Pending alerts get the
     // grace period too.
     state
