@@ -15,7 +15,7 @@ const PARTITIONS: u32 = 16;
 
 /// A member's configuration: short leases and snapshots, so that the
 /// suite stays fast.
-fn member_config(nats: &Nats, id: &str, lease_ttl: &str) -> String {
+pub(crate) fn member_config(nats: &Nats, id: &str, lease_ttl: &str) -> String {
     format!(
         "[state]\nsnapshot_interval = \"1s\"\n\n[cluster]\nnats_url = \"{}\"\npartitions = {PARTITIONS}\n\
          instance_id = \"{id}\"\nlease_renew = \"200ms\"\nlease_ttl = \"{lease_ttl}\"\n",
@@ -33,7 +33,7 @@ fn member(nats: &Nats, id: &str, lease_ttl: &str) -> TestDaemon {
 }
 
 /// The partitions `daemon` consumes, from its `GET /cluster`.
-fn consumed(daemon: &TestDaemon) -> BTreeSet<u32> {
+pub(crate) fn consumed(daemon: &TestDaemon) -> BTreeSet<u32> {
     let reply = daemon.get("/cluster");
     assert_eq!(reply.status, 200, "{}", reply.error());
     reply.json()["partitions"]

@@ -176,3 +176,47 @@ fn shutdown_ends_open_streams_at_once() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_cluster_members_stream_carries_the_anomalies_of_every_member() {
+    use crate::cluster::{consumed, member_config};
+    let Some(nats) = crate::helper::nats::Nats::start() else {
+        return;
+    };
+    let start = |id: &str| {
+        let daemon = TestDaemon::start(&member_config(&nats, id, "2s"));
+        wait_until(&format!("{id} to join"), || {
+            (daemon.get("/ready").status == 200).then_some(())
+        });
+        daemon
+    };
+    let a = start("member-a");
+    let b = start("member-b");
+    let partition = anomalyd::cluster::partition::partition_of("cpu/1", 16);
+    wait_until("the partitions to be shared", || {
+        let (x, y) = (consumed(&a), consumed(&b));
+        (x.len() + y.len() == 16 && x.is_disjoint(&y) && !x.is_empty() && !y.is_empty())
+            .then_some(())
+    });
+    // Watch on the member that does not own the series.
+    let watcher = if consumed(&a).contains(&partition) {
+        &b
+    } else {
+        &a
+    };
+    let mut all = EventStream::open(watcher.addr, "/events");
+    for (i, v) in [10.0, 11.0, 10.0, 11.0]
+        .into_iter()
+        .cycle()
+        .take(32)
+        .chain([100.0])
+        .enumerate()
+    {
+        let reply = watcher.detect(&point("cpu/1", v, 1_700_000_000.0 + i as f64));
+        assert_eq!(reply.status, 202, "{}", reply.error());
+    }
+    let anomalies = all.wait_for("the owner's anomaly", |name, data| {
+        name == "anomalies" && data["anomalies"][0]["series"] == "cpu/1"
+    });
+    assert_eq!(anomalies["anomalies"][0]["value"], 100.0);
+}
