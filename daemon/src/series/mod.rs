@@ -823,29 +823,21 @@ impl SeriesTable {
     /// `series_ttl`; returns how many were removed, and the episodes they
     /// left open, closed at their last point.
     pub fn sweep_idle(&self) -> (usize, Vec<EpisodeRecord>) {
+        // Held through the rebalance too: slot ids stay put.
         let _removing = self.removing.lock().unwrap_or_else(|p| p.into_inner());
         let profiles = self.current();
-        let mut closed = Vec::new();
         let now = self.now_secs();
-        let mut removed = 0;
-        let mut histories = 0;
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let gone = shard.retain(|name, state| {
+        let mut closed = Vec::new();
+        let removed = self.remove_where(
+            |name, state| {
                 let settings = profiles.settings_of(name, state);
                 u64::from(now.saturating_sub(state.last_seen)) <= settings.series_ttl.as_secs()
-            });
-            removed += gone.series;
-            histories += gone.histories;
-            for episode in gone.episodes {
+            },
+            |episode| {
                 self.episodes.closed(episode.clone());
                 closed.push(episode);
-            }
-        }
-        if removed > 0 {
-            self.count.fetch_sub(removed, Ordering::AcqRel);
-            self.history_count.fetch_sub(histories, Ordering::AcqRel);
-        }
+            },
+        );
         self.rebalance_histories();
         (removed, closed)
     }
@@ -856,16 +848,28 @@ impl SeriesTable {
     /// series were removed.
     pub fn forget_unless(&self, keep: impl Fn(&str) -> bool) -> usize {
         let _removing = self.removing.lock().unwrap_or_else(|p| p.into_inner());
+        self.remove_where(
+            |name, _| keep(std::str::from_utf8(name).unwrap_or_default()),
+            |_| self.episodes.handed_over(),
+        )
+    }
+
+    /// Removes the series for which `keep(name, slot)` is false and passes
+    /// each open episode they ended to `ended`; returns how many series
+    /// were removed. The caller holds the removal lock.
+    fn remove_where(
+        &self,
+        mut keep: impl FnMut(&[u8], &Slot) -> bool,
+        mut ended: impl FnMut(EpisodeRecord),
+    ) -> usize {
         let mut removed = 0;
         let mut histories = 0;
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let gone = shard.retain(|name, _| keep(std::str::from_utf8(name).unwrap_or_default()));
+            let gone = shard.retain(&mut keep);
             removed += gone.series;
             histories += gone.histories;
-            for _ in gone.episodes {
-                self.episodes.handed_over();
-            }
+            gone.episodes.into_iter().for_each(&mut ended);
         }
         if removed > 0 {
             self.count.fetch_sub(removed, Ordering::AcqRel);
