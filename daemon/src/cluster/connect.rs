@@ -114,13 +114,6 @@ pub async fn set_up(
     max_age: Duration,
 ) -> Result<Connection, ClusterError> {
     let js = jetstream::new(client.clone());
-    let setup = |what: &str| {
-        let what = what.to_owned();
-        move |e: &dyn std::fmt::Display| ClusterError::Setup {
-            what: what.clone(),
-            reason: e.to_string(),
-        }
-    };
     let kv_stream = format!("KV_{}", names.kv_bucket());
     js.get_or_create_stream(stream::Config {
         name: kv_stream.clone(),
@@ -135,31 +128,34 @@ pub async fn set_up(
         ..Default::default()
     })
     .await
-    .map_err(|e| setup(&kv_stream)(&e))?;
+    .map_err(|e| setup_error(&kv_stream, e))?;
     let kv = js
         .get_key_value(names.kv_bucket())
         .await
-        .map_err(|e| setup(&kv_stream)(&e))?;
+        .map_err(|e| setup_error(&kv_stream, e))?;
     check_layout(&kv, config).await?;
 
     let points_name = names.points_stream();
     let mut points = js
         .get_or_create_stream(points_config(names, max_age))
         .await
-        .map_err(|e| setup(&points_name)(&e))?;
-    let info = points.info().await.map_err(|e| setup(&points_name)(&e))?;
+        .map_err(|e| setup_error(&points_name, e))?;
+    let info = points
+        .info()
+        .await
+        .map_err(|e| setup_error(&points_name, e))?;
     if info.config.max_age < max_age {
         let mut raised = info.config.clone();
         raised.max_age = max_age;
         js.update_stream(raised)
             .await
-            .map_err(|e| setup(&points_name)(&e))?;
+            .map_err(|e| setup_error(&points_name, e))?;
         tracing::info!(stream = %points_name, max_age_secs = max_age.as_secs(), "Raised the points stream's max_age (3 × [state] snapshot_interval, at least 15 min).");
     }
     let anomalies_name = names.anomalies_stream();
     js.get_or_create_stream(anomalies_config(names, max_age))
         .await
-        .map_err(|e| setup(&anomalies_name)(&e))?;
+        .map_err(|e| setup_error(&anomalies_name, e))?;
     let bucket = names.snapshot_bucket();
     let snapshots = match js.get_object_store(&bucket).await {
         Ok(store) => store,
@@ -171,7 +167,7 @@ pub async fn set_up(
                 ..Default::default()
             })
             .await
-            .map_err(|e| setup(&bucket)(&e))?,
+            .map_err(|e| setup_error(&bucket, e))?,
     };
     Ok(Connection {
         client,
@@ -183,33 +179,58 @@ pub async fn set_up(
 }
 
 /// The points stream: subjects `<prefix>.points.*`, limits retention,
-/// `max_age`, file storage, duplicates window of two minutes.
+/// `max_age`, file storage, messages of at most [`MAX_MESSAGE_BYTES`].
 pub fn points_config(names: &Names, max_age: Duration) -> stream::Config {
     stream::Config {
-        name: names.points_stream(),
-        description: Some("anomalyd cluster: points, one subject per partition".into()),
-        subjects: vec![names.points_subjects()],
-        retention: stream::RetentionPolicy::Limits,
-        max_age,
-        storage: stream::StorageType::File,
         max_message_size: MAX_MESSAGE_BYTES as i32,
-        discard: stream::DiscardPolicy::Old,
-        ..Default::default()
+        ..limits_stream(
+            names.points_stream(),
+            "anomalyd cluster: points, one subject per partition",
+            names.points_subjects(),
+            max_age,
+        )
     }
 }
 
 /// The anomalies stream: subjects `<prefix>.anomalies.*`, the same
 /// retention as the points.
 pub fn anomalies_config(names: &Names, max_age: Duration) -> stream::Config {
+    limits_stream(
+        names.anomalies_stream(),
+        "anomalyd cluster: anomaly records, one subject per partition",
+        names.anomalies_subjects(),
+        max_age,
+    )
+}
+
+/// A file-backed stream named `name` over `subjects`, with limits
+/// retention: messages older than `max_age` go first.
+fn limits_stream(
+    name: String,
+    description: &str,
+    subjects: String,
+    max_age: Duration,
+) -> stream::Config {
     stream::Config {
-        name: names.anomalies_stream(),
-        description: Some("anomalyd cluster: anomaly records, one subject per partition".into()),
-        subjects: vec![names.anomalies_subjects()],
+        name,
+        description: Some(description.to_owned()),
+        subjects: vec![subjects],
         retention: stream::RetentionPolicy::Limits,
         max_age,
         storage: stream::StorageType::File,
         discard: stream::DiscardPolicy::Old,
         ..Default::default()
+    }
+}
+
+/// What a failure about the layout key is about.
+const LAYOUT_WHAT: &str = "the layout key";
+
+/// The error of setting up `what` in JetStream.
+fn setup_error(what: &str, reason: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Setup {
+        what: what.to_owned(),
+        reason: reason.to_string(),
     }
 }
 
@@ -225,26 +246,16 @@ async fn check_layout(kv: &kv::Store, config: &ClusterConfig) -> Result<(), Clus
             tracing::info!(partitions = ours.partitions, prefix = %ours.subject_prefix, "Wrote the cluster layout (first member).");
             return Ok(());
         }
-        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-            kv.get(LAYOUT_KEY).await.map_err(|e| ClusterError::Setup {
-                what: "the layout key".into(),
-                reason: e.to_string(),
-            })?
-        }
-        Err(e) => {
-            return Err(ClusterError::Setup {
-                what: "the layout key".into(),
-                reason: e.to_string(),
-            });
-        }
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => kv
+            .get(LAYOUT_KEY)
+            .await
+            .map_err(|e| setup_error(LAYOUT_WHAT, e))?,
+        Err(e) => return Err(setup_error(LAYOUT_WHAT, e)),
     };
     let stored: Layout = stored
         .as_deref()
         .and_then(|bytes| serde_json::from_slice(bytes).ok())
-        .ok_or_else(|| ClusterError::Setup {
-            what: "the layout key".into(),
-            reason: "it does not hold an anomalyd layout".into(),
-        })?;
+        .ok_or_else(|| setup_error(LAYOUT_WHAT, "it does not hold an anomalyd layout"))?;
     if stored == ours {
         Ok(())
     } else {

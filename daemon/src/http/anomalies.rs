@@ -3,10 +3,11 @@
 
 use hyper::{Response, StatusCode};
 
+use super::cluster::ask_lists;
 use super::query::{parse_anomalies_query, parse_episodes_query};
 use super::reply::{ResponseBody, error, json};
 use crate::api::EpisodeRecord;
-use crate::cluster::gather::{Question, gather};
+use crate::cluster::gather::Question;
 use crate::series::SeriesTable;
 use crate::state::AppState;
 
@@ -21,15 +22,9 @@ pub(super) async fn episodes(query: Option<&str>, state: &AppState) -> Response<
     let Some(member) = state.cluster.get() else {
         return json(StatusCode::OK, &state.table.episodes(&q));
     };
-    match gather(member, &Question::Episodes(raw.to_owned())).await {
-        Ok(answers) => {
-            let lists = answers
-                .iter()
-                .filter_map(|answer| serde_json::from_slice::<Vec<EpisodeRecord>>(answer).ok())
-                .collect();
-            json(StatusCode::OK, &SeriesTable::merge_episodes(&q, lists))
-        }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    match ask_lists::<EpisodeRecord>(member, &Question::Episodes(raw.to_owned())).await {
+        Ok(lists) => json(StatusCode::OK, &SeriesTable::merge_episodes(&q, lists)),
+        Err(unavailable) => unavailable,
     }
 }
 

@@ -10,11 +10,13 @@
 
 use hyper::{Response, StatusCode};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::gate::{self, Client};
 use super::reply::{ResponseBody, empty, error, json};
 use crate::clock::unix_now;
 use crate::cluster::Member;
+use crate::cluster::gather::{Question, gather};
 use crate::cluster::producer::{self, Origin};
 use crate::ingest::DataPoint;
 use crate::state::AppState;
@@ -54,6 +56,30 @@ pub(super) async fn publish(
         },
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
+}
+
+/// Asks every member `question` (see [`gather`]); the 503 reply when NATS
+/// is unreachable.
+pub(super) async fn ask(
+    member: &Member,
+    question: &Question,
+) -> Result<Vec<bytes::Bytes>, Response<ResponseBody>> {
+    gather(member, question)
+        .await
+        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+}
+
+/// Asks every member `question` and reads each answer as a list of `T`
+/// (an answer that is not one is left out), for the caller to merge.
+pub(super) async fn ask_lists<T: DeserializeOwned>(
+    member: &Member,
+    question: &Question,
+) -> Result<Vec<Vec<T>>, Response<ResponseBody>> {
+    let answers = ask(member, question).await?;
+    Ok(answers
+        .iter()
+        .filter_map(|answer| serde_json::from_slice(answer).ok())
+        .collect())
 }
 
 /// One partition in `GET /cluster`.

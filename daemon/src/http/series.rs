@@ -2,9 +2,10 @@
 //! with its recent history, for the dashboard and for scripts. Both answer
 //! 404 when `[server] dashboard = false`.
 
+use super::cluster::{ask, ask_lists};
 use super::query::{decode_path_component, parse_series_query};
 use super::reply::{ResponseBody, error, json, json_bytes};
-use crate::cluster::gather::{Question, gather};
+use crate::cluster::gather::Question;
 use crate::series::{SeriesSummary, SeriesTable};
 use crate::state::AppState;
 use hyper::{Response, StatusCode};
@@ -20,15 +21,9 @@ pub(super) async fn list(query: Option<&str>, state: &AppState) -> Response<Resp
     let Some(member) = state.cluster.get() else {
         return json(StatusCode::OK, &state.table.list(&q));
     };
-    match gather(member, &Question::List(raw.to_owned())).await {
-        Ok(answers) => {
-            let lists = answers
-                .iter()
-                .filter_map(|answer| serde_json::from_slice::<Vec<SeriesSummary>>(answer).ok())
-                .collect();
-            json(StatusCode::OK, &SeriesTable::merge_lists(&q, lists))
-        }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    match ask_lists::<SeriesSummary>(member, &Question::List(raw.to_owned())).await {
+        Ok(lists) => json(StatusCode::OK, &SeriesTable::merge_lists(&q, lists)),
+        Err(unavailable) => unavailable,
     }
 }
 
@@ -52,9 +47,9 @@ pub(super) async fn detail(encoded_name: &str, state: &AppState) -> Response<Res
         }
     };
     if let Some(member) = state.cluster.get() {
-        let answers = match gather(member, &Question::Detail(name.clone())).await {
+        let answers = match ask(member, &Question::Detail(name.clone())).await {
             Ok(answers) => answers,
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            Err(unavailable) => return unavailable,
         };
         if let Some(found) = answers.into_iter().find(|a| a.as_ref() != b"null") {
             return json_bytes(StatusCode::OK, found.to_vec());

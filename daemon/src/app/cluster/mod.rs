@@ -158,7 +158,7 @@ impl Ownership {
             let interval = self.context.state.config().state.snapshot_interval;
             if self.last_snapshot.elapsed() >= interval {
                 self.last_snapshot = Instant::now();
-                self.snapshot(None).await;
+                self.snapshot().await;
             }
         }
         self.leave().await;
@@ -409,30 +409,26 @@ impl Ownership {
         tracing::info!(partition, "Handed over partition {partition}.");
     }
 
-    /// Stores the snapshot of every owned partition (`None`) or of the
-    /// given ones, each with the last sequence applied to it.
-    async fn snapshot(&mut self, only: Option<&[u32]>) {
-        let partitions: Vec<u32> = match only {
-            Some(only) => only.to_vec(),
-            None => {
-                // A partition with nothing new keeps its stored snapshot,
-                // which is still current.
-                let owned = self.member().owned();
-                let now = unix_now();
-                self.leases
-                    .keys()
-                    .copied()
-                    .filter(|p| match owned.get(p) {
-                        Some(status) if status.snapshot_seq == Some(status.applied) => {
-                            self.member()
-                                .update_owned(*p, |status| status.snapshot_time = Some(now));
-                            false
-                        }
-                        _ => true,
-                    })
-                    .collect()
-            }
-        };
+    /// Stores the snapshot of every owned partition that applied something
+    /// since its last one, each with the last sequence applied to it.
+    async fn snapshot(&mut self) {
+        // A partition with nothing new keeps its stored snapshot, which is
+        // still current.
+        let owned = self.member().owned();
+        let now = unix_now();
+        let partitions: Vec<u32> = self
+            .leases
+            .keys()
+            .copied()
+            .filter(|p| match owned.get(p) {
+                Some(status) if status.snapshot_seq == Some(status.applied) => {
+                    self.member()
+                        .update_owned(*p, |status| status.snapshot_time = Some(now));
+                    false
+                }
+                _ => true,
+            })
+            .collect();
         if !partitions.is_empty() {
             self.store_snapshots(&partitions).await;
         }
@@ -529,14 +525,10 @@ impl Ownership {
     /// Leaves: stops every consumer, stores every snapshot, releases every
     /// lease and the presence key.
     async fn leave(&mut self) {
-        let partitions: Vec<u32> = self.leases.keys().copied().collect();
-        let stopping: Vec<_> = std::mem::take(&mut self.leases).into_iter().collect();
-        let mut revisions = Vec::new();
-        let stops = stopping.into_iter().map(|(partition, lease)| {
-            revisions.push((partition, lease.revision));
-            lease.consumer.stop()
-        });
-        futures_util::future::join_all(stops.collect::<Vec<_>>()).await;
+        let leases = std::mem::take(&mut self.leases);
+        let partitions: Vec<u32> = leases.keys().copied().collect();
+        let revisions: Vec<(u32, u64)> = leases.iter().map(|(&p, l)| (p, l.revision)).collect();
+        futures_util::future::join_all(leases.into_values().map(|l| l.consumer.stop())).await;
         if !partitions.is_empty() {
             self.store_snapshots(&partitions).await;
         }
