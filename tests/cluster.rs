@@ -25,11 +25,50 @@ pub(crate) fn member_config(nats: &Nats, id: &str, lease_ttl: &str) -> String {
 
 /// Starts a member and waits until `/ready` says it joined.
 fn member(nats: &Nats, id: &str, lease_ttl: &str) -> TestDaemon {
-    let daemon = TestDaemon::start(&member_config(nats, id, lease_ttl));
-    wait_until(&format!("{id} to join"), || {
+    join(&member_config(nats, id, lease_ttl))
+}
+
+/// Starts a member with `config` and waits until `/ready` says it joined.
+pub(crate) fn join(config: &str) -> TestDaemon {
+    let daemon = TestDaemon::start(config);
+    wait_until("the member to join", || {
         (daemon.get("/ready").status == 200).then_some(())
     });
     daemon
+}
+
+/// `a` and `b` as (the owner of `series`, the other one), given the
+/// partitions each consumes (`sets`, in that order).
+fn owner_first(
+    a: TestDaemon,
+    b: TestDaemon,
+    sets: &[BTreeSet<u32>],
+    series: &str,
+) -> (TestDaemon, TestDaemon) {
+    let partition = anomalyd::cluster::partition::partition_of(series, PARTITIONS);
+    if sets[0].contains(&partition) {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+/// 40 calm points of `series` (seq 1..=40), then a spike (seq 41), as
+/// NDJSON.
+fn calm_then_spike(series: &str) -> String {
+    let mut body = String::new();
+    for k in 0..40 {
+        body.push_str(&format!(
+            "{{\"series\":\"{series}\",\"value\":{},\"timestamp\":{},\"seq\":{}}}\n",
+            50.0 + (k % 3) as f64,
+            1_700_000_000 + k,
+            k + 1
+        ));
+    }
+    body.push_str(&format!(
+        "{{\"series\":\"{series}\",\"value\":500.0,\"timestamp\":1700000040,\"seq\":41}}\n"
+    ));
+    body
 }
 
 /// The partitions `daemon` consumes, from its `GET /cluster`.
@@ -563,35 +602,13 @@ fn the_owner_alerts_and_an_open_episode_closes_at_the_next_owner() {
         "\n[[alert.webhook]]\nurl = \"http://{}/hook\"\n",
         receiver.addr
     );
-    let start = |id: &str| {
-        let daemon = TestDaemon::start(&(member_config(&nats, id, "30s") + &hook));
-        wait_until(&format!("{id} to join"), || {
-            (daemon.get("/ready").status == 200).then_some(())
-        });
-        daemon
-    };
-    let a = start("member-a");
-    let b = start("member-b");
+    let a = join(&(member_config(&nats, "member-a", "30s") + &hook));
+    let b = join(&(member_config(&nats, "member-b", "30s") + &hook));
     let sets = wait_balanced(&[&a, &b]);
-    let partition = anomalyd::cluster::partition::partition_of("db", PARTITIONS);
-    let (owner, other) = if sets[0].contains(&partition) {
-        (a, b)
-    } else {
-        (b, a)
-    };
+    let (owner, other) = owner_first(a, b, &sets, "db");
     // 40 calm points, then a spike: an episode opens at the owner.
-    let mut body = String::new();
-    for k in 0..40 {
-        body.push_str(&format!(
-            "{{\"series\":\"db\",\"value\":{},\"timestamp\":{},\"seq\":{}}}\n",
-            50.0 + (k % 3) as f64,
-            1_700_000_000 + k,
-            k + 1
-        ));
-    }
-    body.push_str("{\"series\":\"db\",\"value\":500.0,\"timestamp\":1700000040,\"seq\":41}\n");
     // Posted to the member that does not own it: it only publishes.
-    assert_eq!(other.detect_ndjson(&body).status, 202);
+    assert_eq!(other.detect_ndjson(&calm_then_spike("db")).status, 202);
     let opened = wait_until("the opening to be sent", || {
         receiver
             .accepted()
@@ -639,33 +656,11 @@ fn anomalies_repeated_after_kill_9_keep_their_ids_and_are_listed_once() {
             "\n[[alert.webhook]]\nurl = \"http://{}/hook\"\n",
             receiver.addr
         );
-    let start = |id: &str| {
-        let daemon = TestDaemon::start(&config.replace("{id}", id));
-        wait_until(&format!("{id} to join"), || {
-            (daemon.get("/ready").status == 200).then_some(())
-        });
-        daemon
-    };
-    let a = start("member-a");
-    let b = start("member-b");
+    let a = join(&config.replace("{id}", "member-a"));
+    let b = join(&config.replace("{id}", "member-b"));
     let sets = wait_balanced(&[&a, &b]);
-    let partition = anomalyd::cluster::partition::partition_of("db", PARTITIONS);
-    let (owner, other) = if sets[0].contains(&partition) {
-        (a, b)
-    } else {
-        (b, a)
-    };
-    let mut body = String::new();
-    for k in 0..40 {
-        body.push_str(&format!(
-            "{{\"series\":\"db\",\"value\":{},\"timestamp\":{},\"seq\":{}}}\n",
-            50.0 + (k % 3) as f64,
-            1_700_000_000 + k,
-            k + 1
-        ));
-    }
-    body.push_str("{\"series\":\"db\",\"value\":500.0,\"timestamp\":1700000040,\"seq\":41}\n");
-    assert_eq!(other.detect_ndjson(&body).status, 202);
+    let (owner, other) = owner_first(a, b, &sets, "db");
+    assert_eq!(other.detect_ndjson(&calm_then_spike("db")).status, 202);
     let owner_log = owner.log_path();
     wait_until("the owner to log the spike", || {
         let (found, _) = anomalies_in(std::slice::from_ref(&owner_log));

@@ -179,19 +179,12 @@ fn shutdown_ends_open_streams_at_once() {
 
 #[test]
 fn a_cluster_members_stream_carries_the_anomalies_of_every_member() {
-    use crate::cluster::{consumed, member_config};
+    use crate::cluster::{consumed, join, member_config};
     let Some(nats) = crate::helper::nats::Nats::start() else {
         return;
     };
-    let start = |id: &str| {
-        let daemon = TestDaemon::start(&member_config(&nats, id, "2s"));
-        wait_until(&format!("{id} to join"), || {
-            (daemon.get("/ready").status == 200).then_some(())
-        });
-        daemon
-    };
-    let a = start("member-a");
-    let b = start("member-b");
+    let a = join(&member_config(&nats, "member-a", "2s"));
+    let b = join(&member_config(&nats, "member-b", "2s"));
     let partition = anomalyd::cluster::partition::partition_of("cpu/1", 16);
     wait_until("the partitions to be shared", || {
         let (x, y) = (consumed(&a), consumed(&b));
