@@ -212,21 +212,17 @@ impl Client {
             self.nats = Some(self.link().await?);
         }
         let link = self.nats.as_ref().expect("linked just above");
-        let now = anomalyd::clock::unix_now();
-        let mut acks = Vec::new();
-        for (partition, message) in
-            anomalyd::cluster::producer::messages(link.partitions, &points, now)
-        {
-            let ack = link
-                .js
-                .publish(link.names.points_subject(partition), message.into())
-                .await
-                .map_err(|e| failed(e.to_string()))?;
-            acks.push(ack);
-        }
-        for ack in acks {
-            ack.await.map_err(|e| failed(e.to_string()))?;
-        }
+        anomalyd::cluster::producer::publish_points(
+            &link.js,
+            &link.names,
+            link.partitions,
+            &points,
+            anomalyd::cluster::producer::Origin::Detect,
+            anomalyd::clock::unix_now(),
+            || {},
+        )
+        .await
+        .map_err(failed)?;
         let reply = format!(
             "{{\"status\":\"Data accepted\",\"received\":{}}}",
             points.len()

@@ -4,6 +4,7 @@
 //! JetStream has acknowledged every message; while NATS is unreachable
 //! nothing is published and nothing is buffered.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -11,6 +12,7 @@ use bytes::Bytes;
 
 use super::Member;
 use super::connect::MAX_MESSAGE_BYTES;
+use super::partition::Names;
 use crate::ingest::DataPoint;
 
 /// The header naming the format the points were posted in.
@@ -94,8 +96,9 @@ pub fn messages(partitions: u32, points: &[DataPoint<'_>], now: f64) -> Vec<(u32
         .collect()
 }
 
-/// Publishes `points` and waits for JetStream's acknowledgements; returns
-/// how many messages were published.
+/// Publishes `points` through `member` and waits for JetStream's
+/// acknowledgements (at most [`ACK_TIMEOUT`]); returns how many messages
+/// were published.
 pub async fn publish(
     member: &Member,
     points: &[DataPoint<'_>],
@@ -106,41 +109,25 @@ pub async fn publish(
         member
             .stats
             .publish_failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(1, Ordering::Relaxed);
         return Err(PublishError::Unavailable("not connected".into()));
     };
-    let bodies = messages(member.config.partitions, points, now);
-    let count = bodies.len();
-    let mut acks = Vec::with_capacity(bodies.len());
-    let sent = async {
-        for (partition, body) in bodies {
-            let mut headers = HeaderMap::new();
-            if origin != Origin::Detect {
-                headers.insert(ORIGIN_HEADER, origin.as_str());
-            }
-            let ack = connection
-                .js
-                .publish_with_headers(
-                    member.names.points_subject(partition),
-                    headers,
-                    Bytes::from(body),
-                )
-                .await
-                .map_err(|e| PublishError::Unavailable(e.to_string()))?;
-            acks.push(ack);
-        }
-        for ack in acks {
-            ack.await
-                .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+    let sent = publish_points(
+        &connection.js,
+        &member.names,
+        member.config.partitions,
+        points,
+        origin,
+        now,
+        || {
             member
                 .stats
                 .published_messages
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        Ok::<_, PublishError>(())
-    };
+                .fetch_add(1, Ordering::Relaxed);
+        },
+    );
     let result = match tokio::time::timeout(ACK_TIMEOUT, sent).await {
-        Ok(result) => result,
+        Ok(result) => result.map_err(PublishError::Unavailable),
         Err(_) => Err(PublishError::Unavailable(format!(
             "no acknowledgement within {} s",
             ACK_TIMEOUT.as_secs()
@@ -150,9 +137,45 @@ pub async fn publish(
         member
             .stats
             .publish_failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(1, Ordering::Relaxed);
     }
-    result.map(|()| count)
+    result
+}
+
+/// Publishes `points`, posted in `origin`'s format, to their partitions
+/// of the cluster under `names` with `partitions` partitions (see
+/// [`messages`]), then waits for JetStream's acknowledgement of each,
+/// calling `acknowledged` for each one; returns how many messages were
+/// published. Shared by members and by anomaly-generator's `nats://`
+/// target.
+pub async fn publish_points(
+    js: &async_nats::jetstream::Context,
+    names: &Names,
+    partitions: u32,
+    points: &[DataPoint<'_>],
+    origin: Origin,
+    now: f64,
+    mut acknowledged: impl FnMut(),
+) -> Result<usize, String> {
+    let bodies = messages(partitions, points, now);
+    let count = bodies.len();
+    let mut acks = Vec::with_capacity(count);
+    for (partition, body) in bodies {
+        let mut headers = HeaderMap::new();
+        if origin != Origin::Detect {
+            headers.insert(ORIGIN_HEADER, origin.as_str());
+        }
+        let ack = js
+            .publish_with_headers(names.points_subject(partition), headers, Bytes::from(body))
+            .await
+            .map_err(|e| e.to_string())?;
+        acks.push(ack);
+    }
+    for ack in acks {
+        ack.await.map_err(|e| e.to_string())?;
+        acknowledged();
+    }
+    Ok(count)
 }
 
 #[cfg(test)]
