@@ -502,6 +502,17 @@ fn a_nats_restart_gets_503s_then_the_members_resume() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // No acknowledged point was lost through the restart: each series
+    // has its 60 seqs once (posts retried after a 503 are duplicates),
+    // svc-3 also the spike.
+    wait_until("every accepted point to be applied once", || {
+        (0..20)
+            .all(|s| {
+                let expected = if s == 3 { 61 } else { 60 };
+                points_of(&[&a], &format!("svc-{s}")) == Some(expected)
+            })
+            .then_some(())
+    });
     for m in [&a, &b] {
         wait_until("/ready", || (m.get("/ready").status == 200).then_some(()));
     }

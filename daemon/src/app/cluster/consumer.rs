@@ -8,6 +8,12 @@
 //! After an error (NATS restarted, the consumer vanished) a new one is
 //! created from the sequence after the last one applied; a message seen
 //! again is skipped, so each is applied once.
+//!
+//! A consumer belongs to the connection it was created on. Messages the
+//! server sent while the connection was lost never arrive, and with
+//! `AckPolicy::All` acknowledging a later one would acknowledge them too:
+//! so a batch fetched after a reconnect is dropped unapplied and the
+//! consumer is created again from the next unapplied sequence.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -83,13 +89,17 @@ async fn consume(context: Context, partition: u32, mut next: u64, stop: Cancella
         connection,
         apply_lock,
     } = &context;
-    let mut consumer: Option<consumer::PullConsumer> = None;
+    // The consumer, and the connection count when it was created.
+    let mut consumer: Option<(consumer::PullConsumer, u64)> = None;
     let mut failures = 0u32;
     while !stop.is_cancelled() {
-        let current = match &consumer {
-            Some(current) => current,
+        let (current, created_on) = match &consumer {
+            Some((current, created_on)) => (current, *created_on),
             None => match create(connection, member, partition, next).await {
-                Ok(created) => consumer.insert(created),
+                Ok(created) => {
+                    let (current, created_on) = consumer.insert(created);
+                    (&*current, *created_on)
+                }
                 Err(e) => {
                     failures += 1;
                     if failures == 1 || failures.is_multiple_of(60) {
@@ -105,6 +115,19 @@ async fn consume(context: Context, partition: u32, mut next: u64, stop: Cancella
             fetched = fetch(current) => fetched,
         };
         let (messages, error) = fetched;
+        if connects(connection) != created_on {
+            // Reconnected since the consumer was made: what it delivered
+            // meanwhile may have a gap.
+            tracing::debug!(
+                partition,
+                "Reconnected to NATS; the partition's consumer is created again."
+            );
+            if let Some((stale, _)) = consumer.take() {
+                let name = stale.cached_info().name.clone();
+                let _ = connection.points.delete_consumer(&name).await;
+            }
+            continue;
+        }
         if let Some(e) = error {
             failures += 1;
             if failures == 1 || failures.is_multiple_of(60) {
@@ -143,7 +166,7 @@ async fn consume(context: Context, partition: u32, mut next: u64, stop: Cancella
             tracing::debug!(partition, error = %e, "Acknowledging failed; the messages come again and are skipped.");
         }
     }
-    if let Some(consumer) = consumer {
+    if let Some((consumer, _)) = consumer {
         let name = consumer.cached_info().name.clone();
         let _ = connection.points.delete_consumer(&name).await;
     }
@@ -157,14 +180,26 @@ async fn pause(stop: &CancellationToken) {
     }
 }
 
-/// An ephemeral pull consumer of `partition` from sequence `start`.
+/// How many times the client has connected to NATS (the first time
+/// included).
+fn connects(connection: &Connection) -> u64 {
+    connection
+        .client
+        .statistics()
+        .connects
+        .load(Ordering::Relaxed)
+}
+
+/// An ephemeral pull consumer of `partition` from sequence `start`, with
+/// the connection count read before it was created.
 async fn create(
     connection: &Connection,
     member: &Member,
     partition: u32,
     start: u64,
-) -> Result<consumer::PullConsumer, String> {
+) -> Result<(consumer::PullConsumer, u64), String> {
     let inactive = (member.config.lease_ttl * 3).max(Duration::from_secs(60));
+    let created_on = connects(connection);
     connection
         .points
         .create_consumer(consumer::pull::Config {
@@ -187,6 +222,7 @@ async fn create(
             ..Default::default()
         })
         .await
+        .map(|consumer| (consumer, created_on))
         .map_err(|e| e.to_string())
 }
 
