@@ -745,3 +745,91 @@ fn members_reach_nats_over_tls_and_a_missing_creds_file_exits_78() {
     assert_eq!(refused.wait_exit().code(), Some(78));
     refused.wait_for_stderr("/nonexistent/anomalyd.creds");
 }
+
+/// `series`' points `seq` 42 onwards at the given values, one second
+/// apart after the spike of [`calm_then_spike`], as NDJSON.
+fn after_the_spike(series: &str, values: &[f64]) -> String {
+    values
+        .iter()
+        .zip(42u64..)
+        .map(|(value, seq)| {
+            format!(
+                "{{\"series\":\"{series}\",\"value\":{value:.1},\"timestamp\":{},\"seq\":{seq}}}\n",
+                1_699_999_999 + seq
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_member_lists_the_clusters_episodes_even_after_their_owner_died() {
+    let Some(nats) = Nats::start() else { return };
+    let a = member(&nats, "member-a", "2s");
+    let b = member(&nats, "member-b", "2s");
+    let sets = wait_balanced(&[&a, &b]);
+    let (owner, other) = owner_first(a, b, &sets, "db");
+    // "db": three anomalous points (41..=43), then a calm one that closes
+    // the episode; "web": two anomalous points, its episode stays open.
+    let db = calm_then_spike("db") + &after_the_spike("db", &[600.0, 800.0, 51.0]);
+    let web = calm_then_spike("web") + &after_the_spike("web", &[600.0]);
+    assert_eq!(other.detect_ndjson(&db).status, 202);
+    assert_eq!(other.detect_ndjson(&web).status, 202);
+
+    let expected_db = |m: &TestDaemon| {
+        // The peak is the anomaly with the highest score.
+        let anomalies = m.get("/anomalies?series=db").json();
+        let peak = anomalies
+            .as_array()
+            .unwrap()
+            .iter()
+            .max_by(|x, y| {
+                x["score"]
+                    .as_f64()
+                    .unwrap()
+                    .total_cmp(&y["score"].as_f64().unwrap())
+            })
+            .cloned()
+            .unwrap();
+        serde_json::json!({
+            "series": "db", "episode": 41, "start": 1_700_000_040.0, "end": 1_700_000_043.0,
+            "points": 3, "peak_score": peak["score"], "peak_value": peak["value"], "direction": "upper",
+        })
+    };
+    let listed = |m: &TestDaemon| -> Vec<serde_json::Value> {
+        let reply = m.get("/episodes");
+        assert_eq!(reply.status, 200, "{}", reply.error());
+        reply.json().as_array().unwrap().clone()
+    };
+    for m in [&owner, &other] {
+        let episodes = wait_until("both episodes to be listed", || {
+            let episodes = listed(m);
+            (episodes.len() == 2 && episodes.iter().any(|e| e["end"].is_number()))
+                .then_some(episodes)
+        });
+        // Both started at the same time, with the same id: by name.
+        let (db_listed, web_listed) = (&episodes[0], &episodes[1]);
+        assert_eq!(db_listed, &expected_db(m), "{episodes:#?}");
+        assert_eq!(web_listed["series"], "web", "{episodes:#?}");
+        assert_eq!(web_listed["episode"], 41);
+        assert_eq!(web_listed["end"], serde_json::Value::Null);
+        assert_eq!(web_listed["points"], 2);
+        let open = m.get("/episodes?open=true").json();
+        assert_eq!(open.as_array().unwrap().len(), 1, "{open}");
+        assert_eq!(open[0]["series"], "web");
+    }
+
+    // The owner of "db" dies: the survivor, which never owned it, still
+    // lists its closed episode at once, and after taking over every
+    // partition (replaying from the last snapshot) each episode once.
+    let expected = expected_db(&other);
+    let _dir = owner.kill9();
+    let db_listed = other.get("/episodes?series=db").json();
+    assert_eq!(db_listed, serde_json::json!([expected]));
+    wait_until("the survivor to own every partition", || {
+        (consumed(&other).len() == PARTITIONS as usize).then_some(())
+    });
+    let episodes = listed(&other);
+    assert_eq!(episodes.len(), 2, "{episodes:#?}");
+    assert_eq!(episodes[0], expected);
+    assert_eq!(episodes[1]["points"], 2, "web, not counted twice");
+}

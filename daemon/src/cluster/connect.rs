@@ -153,9 +153,24 @@ pub async fn set_up(
         tracing::info!(stream = %points_name, max_age_secs = max_age.as_secs(), "Raised the points stream's max_age (3 × [state] snapshot_interval, at least 15 min).");
     }
     let anomalies_name = names.anomalies_stream();
-    js.get_or_create_stream(anomalies_config(names, max_age))
+    let mut anomalies = js
+        .get_or_create_stream(anomalies_config(names, max_age))
         .await
         .map_err(|e| setup_error(&anomalies_name, e))?;
+    let info = anomalies
+        .info()
+        .await
+        .map_err(|e| setup_error(&anomalies_name, e))?;
+    let subjects = names.anomalies_subjects();
+    if info.config.subjects != subjects {
+        // A stream created before the episodes had their subject.
+        let mut widened = info.config.clone();
+        widened.subjects = subjects;
+        js.update_stream(widened)
+            .await
+            .map_err(|e| setup_error(&anomalies_name, e))?;
+        tracing::info!(stream = %anomalies_name, "Added the episodes' subject to the anomalies stream.");
+    }
     let bucket = names.snapshot_bucket();
     let snapshots = match js.get_object_store(&bucket).await {
         Ok(store) => store,
@@ -186,18 +201,19 @@ pub fn points_config(names: &Names, max_age: Duration) -> stream::Config {
         ..limits_stream(
             names.points_stream(),
             "anomalyd cluster: points, one subject per partition",
-            names.points_subjects(),
+            vec![names.points_subjects()],
             max_age,
         )
     }
 }
 
-/// The anomalies stream: subjects `<prefix>.anomalies.*`, the same
+/// The anomalies stream: subjects `<prefix>.anomalies.*` (anomaly
+/// records) and `<prefix>.episodes.*` (closed episodes), the same
 /// retention as the points.
 pub fn anomalies_config(names: &Names, max_age: Duration) -> stream::Config {
     limits_stream(
         names.anomalies_stream(),
-        "anomalyd cluster: anomaly records, one subject per partition",
+        "anomalyd cluster: anomaly records and closed episodes, one subject each per partition",
         names.anomalies_subjects(),
         max_age,
     )
@@ -208,13 +224,13 @@ pub fn anomalies_config(names: &Names, max_age: Duration) -> stream::Config {
 fn limits_stream(
     name: String,
     description: &str,
-    subjects: String,
+    subjects: Vec<String>,
     max_age: Duration,
 ) -> stream::Config {
     stream::Config {
         name,
         description: Some(description.to_owned()),
-        subjects: vec![subjects],
+        subjects,
         retention: stream::RetentionPolicy::Limits,
         max_age,
         storage: stream::StorageType::File,

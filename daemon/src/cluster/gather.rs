@@ -1,5 +1,5 @@
 //! Questions every member answers for the series it owns, over NATS
-//! request/reply: the series list, one series, the episodes. The asking
+//! request/reply: the series list and one series. The asking
 //! member publishes the question on `<prefix>.series` with a reply inbox
 //! and gathers one answer per live member (or what came within
 //! [`GATHER_WAIT`]); the caller merges them.
@@ -24,8 +24,6 @@ pub enum Question {
     /// `GET /series/{name}`: the member that holds the series answers it,
     /// the others `null`.
     Detail(String),
-    /// `GET /episodes` with this query string.
-    Episodes(String),
 }
 
 /// Why a question got no answer.

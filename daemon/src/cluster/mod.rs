@@ -14,6 +14,7 @@
 //! series table live in [`crate::app::cluster`].
 
 pub mod connect;
+pub mod episodes;
 pub mod gather;
 pub mod handover;
 pub mod leases;
@@ -136,6 +137,8 @@ pub struct Member {
     owners: Mutex<Vec<Option<String>>>,
     /// Live members as last seen: id and HTTP address.
     members: Mutex<Vec<leases::MemberValue>>,
+    /// The whole cluster's episodes, followed from the anomalies stream.
+    pub episodes: Mutex<episodes::EpisodeView>,
 }
 
 impl Member {
@@ -151,6 +154,7 @@ impl Member {
             stats: ClusterStats::default(),
             owned: Mutex::default(),
             members: Mutex::default(),
+            episodes: Mutex::default(),
         }
     }
 

@@ -49,14 +49,31 @@ impl Names {
         format!("{}_anomalies", self.prefix)
     }
 
-    /// The subjects of the anomalies stream.
-    pub fn anomalies_subjects(&self) -> String {
-        format!("{}.anomalies.*", self.prefix)
+    /// The subjects of the anomalies stream: the anomaly records and the
+    /// closed episodes of every partition.
+    pub fn anomalies_subjects(&self) -> Vec<String> {
+        vec![
+            format!("{}.anomalies.*", self.prefix),
+            format!("{}.episodes.*", self.prefix),
+        ]
     }
 
     /// The subject the anomalies of `partition` are published on.
     pub fn anomalies_subject(&self, partition: u32) -> String {
         format!("{}.anomalies.{partition}", self.prefix)
+    }
+
+    /// The subject the closed episodes of `partition` are published on
+    /// (in the anomalies stream).
+    pub fn episodes_subject(&self, partition: u32) -> String {
+        format!("{}.episodes.{partition}", self.prefix)
+    }
+
+    /// Whether `subject` is one of [`Names::episodes_subject`].
+    pub fn is_episodes_subject(&self, subject: &str) -> bool {
+        subject
+            .strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.starts_with(".episodes."))
     }
 
     /// The key-value bucket of the layout, the members and the leases.

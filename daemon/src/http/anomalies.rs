@@ -3,17 +3,14 @@
 
 use hyper::{Response, StatusCode};
 
-use super::cluster::ask_lists;
 use super::query::{parse_anomalies_query, parse_episodes_query};
 use super::reply::{ResponseBody, error, json};
-use crate::api::EpisodeRecord;
-use crate::cluster::gather::Question;
-use crate::series::SeriesTable;
 use crate::state::AppState;
 
 /// `GET /episodes?series=&series_glob=&since=&until=&limit=&open=`: newest
-/// first; on a cluster member, gathered from every member.
-pub(super) async fn episodes(query: Option<&str>, state: &AppState) -> Response<ResponseBody> {
+/// first; on a cluster member, the whole cluster's, as followed from the
+/// anomalies stream.
+pub(super) fn episodes(query: Option<&str>, state: &AppState) -> Response<ResponseBody> {
     let raw = query.unwrap_or("");
     let q = match parse_episodes_query(raw) {
         Ok(q) => q,
@@ -22,10 +19,12 @@ pub(super) async fn episodes(query: Option<&str>, state: &AppState) -> Response<
     let Some(member) = state.cluster.get() else {
         return json(StatusCode::OK, &state.table.episodes(&q));
     };
-    match ask_lists::<EpisodeRecord>(member, &Question::Episodes(raw.to_owned())).await {
-        Ok(lists) => json(StatusCode::OK, &SeriesTable::merge_episodes(&q, lists)),
-        Err(unavailable) => unavailable,
-    }
+    let episodes = member
+        .episodes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .query(&q);
+    json(StatusCode::OK, &episodes)
 }
 
 /// `GET /anomalies?limit=&series=&series_glob=&since=&until=&episode=`.

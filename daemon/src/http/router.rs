@@ -27,7 +27,7 @@ pub async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Re
         }
         (_, "/anomalies") => method_not_allowed("GET, HEAD"),
         (&Method::GET | &Method::HEAD, "/episodes") => {
-            anomalies::episodes(req.uri().query(), state).await
+            anomalies::episodes(req.uri().query(), state)
         }
         (_, "/episodes") => method_not_allowed("GET, HEAD"),
         (&Method::GET | &Method::HEAD, "/cluster") => cluster::cluster(state),

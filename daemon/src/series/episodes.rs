@@ -22,19 +22,19 @@ pub const MAX_LIMIT: usize = 10_000;
 
 /// The summary of an open episode, but its series' name.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) struct OpenEpisode {
-    pub(super) id: u64,
-    pub(super) start: f64,
-    pub(super) points: u64,
-    pub(super) peak_score: f64,
-    pub(super) peak_value: f64,
-    pub(super) direction: Side,
+pub(crate) struct OpenEpisode {
+    pub(crate) id: u64,
+    pub(crate) start: f64,
+    pub(crate) points: u64,
+    pub(crate) peak_score: f64,
+    pub(crate) peak_value: f64,
+    pub(crate) direction: Side,
 }
 
 impl OpenEpisode {
     /// An episode opened by a point at `timestamp` with `value` and
     /// `score`, which crossed on `side`.
-    pub(super) fn opened(id: u64, timestamp: f64, value: f64, score: f64, side: Side) -> Self {
+    pub(crate) fn opened(id: u64, timestamp: f64, value: f64, score: f64, side: Side) -> Self {
         OpenEpisode {
             id,
             start: timestamp,
@@ -46,7 +46,7 @@ impl OpenEpisode {
     }
 
     /// One more anomalous point in the episode.
-    pub(super) fn add(&mut self, value: f64, score: f64) {
+    pub(crate) fn add(&mut self, value: f64, score: f64) {
         self.points += 1;
         if score > self.peak_score {
             self.peak_score = score;
@@ -55,7 +55,7 @@ impl OpenEpisode {
     }
 
     /// The episode as a record; `end` is `None` while it is open.
-    pub(super) fn record(&self, series: &str, end: Option<f64>) -> EpisodeRecord {
+    pub(crate) fn record(&self, series: &str, end: Option<f64>) -> EpisodeRecord {
         EpisodeRecord {
             series: series.to_owned(),
             episode: self.id,
@@ -94,13 +94,13 @@ pub struct EpisodeQuery {
 impl EpisodeQuery {
     /// Whether an episode of `series` passes the name filters (checked
     /// before a record is built).
-    pub(super) fn matches_series(&self, series: &str) -> bool {
+    pub(crate) fn matches_series(&self, series: &str) -> bool {
         self.series.as_deref().is_none_or(|s| s == series)
             && self.series_glob.as_ref().is_none_or(|g| g.matches(series))
     }
 
     /// Whether `record` passes the time and state filters.
-    pub(super) fn matches(&self, record: &EpisodeRecord) -> bool {
+    pub(crate) fn matches(&self, record: &EpisodeRecord) -> bool {
         (!self.open || record.end.is_none())
             && self
                 .since
@@ -109,13 +109,13 @@ impl EpisodeQuery {
     }
 
     /// The limit in force.
-    pub(super) fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.limit.unwrap_or(DEFAULT_LIMIT)
     }
 }
 
 /// Newest first: later start, then larger id, then series name.
-pub(super) fn newest_first(a: &EpisodeRecord, b: &EpisodeRecord) -> std::cmp::Ordering {
+pub(crate) fn newest_first(a: &EpisodeRecord, b: &EpisodeRecord) -> std::cmp::Ordering {
     b.start
         .total_cmp(&a.start)
         .then(b.episode.cmp(&a.episode))

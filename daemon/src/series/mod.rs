@@ -773,19 +773,6 @@ impl SeriesTable {
         found
     }
 
-    /// Merges the episodes several tables (cluster members) gave for
-    /// `query`: newest first, at most its limit.
-    pub fn merge_episodes(
-        query: &EpisodeQuery,
-        lists: Vec<Vec<EpisodeRecord>>,
-    ) -> Vec<EpisodeRecord> {
-        let mut found: Vec<EpisodeRecord> = lists.into_iter().flatten().collect();
-        found.sort_by(episodes::newest_first);
-        found.dedup_by(|a, b| a.series == b.series && a.episode == b.episode);
-        found.truncate(query.limit());
-        found
-    }
-
     /// Episodes opened and closed since start, and open now.
     pub fn episode_counts(&self) -> EpisodeCounts {
         EpisodeCounts {

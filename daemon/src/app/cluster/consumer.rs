@@ -1,8 +1,8 @@
 //! Consuming one owned partition: a pull consumer on the partition's
 //! subject from a given stream sequence, each message applied to the
 //! series table as a `/detect` batch, the anomalies written to the log
-//! (and published for the other members), and only then the messages
-//! acknowledged.
+//! (and published for the other members, with the episodes they closed),
+//! and only then the messages acknowledged.
 //!
 //! The consumer is ephemeral: it lives while this member holds the lease.
 //! After an error (NATS restarted, the consumer vanished) a new one is
@@ -25,14 +25,14 @@ use tokio::sync::RwLock;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::AnomalyRecord;
+use crate::api::{AnomalyRecord, EpisodeRecord};
 use crate::cluster::Member;
 use crate::cluster::connect::Connection;
 use crate::cluster::producer::{ORIGIN_HEADER, Origin};
 use crate::ingest::{DataPoint, parse_ndjson_body};
 use crate::metrics::Format;
 use crate::series::Duplicates;
-use crate::state::AppState;
+use crate::state::{AppState, AppliedBatch};
 
 /// Messages fetched at once.
 const BATCH: usize = 256;
@@ -153,8 +153,8 @@ async fn consume(context: Context, partition: u32, mut next: u64, stop: Cancella
             .unwrap_or((next, 0));
         {
             let _applying = apply_lock.read().await;
-            let records = apply(state, member, &fresh).await;
-            publish_anomalies(connection, member, partition, &records).await;
+            let produced = apply(state, member, &fresh).await;
+            publish_produced(connection, member, partition, &produced).await;
             next = last_seq + 1;
             member.update_owned(partition, |status| {
                 status.applied = last_seq;
@@ -248,10 +248,26 @@ async fn fetch(consumer: &consumer::PullConsumer) -> (Vec<Message>, Option<Strin
     (messages, None)
 }
 
+/// What applying a batch of messages produced, in order.
+#[derive(Debug, Default)]
+struct Produced {
+    /// The anomalies' records.
+    records: Vec<AnomalyRecord>,
+    /// The episodes closed.
+    closed: Vec<EpisodeRecord>,
+}
+
+impl Produced {
+    fn extend(&mut self, applied: AppliedBatch) {
+        self.records.extend(applied.records);
+        self.closed.extend(applied.episodes_closed);
+    }
+}
+
 /// Applies the messages in order, consecutive messages of one origin as
-/// one batch; returns the anomalies they produced.
-async fn apply(state: &AppState, member: &Member, messages: &[Message]) -> Vec<AnomalyRecord> {
-    let mut records = Vec::new();
+/// one batch; returns what they produced.
+async fn apply(state: &AppState, member: &Member, messages: &[Message]) -> Produced {
+    let mut produced = Produced::default();
     let mut run: Vec<DataPoint<'_>> = Vec::new();
     // Where each message's points start in `run`.
     let mut starts: Vec<usize> = Vec::new();
@@ -280,7 +296,7 @@ async fn apply(state: &AppState, member: &Member, messages: &[Message]) -> Vec<A
             }
         };
         if origin != run_origin && !run.is_empty() {
-            apply_run(state, member, &run, &starts, run_origin, &mut records).await;
+            apply_run(state, member, &run, &starts, run_origin, &mut produced).await;
             run.clear();
             starts.clear();
         }
@@ -289,9 +305,9 @@ async fn apply(state: &AppState, member: &Member, messages: &[Message]) -> Vec<A
         run.extend(points);
     }
     if !run.is_empty() {
-        apply_run(state, member, &run, &starts, run_origin, &mut records).await;
+        apply_run(state, member, &run, &starts, run_origin, &mut produced).await;
     }
-    records
+    produced
 }
 
 /// Applies one run of points posted in `origin`'s format, the messages
@@ -304,7 +320,7 @@ async fn apply_run(
     points: &[DataPoint<'_>],
     starts: &[usize],
     origin: Origin,
-    records: &mut Vec<AnomalyRecord>,
+    produced: &mut Produced,
 ) {
     let (duplicates, format) = match origin {
         Origin::Detect => (Duplicates::BySeq, Format::Detect),
@@ -315,7 +331,7 @@ async fn apply_run(
         if !applied.logged {
             wait_for_the_log(state).await;
         }
-        records.extend(applied.records);
+        produced.extend(applied);
         return;
     }
     let ends = starts.iter().skip(1).copied().chain([points.len()]);
@@ -326,7 +342,7 @@ async fn apply_run(
                 if !applied.logged {
                     wait_for_the_log(state).await;
                 }
-                records.extend(applied.records);
+                produced.extend(applied);
             }
             Err(e) => {
                 member
@@ -352,27 +368,44 @@ async fn wait_for_the_log(state: &AppState) {
     }
 }
 
-/// Publishes the records on the partition's anomalies subject, for the
-/// other members' `GET /anomalies`.
-async fn publish_anomalies(
+/// Publishes the anomaly records on the partition's anomalies subject,
+/// then the closed episodes on its episodes subject (after the anomalies
+/// that belong to them), for the other members' `GET /anomalies` and
+/// `GET /episodes`.
+async fn publish_produced(
     connection: &Connection,
     member: &Member,
     partition: u32,
-    records: &[AnomalyRecord],
+    produced: &Produced,
 ) {
-    if records.is_empty() {
-        return;
+    if !produced.records.is_empty() {
+        let mut body = Vec::with_capacity(produced.records.len() * 200);
+        for record in &produced.records {
+            record.write_line(&mut body);
+        }
+        let subject = member.names.anomalies_subject(partition);
+        if let Err(e) = publish(connection, subject, body).await {
+            tracing::warn!(partition, error = %e, "Cannot publish anomalies for the other members; they are in this member's log.");
+        }
     }
-    let mut body = Vec::with_capacity(records.len() * 200);
-    for record in records {
-        record.write_line(&mut body);
+    if !produced.closed.is_empty() {
+        let mut body = Vec::with_capacity(produced.closed.len() * 200);
+        for episode in &produced.closed {
+            // Plain numbers and strings into a Vec cannot fail.
+            serde_json::to_writer(&mut body, episode).expect("episode records serialise");
+            body.push(b'\n');
+        }
+        let subject = member.names.episodes_subject(partition);
+        if let Err(e) = publish(connection, subject, body).await {
+            tracing::warn!(partition, error = %e, "Cannot publish closed episodes for the other members; they are in this member's alerts and journal.");
+        }
     }
-    let subject = member.names.anomalies_subject(partition);
-    let published = match connection.js.publish(subject, body.into()).await {
+}
+
+/// Publishes `body` on `subject` and waits for JetStream's acknowledgement.
+async fn publish(connection: &Connection, subject: String, body: Vec<u8>) -> Result<(), String> {
+    match connection.js.publish(subject, body.into()).await {
         Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = published {
-        tracing::warn!(partition, error = %e, "Cannot publish anomalies for the other members; they are in this member's log.");
     }
 }

@@ -1,9 +1,11 @@
 //! Reading across the cluster: every member follows the anomalies stream
-//! (where each owner publishes the records it logs) into its list of
-//! recent anomalies, so that `GET /anomalies` and the dashboard's live
-//! events answer for the whole cluster on any member; and every member
-//! answers the questions of [`crate::cluster::gather`] (`GET /series`,
-//! `/series/{name}`, `/episodes`) for the series it owns.
+//! (where each owner publishes the records it logs and the episodes it
+//! closes) into its list of recent anomalies and its
+//! [`EpisodeView`](crate::cluster::episodes::EpisodeView), so that
+//! `GET /anomalies`, `GET /episodes` and the dashboard's live events
+//! answer for the whole cluster on any member, without asking the others;
+//! and every member answers the questions of [`crate::cluster::gather`]
+//! (`GET /series`, `/series/{name}`) for the series it owns.
 //!
 //! A record produced again by a partition's next owner (after a kill -9,
 //! from its last snapshot on) carries the same series and `seq` (or
@@ -18,11 +20,11 @@ use async_nats::jetstream::consumer::{self, push};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::AnomalyRecord;
+use crate::api::{AnomalyRecord, EpisodeRecord};
 use crate::cluster::Member;
 use crate::cluster::connect::Connection;
 use crate::cluster::gather::Question;
-use crate::http::query::{parse_episodes_query, parse_series_query};
+use crate::http::query::parse_series_query;
 use crate::state::AppState;
 
 /// Answers the other members' questions about the series this member
@@ -70,9 +72,6 @@ fn answer(state: &AppState, question: &Question) -> Vec<u8> {
             .ok()
             .map(|query| serde_json::to_vec(&state.table.list(&query))),
         Question::Detail(name) => Some(serde_json::to_vec(&state.table.detail(name))),
-        Question::Episodes(raw) => parse_episodes_query(raw)
-            .ok()
-            .map(|query| serde_json::to_vec(&state.table.episodes(&query))),
     };
     json.and_then(Result::ok)
         .unwrap_or_else(|| b"null".to_vec())
@@ -114,7 +113,7 @@ impl Seen {
 }
 
 /// Follows the anomalies stream from its start (what it keeps) into
-/// `state.recent` until `stop`.
+/// `state.recent` and `member.episodes` until `stop`.
 pub async fn follow_anomalies(
     state: Arc<AppState>,
     member: Arc<Member>,
@@ -158,7 +157,6 @@ async fn follow_from(
         .create_consumer(push::OrderedConfig {
             deliver_subject: connection.client.new_inbox(),
             description: Some(format!("anomalyd {}: anomaly reads", member.instance_id)),
-            filter_subject: member.names.anomalies_subjects(),
             deliver_policy: if *next <= 1 {
                 consumer::DeliverPolicy::All
             } else {
@@ -176,17 +174,35 @@ async fn follow_from(
         if let Ok(info) = message.info() {
             *next = info.stream_sequence + 1;
         }
+        let config = state.config();
+        let mut episodes = member.episodes.lock().unwrap_or_else(|p| p.into_inner());
+        episodes.set_capacities(config.log.recent_episodes, config.server.max_series);
+        if member.names.is_episodes_subject(&message.subject) {
+            for closed in lines::<EpisodeRecord>(&message.payload) {
+                episodes.closed(closed);
+            }
+            continue;
+        }
         let capacity = state.recent.capacity();
-        let records: Vec<AnomalyRecord> = message
-            .payload
-            .split(|&b| b == b'\n')
-            .filter(|line| !line.is_empty())
-            .filter_map(|line| serde_json::from_slice::<AnomalyRecord>(line).ok())
+        let records: Vec<AnomalyRecord> = lines::<AnomalyRecord>(&message.payload)
             .filter(|record| seen.insert(identity(record), capacity))
             .collect();
+        for record in &records {
+            episodes.anomaly(record);
+        }
+        drop(episodes);
         state.recent.extend(records);
     }
     Ok(())
+}
+
+/// The JSON lines of `payload` that parse as `T` (an owner publishes
+/// nothing else; anything else is skipped).
+fn lines<T: serde::de::DeserializeOwned>(payload: &[u8]) -> impl Iterator<Item = T> + '_ {
+    payload
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .filter_map(|line| serde_json::from_slice::<T>(line).ok())
 }
 
 #[cfg(test)]
