@@ -541,6 +541,12 @@ fn a_member_with_another_layout_exits_78_and_one_without_nats_is_not_ready() {
     let reply = late.get("/ready");
     assert_eq!(reply.status, 503);
     assert!(String::from_utf8_lossy(&reply.body).contains("cluster"));
+    // Once the first try failed, /ready says how.
+    wait_until("/ready to name the connection error", || {
+        let reply = late.get("/ready");
+        let body = String::from_utf8_lossy(&reply.body).into_owned();
+        (reply.status == 503 && body.contains("cannot connect to NATS at")).then_some(())
+    });
     let refused = late.detect("{\"series\":\"x\",\"value\":1.0}");
     assert_eq!(refused.status, 503, "{}", refused.error());
     nats.resume();
@@ -832,4 +838,46 @@ fn every_member_lists_the_clusters_episodes_even_after_their_owner_died() {
     assert_eq!(episodes.len(), 2, "{episodes:#?}");
     assert_eq!(episodes[0], expected);
     assert_eq!(episodes[1]["points"], 2, "web, not counted twice");
+}
+
+#[test]
+fn members_authenticate_with_a_creds_file() {
+    let auth_dir = tempfile::tempdir().unwrap();
+    let auth = crate::helper::nats_auth::OperatorMode::new(auth_dir.path());
+    let Some(nats) = Nats::start_with(&["-c", auth.server_config.to_str().unwrap()]) else {
+        return;
+    };
+    let creds = |path: &std::path::Path| format!("nats_creds_file = \"{}\"\n", path.display());
+    let config = member_config(&nats, "member-creds", "2s") + &creds(&auth.creds);
+    let member = TestDaemon::start(&config);
+    wait_until("the member to join with its credentials", || {
+        (member.get("/ready").status == 200).then_some(())
+    });
+    let reply = member.detect("{\"series\":\"creds\",\"value\":1.0,\"seq\":1}");
+    assert_eq!(reply.status, 202, "{}", reply.error());
+    wait_until("the point to be applied", || {
+        (points_of(&[&member], "creds") == Some(1)).then_some(())
+    });
+
+    // Without credentials, or with a user of an account the server does
+    // not trust, the server refuses the member: it exits 78 (a
+    // configuration error systemd does not restart) and says what to fix.
+    for (id, extra, advice) in [
+        (
+            "member-anonymous",
+            String::new(),
+            "set [cluster] nats_creds_file".to_owned(),
+        ),
+        (
+            "member-stranger",
+            creds(&auth.stranger_creds),
+            format!("nats_creds_file ({})", auth.stranger_creds.display()),
+        ),
+    ] {
+        let mut refused = TestDaemon::start(&(member_config(&nats, id, "2s") + &extra));
+        assert_eq!(refused.wait_exit().code(), Some(78), "{id}");
+        let line = refused.wait_for_stderr("refused this member");
+        assert!(line.contains("authorization violation"), "{line}");
+        assert!(line.contains(&advice), "{line}");
+    }
 }

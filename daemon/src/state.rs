@@ -218,10 +218,16 @@ impl AppState {
         }
         if let Some(member) = self.cluster.get() {
             if !member.joined() {
-                reasons.push(format!(
-                    "not yet a member of the cluster: NATS at {} is unreachable or the cluster is being set up (see the daemon's log)",
-                    member.config.nats_url
-                ));
+                reasons.push(match member.connect_error() {
+                    Some(error) => format!(
+                        "not yet a member of the cluster: cannot connect to NATS at {} ({error})",
+                        member.config.nats_url
+                    ),
+                    None => format!(
+                        "not yet a member of the cluster: NATS at {} is unreachable or the cluster is being set up (see the daemon's log)",
+                        member.config.nats_url
+                    ),
+                });
             } else if !member.connected() {
                 reasons.push(format!(
                     "disconnected from NATS at {}: posts get 503 until it is back",

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod nats;
+pub mod nats_auth;
 pub mod programs;
 pub mod receiver;
 

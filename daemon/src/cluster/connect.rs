@@ -10,11 +10,13 @@
 
 use std::time::Duration;
 
+use async_nats::ConnectErrorKind;
 use async_nats::jetstream::{self, kv, object_store, stream};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
-use super::ClusterError;
 use super::partition::{LAYOUT_KEY, Names};
+use super::{ClusterError, Member};
 use crate::config::ClusterConfig;
 
 /// Bytes of the largest message the points stream takes (NATS' default
@@ -54,16 +56,62 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// Opens the NATS connection. It returns at once and connects (and
-/// reconnects) in the background: a NATS server that is down at start is
-/// waited for, not an error. Fails only on unreadable credentials.
+/// Time between two tries of the first connection.
+const CONNECT_RETRY: Duration = Duration::from_secs(1);
+
+/// Opens the NATS connection, trying until it succeeds or `stop`
+/// (`Ok(None)`): a NATS server that is down at start is waited for, each
+/// failure kept in `member`'s connection error for `/ready`. Fails on
+/// unreadable credentials, and when the server refuses them
+/// (authorization violation), since trying again cannot help. Once
+/// connected, the client reconnects by itself.
 pub async fn open(
+    member: &Member,
+    stop: &CancellationToken,
+) -> Result<Option<async_nats::Client>, ClusterError> {
+    let config = &member.config;
+    let mut attempts = 0u32;
+    loop {
+        let options = options(config, &member.instance_id).await?;
+        let error = tokio::select! {
+            () = stop.cancelled() => return Ok(None),
+            connected = options.connect(config.nats_url.as_str()) => match connected {
+                Ok(client) => {
+                    member.set_connect_error(None);
+                    return Ok(Some(client));
+                }
+                Err(e) => e,
+            },
+        };
+        if matches!(
+            error.kind(),
+            ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication
+        ) {
+            return Err(ClusterError::Refused {
+                url: config.nats_url.clone(),
+                reason: error.to_string(),
+                creds: config.nats_creds_file.clone(),
+            });
+        }
+        attempts += 1;
+        if attempts == 1 || attempts.is_multiple_of(30) {
+            tracing::warn!(error = %error, url = %config.nats_url, "Cannot connect to NATS yet; retrying. /ready is 503 meanwhile.");
+        }
+        member.set_connect_error(Some(error.to_string()));
+        tokio::select! {
+            () = stop.cancelled() => return Ok(None),
+            () = tokio::time::sleep(CONNECT_RETRY) => {}
+        }
+    }
+}
+
+/// The client's options from `[cluster]`.
+async fn options(
     config: &ClusterConfig,
     instance_id: &str,
-) -> Result<async_nats::Client, ClusterError> {
+) -> Result<async_nats::ConnectOptions, ClusterError> {
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("anomalyd {instance_id}"))
-        .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(5)))
@@ -97,11 +145,7 @@ pub async fn open(
             .add_root_certificates(path.clone())
             .require_tls(true);
     }
-    let urls = config.nats_url.as_str();
-    options
-        .connect(urls)
-        .await
-        .map_err(|e| ClusterError::Connect(e.to_string()))
+    Ok(options)
 }
 
 /// Creates (or finds) the streams and buckets and checks the layout.

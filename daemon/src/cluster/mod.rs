@@ -43,9 +43,22 @@ pub enum ClusterError {
         /// Why.
         reason: String,
     },
-    /// The client could not be set up.
-    #[error("cannot connect to NATS: {0}")]
-    Connect(String),
+    /// The NATS server refused this member's credentials.
+    #[error(
+        "NATS at {url} refused this member ({reason}): {}",
+        match creds {
+            Some(path) => format!("check that the credentials in [cluster] nats_creds_file ({}) belong to a user of an account the server trusts", path.display()),
+            None => "the server requires credentials: set [cluster] nats_creds_file to a .creds file".to_owned(),
+        }
+    )]
+    Refused {
+        /// `nats_url`.
+        url: String,
+        /// What the server said.
+        reason: String,
+        /// `nats_creds_file`, if set.
+        creds: Option<PathBuf>,
+    },
     /// A stream, bucket or key could not be created or read.
     #[error("cannot set up {what} in NATS JetStream: {reason}")]
     Setup {
@@ -73,7 +86,9 @@ impl ClusterError {
     pub fn is_configuration(&self) -> bool {
         matches!(
             self,
-            ClusterError::Credentials { .. } | ClusterError::LayoutMismatch { .. }
+            ClusterError::Credentials { .. }
+                | ClusterError::Refused { .. }
+                | ClusterError::LayoutMismatch { .. }
         )
     }
 }
@@ -139,6 +154,8 @@ pub struct Member {
     members: Mutex<Vec<leases::MemberValue>>,
     /// The whole cluster's episodes, followed from the anomalies stream.
     pub episodes: Mutex<episodes::EpisodeView>,
+    /// Why the first connection to NATS failed last, while it does.
+    connect_error: Mutex<Option<String>>,
 }
 
 impl Member {
@@ -155,6 +172,7 @@ impl Member {
             owned: Mutex::default(),
             members: Mutex::default(),
             episodes: Mutex::default(),
+            connect_error: Mutex::default(),
         }
     }
 
@@ -173,6 +191,20 @@ impl Member {
         self.connection().is_some_and(|c| {
             c.client.connection_state() == async_nats::connection::State::Connected
         })
+    }
+
+    /// Why the first connection to NATS failed last (`None` once
+    /// connected).
+    pub fn connect_error(&self) -> Option<String> {
+        self.connect_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records why the first connection failed, or that it succeeded.
+    pub fn set_connect_error(&self, error: Option<String>) {
+        *self.connect_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
     }
 
     /// Whether this member has joined (layout checked, presence written).

@@ -40,7 +40,9 @@ pub async fn run(
     member: Arc<Member>,
     stop: CancellationToken,
 ) -> Result<(), ClusterError> {
-    let client = connect::open(&member.config, &member.instance_id).await?;
+    let Some(client) = connect::open(&member, &stop).await? else {
+        return Ok(());
+    };
     let max_age = retention(state.config().state.snapshot_interval);
     let mut attempts = 0u32;
     let connection = loop {
