@@ -134,6 +134,7 @@ pub fn validate_point(point: &DataPoint<'_>) -> Result<(), String> {
 
 /// Checks that `ts` is a plausible unix time in seconds: finite, not
 /// negative and before the year 10000; the error says which and why.
+#[inline]
 pub fn check_timestamp(ts: f64) -> Result<(), String> {
     if !ts.is_finite() || ts < 0.0 {
         Err(format!(

@@ -105,14 +105,6 @@ enum Key {
     Seq,
 }
 
-/// Each key with its closing quote, as it must follow the opening one.
-const KEYS: [(&[u8], Key); 4] = [
-    (b"value\"", Key::Value),
-    (b"timestamp\"", Key::Timestamp),
-    (b"series\"", Key::Series),
-    (b"seq\"", Key::Seq),
-];
-
 /// 10^0 to 10^15, all exact in `f64`.
 const POWERS_OF_TEN: [f64; 16] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
@@ -142,7 +134,13 @@ impl<'a> Scanner<'a> {
 
     /// JSON whitespace: space, tab, line feed (but within a line),
     /// carriage return.
+    #[inline(always)]
     fn skip_ws(&mut self) {
+        // Compact JSON has none: one comparison (every whitespace byte is
+        // at most a space).
+        if self.peek().is_some_and(|b| b > b' ') {
+            return;
+        }
         while let Some(b) = self.peek() {
             match b {
                 b' ' | b'\t' | b'\r' => {}
@@ -153,14 +151,21 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// One of the four keys, compared whole rather than scanned byte by
-    /// byte; any other key (or one spelled with escapes) is `None`.
+    /// One of the four keys with its closing quote, picked by its first
+    /// letter and compared whole rather than scanned byte by byte; any
+    /// other key (or one spelled with escapes) is `None`.
     fn key(&mut self) -> Option<Key> {
         self.eat(b'"')?;
         let rest = &self.bytes[self.at..];
-        let (text, key) = KEYS.iter().find(|(text, _)| rest.starts_with(text))?;
-        self.at += text.len();
-        Some(*key)
+        let (length, key) = match rest.first()? {
+            b'v' if rest.starts_with(b"value\"") => (6, Key::Value),
+            b't' if rest.starts_with(b"timestamp\"") => (10, Key::Timestamp),
+            b's' if rest.starts_with(b"series\"") => (7, Key::Series),
+            b's' if rest.starts_with(b"seq\"") => (4, Key::Seq),
+            _ => return None,
+        };
+        self.at += length;
+        Some(key)
     }
 
     /// A string without escapes or control characters; its raw bytes.
@@ -214,7 +219,9 @@ impl<'a> Scanner<'a> {
             // ten below 2^53, both exact in f64; one IEEE division of two
             // exact values is correctly rounded, as `from_str` is. Most
             // values and unix timestamps (`1700000000.25`) take it.
-            let value = mantissa as f64 / POWERS_OF_TEN[fraction];
+            // Below 2^53, so also below 2^63: the signed conversion (one
+            // instruction) is exact too.
+            let value = mantissa as i64 as f64 / POWERS_OF_TEN[fraction];
             return Some(if negative { -value } else { value });
         }
         // The grammar above is a subset of what `f64::from_str` accepts,
@@ -226,31 +233,36 @@ impl<'a> Scanner<'a> {
     /// A non-negative JSON integer that fits in `u64`.
     fn unsigned(&mut self) -> Option<u64> {
         let start = self.at;
-        match self.next()? {
-            b'0' => {}
-            b'1'..=b'9' => self.digits(),
+        let mut n = 0u64;
+        let digits = match self.peek()? {
+            b'0' => {
+                self.at += 1;
+                1
+            }
+            b'1'..=b'9' => self.accumulate(&mut n),
             _ => return None,
-        }
+        };
         if let Some(b'.' | b'e' | b'E') = self.peek() {
             return None;
         }
-        let digits = &self.bytes[start..self.at];
-        if digits.len() <= 19 {
-            // Below 10^19 < 2^64: no overflow.
-            return Some(
-                digits
-                    .iter()
-                    .fold(0u64, |n, &b| n * 10 + u64::from(b - b'0')),
-            );
+        if digits <= 19 {
+            // Below 10^19 < 2^64: nothing wrapped.
+            return Some(n);
         }
-        let text = std::str::from_utf8(digits).ok()?;
+        let text = std::str::from_utf8(&self.bytes[start..self.at]).ok()?;
         text.parse().ok()
     }
 
     /// Scans digits, adding each to `mantissa` (wrapping past 19 digits);
-    /// returns how many.
+    /// returns how many. Eight at a time while there are eight (a unix
+    /// timestamp has ten), then one by one.
     fn accumulate(&mut self, mantissa: &mut u64) -> usize {
         let start = self.at;
+        while let Some(eight) = eight_digits(self.bytes, self.at) {
+            // Modulo 2^64 this is the same as eight single steps.
+            *mantissa = mantissa.wrapping_mul(100_000_000).wrapping_add(eight);
+            self.at += 8;
+        }
         while let Some(b @ b'0'..=b'9') = self.peek() {
             *mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
             self.at += 1;
@@ -271,9 +283,57 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// The value of the eight bytes of `bytes` at `at` read as decimal
+/// digits, when there are eight and all are digits (SWAR, as simdjson
+/// does it: the bytes as one little-endian word).
+#[inline(always)]
+fn eight_digits(bytes: &[u8], at: usize) -> Option<u64> {
+    let chunk: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
+    let word = u64::from_le_bytes(chunk);
+    // Every byte is 0x30..=0x39: its high nibble is 3, and adding 6 keeps
+    // it 3 (0x39 + 6 = 0x3f; 0x3a + 6 = 0x40).
+    let high = word & 0xF0F0_F0F0_F0F0_F0F0;
+    let carried = word.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0;
+    if high | (carried >> 4) != 0x3333_3333_3333_3333 {
+        return None;
+    }
+    // Digits 0..=9 per byte (first digit lowest), then pairs, fours,
+    // eight: each step multiplies the higher half by 10, 100, 10^4.
+    let digits = word - 0x3030_3030_3030_3030;
+    let pairs = digits.wrapping_mul(10).wrapping_add(digits >> 8);
+    const MASK: u64 = 0x0000_00FF_0000_00FF;
+    const MUL1: u64 = 100 + (1_000_000 << 32);
+    const MUL2: u64 = 1 + (10_000 << 32);
+    Some(
+        ((pairs & MASK)
+            .wrapping_mul(MUL1)
+            .wrapping_add(((pairs >> 16) & MASK).wrapping_mul(MUL2)))
+            >> 32,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eight_digits_reads_only_eight_digits() {
+        assert_eq!(eight_digits(b"12345678", 0), Some(12_345_678));
+        assert_eq!(eight_digits(b"x00000009y", 1), Some(9));
+        assert_eq!(eight_digits(b"99999999", 0), Some(99_999_999));
+        assert_eq!(eight_digits(b"1234567", 0), None, "seven");
+        for bad in [b'/', b':', b'.', b' ', b'e', 0x80, 0xb0, 0x3a + 0x80] {
+            for at in 0..8 {
+                let mut chunk = *b"12345678";
+                chunk[at] = bad;
+                assert_eq!(eight_digits(&chunk, 0), None, "{bad:#x} at {at}");
+            }
+        }
+        for n in [0u64, 1, 10_000_000, 31_415_926, 98_765_432] {
+            let text = format!("{n:08}");
+            assert_eq!(eight_digits(text.as_bytes(), 0), Some(n));
+        }
+    }
 
     #[test]
     fn reads_the_common_shapes() {
