@@ -14,10 +14,10 @@
 //!
 //! Pure: no I/O.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 use crate::api::{AnomalyRecord, EpisodeRecord};
-use crate::series::episodes::{EpisodeQuery, OpenEpisode, newest_first};
+use crate::series::episodes::{EpisodeQuery, OpenEpisode, RecentEpisodes};
 
 /// `(series, episode)`: what identifies an episode.
 type EpisodeKey = (String, u64);
@@ -26,10 +26,9 @@ type EpisodeKey = (String, u64);
 #[derive(Debug, Default)]
 pub struct EpisodeView {
     open: HashMap<EpisodeKey, OpenEpisode>,
-    /// Closed episodes, oldest closing first.
-    closed: VecDeque<EpisodeRecord>,
+    closed: RecentEpisodes,
+    /// The keys of `closed`.
     closed_keys: HashSet<EpisodeKey>,
-    closed_capacity: usize,
     open_capacity: usize,
 }
 
@@ -39,7 +38,7 @@ impl EpisodeView {
     /// (`[server] max_series`: an owner has at most one per series).
     pub fn new(closed_capacity: usize, open_capacity: usize) -> Self {
         EpisodeView {
-            closed_capacity,
+            closed: RecentEpisodes::new(closed_capacity),
             open_capacity: open_capacity.max(1),
             ..EpisodeView::default()
         }
@@ -48,9 +47,10 @@ impl EpisodeView {
     /// Changes the capacities (after a reload), dropping the oldest
     /// closed episodes beyond the new one.
     pub fn set_capacities(&mut self, closed_capacity: usize, open_capacity: usize) {
-        self.closed_capacity = closed_capacity;
         self.open_capacity = open_capacity.max(1);
-        self.trim_closed();
+        for dropped in self.closed.set_capacity(closed_capacity) {
+            self.closed_keys.remove(&(dropped.series, dropped.episode));
+        }
     }
 
     /// Counts an anomaly record (seen for the first time) into its episode.
@@ -88,41 +88,25 @@ impl EpisodeView {
     pub fn closed(&mut self, record: EpisodeRecord) {
         let key = (record.series.clone(), record.episode);
         self.open.remove(&key);
-        if self.closed_capacity == 0 || self.closed_keys.contains(&key) {
+        if !self.closed_keys.insert(key) {
             return;
         }
-        self.closed_keys.insert(key);
-        self.closed.push_back(record);
-        self.trim_closed();
+        if let Some(dropped) = self.closed.push(record) {
+            self.closed_keys.remove(&(dropped.series, dropped.episode));
+        }
     }
 
     /// The episodes `query` selects, newest first, at most its limit.
     pub fn query(&self, query: &EpisodeQuery) -> Vec<EpisodeRecord> {
-        let open = self
+        let mut found: Vec<EpisodeRecord> = self
             .open
             .iter()
             .filter(|((series, _), _)| query.matches_series(series))
-            .map(|((series, _), open)| open.record(series, None));
-        let closed = self
-            .closed
-            .iter()
-            .filter(|record| !query.open && query.matches_series(&record.series))
-            .cloned();
-        let mut found: Vec<EpisodeRecord> = open
-            .chain(closed)
+            .map(|((series, _), open)| open.record(series, None))
             .filter(|record| query.matches(record))
             .collect();
-        found.sort_by(newest_first);
-        found.truncate(query.limit());
-        found
-    }
-
-    fn trim_closed(&mut self) {
-        while self.closed.len() > self.closed_capacity {
-            if let Some(old) = self.closed.pop_front() {
-                self.closed_keys.remove(&(old.series, old.episode));
-            }
-        }
+        self.closed.matching(query, &mut found);
+        query.newest(found)
     }
 }
 

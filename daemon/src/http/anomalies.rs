@@ -11,19 +11,18 @@ use crate::state::AppState;
 /// first; on a cluster member, the whole cluster's, as followed from the
 /// anomalies stream.
 pub(super) fn episodes(query: Option<&str>, state: &AppState) -> Response<ResponseBody> {
-    let raw = query.unwrap_or("");
-    let q = match parse_episodes_query(raw) {
+    let q = match parse_episodes_query(query.unwrap_or("")) {
         Ok(q) => q,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let Some(member) = state.cluster.get() else {
-        return json(StatusCode::OK, &state.table.episodes(&q));
+    let episodes = match state.cluster.get() {
+        Some(member) => member
+            .episodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .query(&q),
+        None => state.table.episodes(&q),
     };
-    let episodes = member
-        .episodes
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .query(&q);
     json(StatusCode::OK, &episodes)
 }
 

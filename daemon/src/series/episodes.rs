@@ -112,10 +112,72 @@ impl EpisodeQuery {
     pub(crate) fn limit(&self) -> usize {
         self.limit.unwrap_or(DEFAULT_LIMIT)
     }
+
+    /// The answer from the episodes `found`: newest first, at most the
+    /// limit.
+    pub(crate) fn newest(&self, mut found: Vec<EpisodeRecord>) -> Vec<EpisodeRecord> {
+        found.sort_by(newest_first);
+        found.truncate(self.limit());
+        found
+    }
+}
+
+/// The most recently closed episodes, oldest closing first, at most
+/// `capacity` (`[log] recent_episodes`).
+#[derive(Debug, Default)]
+pub(crate) struct RecentEpisodes {
+    records: VecDeque<EpisodeRecord>,
+    capacity: usize,
+}
+
+impl RecentEpisodes {
+    /// An empty list keeping at most `capacity`.
+    pub(crate) fn new(capacity: usize) -> Self {
+        RecentEpisodes {
+            records: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    /// Changes the capacity; returns the oldest records dropped for it.
+    pub(crate) fn set_capacity(&mut self, capacity: usize) -> Vec<EpisodeRecord> {
+        self.capacity = capacity;
+        let excess = self.records.len().saturating_sub(capacity);
+        self.records.drain(..excess).collect()
+    }
+
+    /// Keeps `record`, dropping the oldest when full; returns the record
+    /// dropped (`record` itself when the capacity is 0).
+    pub(crate) fn push(&mut self, record: EpisodeRecord) -> Option<EpisodeRecord> {
+        if self.capacity == 0 {
+            return Some(record);
+        }
+        let dropped = if self.records.len() >= self.capacity {
+            self.records.pop_front()
+        } else {
+            None
+        };
+        self.records.push_back(record);
+        dropped
+    }
+
+    /// Appends the records `query` selects (none when it asks for open
+    /// episodes only) to `out`, unsorted.
+    pub(crate) fn matching(&self, query: &EpisodeQuery, out: &mut Vec<EpisodeRecord>) {
+        if query.open {
+            return;
+        }
+        out.extend(
+            self.records
+                .iter()
+                .filter(|r| query.matches_series(&r.series) && query.matches(r))
+                .cloned(),
+        );
+    }
 }
 
 /// Newest first: later start, then larger id, then series name.
-pub(crate) fn newest_first(a: &EpisodeRecord, b: &EpisodeRecord) -> std::cmp::Ordering {
+fn newest_first(a: &EpisodeRecord, b: &EpisodeRecord) -> std::cmp::Ordering {
     b.start
         .total_cmp(&a.start)
         .then(b.episode.cmp(&a.episode))
@@ -132,26 +194,25 @@ pub(super) struct EpisodeLedger {
     pub(super) closed: AtomicU64,
     /// Episodes open now.
     pub(super) open: AtomicUsize,
-    capacity: AtomicUsize,
-    /// Closed episodes, oldest close first.
-    recent: Mutex<VecDeque<EpisodeRecord>>,
+    /// The recently closed episodes.
+    recent: Mutex<RecentEpisodes>,
 }
 
 impl EpisodeLedger {
     /// A ledger keeping the `capacity` most recently closed episodes.
     pub(super) fn new(capacity: usize) -> Self {
         EpisodeLedger {
-            capacity: AtomicUsize::new(capacity),
+            recent: Mutex::new(RecentEpisodes::new(capacity)),
             ..EpisodeLedger::default()
         }
     }
 
     /// Changes how many closed episodes are kept.
     pub(super) fn set_capacity(&self, capacity: usize) {
-        self.capacity.store(capacity, Ordering::Relaxed);
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let excess = recent.len().saturating_sub(capacity);
-        recent.drain(..excess);
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_capacity(capacity);
     }
 
     /// Counts an opened episode.
@@ -176,29 +237,18 @@ impl EpisodeLedger {
     pub(super) fn closed(&self, record: EpisodeRecord) {
         self.closed.fetch_add(1, Ordering::Relaxed);
         self.open.fetch_sub(1, Ordering::Relaxed);
-        let capacity = self.capacity.load(Ordering::Relaxed);
-        if capacity == 0 {
-            return;
-        }
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if recent.len() >= capacity {
-            recent.pop_front();
-        }
-        recent.push_back(record);
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(record);
     }
 
     /// The closed episodes `query` selects (all of them, unsorted).
     pub(super) fn closed_matching(&self, query: &EpisodeQuery, out: &mut Vec<EpisodeRecord>) {
-        if query.open {
-            return;
-        }
-        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        out.extend(
-            recent
-                .iter()
-                .filter(|r| query.matches_series(&r.series) && query.matches(r))
-                .cloned(),
-        );
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .matching(query, out);
     }
 }
 
@@ -258,14 +308,17 @@ mod tests {
         }
         let mut out = Vec::new();
         ledger.closed_matching(&EpisodeQuery::default(), &mut out);
-        out.sort_by(newest_first);
-        let ids: Vec<u64> = out.iter().map(|r| r.episode).collect();
+        let ids: Vec<u64> = EpisodeQuery::default()
+            .newest(out)
+            .iter()
+            .map(|r| r.episode)
+            .collect();
         assert_eq!(ids, [2, 1]);
         assert_eq!(ledger.opened.load(Ordering::Relaxed), 3);
         assert_eq!(ledger.closed.load(Ordering::Relaxed), 3);
         assert_eq!(ledger.open.load(Ordering::Relaxed), 0);
         ledger.set_capacity(1);
-        out.clear();
+        let mut out = Vec::new();
         ledger.closed_matching(&EpisodeQuery::default(), &mut out);
         assert_eq!(out.len(), 1);
     }

@@ -768,9 +768,7 @@ impl SeriesTable {
             }
         }
         self.episodes.closed_matching(query, &mut found);
-        found.sort_by(episodes::newest_first);
-        found.truncate(query.limit());
-        found
+        query.newest(found)
     }
 
     /// Episodes opened and closed since start, and open now.
