@@ -881,3 +881,38 @@ fn members_authenticate_with_a_creds_file() {
         assert!(line.contains(&advice), "{line}");
     }
 }
+
+#[test]
+fn streams_an_older_member_made_are_brought_up_to_date() {
+    let Some(nats) = Nats::start() else { return };
+    // As a build before episodes had their subject made them, with a
+    // retention shorter than this member's snapshots need.
+    for (name, subject) in [
+        ("anomalyd_points", "anomalyd.points.*"),
+        ("anomalyd_anomalies", "anomalyd.anomalies.*"),
+    ] {
+        nats.create_stream(&serde_json::json!({
+            "name": name, "subjects": [subject], "retention": "limits",
+            "storage": "file", "max_age": 60_000_000_000u64,
+        }));
+    }
+    let _member = member(&nats, "member-a", "2s");
+    let configs = nats.stream_configs();
+    let config = |name: &str| {
+        configs
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no stream {name}: {configs:#?}"))
+    };
+    let fifteen_minutes = 15 * 60 * 1_000_000_000u64;
+    let points = config("anomalyd_points");
+    assert_eq!(points["max_age"], fifteen_minutes, "{points}");
+    assert_eq!(points["subjects"], serde_json::json!(["anomalyd.points.*"]));
+    let anomalies = config("anomalyd_anomalies");
+    assert_eq!(anomalies["max_age"], fifteen_minutes, "{anomalies}");
+    assert_eq!(
+        anomalies["subjects"],
+        serde_json::json!(["anomalyd.anomalies.*", "anomalyd.episodes.*"])
+    );
+}

@@ -107,6 +107,62 @@ impl Nats {
         });
     }
 
+    /// The configuration of every stream, as the monitoring port's
+    /// `/jsz` shows it (`max_age` in nanoseconds).
+    pub fn stream_configs(&self) -> Vec<serde_json::Value> {
+        use std::io::{Read, Write};
+        // HTTP/1.0, so that the reply is not chunked (the shared reader
+        // needs a Content-Length, which Go leaves out of long replies).
+        let mut conn = std::net::TcpStream::connect(self.monitor).unwrap();
+        conn.write_all(b"GET /jsz?streams=true&config=true HTTP/1.0\r\n\r\n")
+            .unwrap();
+        let mut reply = Vec::new();
+        conn.read_to_end(&mut reply).unwrap();
+        let reply = String::from_utf8(reply).unwrap();
+        let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
+        assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+        let jsz: serde_json::Value = serde_json::from_str(body).unwrap();
+        jsz["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|account| {
+                account["stream_detail"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|stream| stream["config"].clone())
+            .collect()
+    }
+
+    /// Creates a stream through the JetStream API with the plain NATS
+    /// protocol (as another client, or an older anomalyd, would have),
+    /// and waits for the server's answer.
+    pub fn create_stream(&self, config: &serde_json::Value) {
+        use std::io::{Read, Write};
+        let name = config["name"].as_str().unwrap();
+        let body = config.to_string();
+        let mut conn = std::net::TcpStream::connect(self.addr).unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            conn,
+            "CONNECT {{\"verbose\":false}}\r\nSUB _reply 1\r\nPUB $JS.API.STREAM.CREATE.{name} _reply {}\r\n{body}\r\n",
+            body.len()
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("stream_create_response") {
+            let n = conn.read(&mut chunk).expect("the JetStream API answers");
+            assert!(n > 0, "nats-server closed the connection");
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&seen);
+        assert!(!text.contains("\"error\""), "{text}");
+    }
+
     /// Everything the server printed.
     pub fn output(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("output.log")).unwrap_or_default()

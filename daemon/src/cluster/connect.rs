@@ -179,42 +179,8 @@ pub async fn set_up(
         .map_err(|e| setup_error(&kv_stream, e))?;
     check_layout(&kv, config).await?;
 
-    let points_name = names.points_stream();
-    let mut points = js
-        .get_or_create_stream(points_config(names, max_age))
-        .await
-        .map_err(|e| setup_error(&points_name, e))?;
-    let info = points
-        .info()
-        .await
-        .map_err(|e| setup_error(&points_name, e))?;
-    if info.config.max_age < max_age {
-        let mut raised = info.config.clone();
-        raised.max_age = max_age;
-        js.update_stream(raised)
-            .await
-            .map_err(|e| setup_error(&points_name, e))?;
-        tracing::info!(stream = %points_name, max_age_secs = max_age.as_secs(), "Raised the points stream's max_age (3 × [state] snapshot_interval, at least 15 min).");
-    }
-    let anomalies_name = names.anomalies_stream();
-    let mut anomalies = js
-        .get_or_create_stream(anomalies_config(names, max_age))
-        .await
-        .map_err(|e| setup_error(&anomalies_name, e))?;
-    let info = anomalies
-        .info()
-        .await
-        .map_err(|e| setup_error(&anomalies_name, e))?;
-    let subjects = names.anomalies_subjects();
-    if info.config.subjects != subjects {
-        // A stream created before the episodes had their subject.
-        let mut widened = info.config.clone();
-        widened.subjects = subjects;
-        js.update_stream(widened)
-            .await
-            .map_err(|e| setup_error(&anomalies_name, e))?;
-        tracing::info!(stream = %anomalies_name, "Added the episodes' subject to the anomalies stream.");
-    }
+    let points = ensure_stream(&js, points_config(names, max_age)).await?;
+    ensure_stream(&js, anomalies_config(names, max_age)).await?;
     let bucket = names.snapshot_bucket();
     let snapshots = match js.get_object_store(&bucket).await {
         Ok(store) => store,
@@ -235,6 +201,35 @@ pub async fn set_up(
         kv,
         snapshots,
     })
+}
+
+/// Creates the stream `wanted` describes, or brings an existing one up to
+/// it: its subjects (a stream created before the episodes had theirs) and
+/// at least its `max_age` (a longer `snapshot_interval` needs more).
+async fn ensure_stream(
+    js: &jetstream::Context,
+    wanted: stream::Config,
+) -> Result<stream::Stream, ClusterError> {
+    let name = wanted.name.clone();
+    let mut found = js
+        .get_or_create_stream(wanted.clone())
+        .await
+        .map_err(|e| setup_error(&name, e))?;
+    let info = found.info().await.map_err(|e| setup_error(&name, e))?;
+    let current = &info.config;
+    if current.max_age >= wanted.max_age && current.subjects == wanted.subjects {
+        return Ok(found);
+    }
+    let mut updated = current.clone();
+    updated.max_age = current.max_age.max(wanted.max_age);
+    updated.subjects = wanted.subjects;
+    js.update_stream(&updated)
+        .await
+        .map_err(|e| setup_error(&name, e))?;
+    tracing::info!(stream = %name, max_age_secs = updated.max_age.as_secs(), subjects = ?updated.subjects, "Updated the stream's subjects or raised its max_age (3 × [state] snapshot_interval, at least 15 min).");
+    js.get_stream(&name)
+        .await
+        .map_err(|e| setup_error(&name, e))
 }
 
 /// The points stream: subjects `<prefix>.points.*`, limits retention,
