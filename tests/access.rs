@@ -160,6 +160,66 @@ fn the_dashboard_logs_in_with_a_cookie_that_only_reads() {
 }
 
 #[test]
+fn refused_requests_are_logged_with_the_client_and_reason_at_most_once_a_second() {
+    let mut daemon = daemon_with_tokens("");
+    let wrong = "Bearer wrong-token-0123456789";
+    assert_eq!(post(&daemon, &[("Authorization", wrong)]).status, 401);
+    let line = daemon.wait_for_stderr("Refused a request from 127.0.0.1");
+    assert!(line.contains("not in [server] auth_token_file"), "{line}");
+    assert!(line.contains("/detect"), "{line}");
+    assert!(
+        !line.contains("wrong-token"),
+        "the token is never logged: {line}"
+    );
+    // A wrong sign-in is logged as well.
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let refusal_lines = |daemon: &mut TestDaemon| {
+        daemon
+            .stderr()
+            .iter()
+            .filter(|l| l.contains("Refused a request from"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // A client hammering with bad tokens: refusals keep coming, the log
+    // gets about one line a second, and a later line counts the refusals
+    // it held back.
+    let mut sent = 1;
+    let held_back = wait_until("a refusal line counting held-back refusals", || {
+        for _ in 0..20 {
+            assert_eq!(post(&daemon, &[("Authorization", wrong)]).status, 401);
+            sent += 1;
+        }
+        refusal_lines(&mut daemon)
+            .iter()
+            .find(|l| !l.contains("held_back=0"))
+            .cloned()
+    });
+    let lines = refusal_lines(&mut daemon);
+    assert!(
+        lines.len() < sent / 2,
+        "{} lines for {sent} refusals: {lines:?}",
+        lines.len()
+    );
+    let count: u64 = held_back
+        .split("held_back=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("no held_back count in {held_back}"));
+    assert!(count >= 1 && count < sent as u64, "{held_back}");
+    let before = lines.len();
+    wait_until("a refused sign-in to be logged", || {
+        let wrong = request(daemon.addr, "POST", "/login", &form, b"token=nope");
+        assert_eq!(wrong.status, 401);
+        refusal_lines(&mut daemon)[before..]
+            .iter()
+            .find(|l| l.contains("sign-in form"))
+            .cloned()
+    });
+}
+
+#[test]
 fn tokens_rotate_on_reload() {
     let daemon = daemon_with_tokens("");
     let tokens = daemon.dir.path().join("tokens");

@@ -32,8 +32,8 @@
 //! - [`snapshot`]: the state snapshot file (versioned, checksummed,
 //!   written atomically) around the series table's records.
 //! - [`tls`]: rustls server and client configurations from PEM files.
-//! - [`cli`], [`clock`], [`fnv`]: the command line, the wall clock, a
-//!   hash stable across runs.
+//! - [`cli`], [`clock`], [`fnv`], [`throttle`]: the command line, the wall
+//!   clock, a hash stable across runs, rate-limited warnings.
 //!
 //! # Tasks and channels
 //!
@@ -67,4 +67,5 @@ pub mod series;
 pub mod service;
 pub mod snapshot;
 pub mod state;
+pub mod throttle;
 pub mod tls;

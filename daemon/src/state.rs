@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::access::RateLimiter;
+use crate::access::{RateLimiter, RefusalLog};
 use crate::alert::{Notifier, Opening};
 use crate::anomalies::tail;
 use crate::anomalies::{
@@ -49,6 +49,8 @@ pub struct AppState {
     pub alerts: Notifier,
     /// Per-client buckets of `[server] rate_limit`.
     pub limiter: RateLimiter,
+    /// Requests refused for want of a valid token, logged rate-limited.
+    pub refusals: RefusalLog,
     /// The address the main listener is bound to (set once it is).
     pub bound_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// This daemon as a cluster member (set at start with `[cluster]`).
@@ -378,6 +380,7 @@ pub fn build_state(
     Ok(Arc::new(AppState {
         alerts,
         limiter: RateLimiter::default(),
+        refusals: RefusalLog::default(),
         bound_addr: std::sync::OnceLock::new(),
         cluster: std::sync::OnceLock::new(),
         journal: AnomalyEvents::new(config.log.journal_anomaly_rate),

@@ -19,6 +19,7 @@ use super::client::{Reply, SinkClient};
 use super::message::Notification;
 use super::outbox::{AlertmanagerOutbox, Batch, WebhookOutbox};
 use crate::clock::unix_now;
+use crate::throttle::Throttle;
 
 /// Most alerts in one request to Alertmanager.
 const MAX_ALERTS_PER_REQUEST: usize = 500;
@@ -107,25 +108,6 @@ impl Outbox {
     }
 }
 
-/// Rate-limited warnings.
-struct Throttle {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    /// Whether to warn now; else the warning is counted as suppressed.
-    fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self.last.is_some_and(|last| now - last < WARN_EVERY) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
 /// One sink's task state.
 struct Worker {
     spec: SinkSpec,
@@ -167,10 +149,7 @@ pub async fn run(
         backoff: FIRST_BACKOFF,
         retry_at: Instant::now(),
         failing: false,
-        warnings: Throttle {
-            last: None,
-            suppressed: 0,
-        },
+        warnings: Throttle::new(WARN_EVERY),
         dropped_reported: 0,
     };
     let period = resend.unwrap_or(Duration::from_secs(3600));
@@ -264,7 +243,9 @@ impl Worker {
     /// Warns (rate-limited) about notifications dropped since last time.
     fn report_drops(&mut self) {
         let dropped = self.stats.dropped.load(Ordering::Relaxed);
-        if dropped > self.dropped_reported && self.warnings.allow().is_some() {
+        if dropped > self.dropped_reported
+            && self.warnings.allow(Instant::now().into_std()).is_some()
+        {
             tracing::warn!(
                 sink = self.spec.kind(),
                 url = %self.spec.url().text,
@@ -322,7 +303,7 @@ impl Worker {
                     Err(e) => e.to_string(),
                 };
                 self.failing = true;
-                if let Some(suppressed) = self.warnings.allow() {
+                if let Some(suppressed) = self.warnings.allow(Instant::now().into_std()) {
                     tracing::warn!(
                         sink = self.spec.kind(),
                         url = %self.spec.url().text,

@@ -59,6 +59,14 @@ fn is_open(method: &Method, path: &str, server: &ServerConfig) -> bool {
     }
 }
 
+/// A request the gate turned away.
+pub struct Refused {
+    /// The 401 reply.
+    pub response: Response<ResponseBody>,
+    /// Why, for the daemon's log (the reply's message).
+    pub reason: &'static str,
+}
+
 /// Checks the request's token: `Ok` with the token's id (`None` when
 /// tokens are off or the route is open), or the 401 reply (the login form
 /// for the dashboard's page, when `dashboard` says the address serves it).
@@ -68,7 +76,7 @@ pub fn authenticate(
     headers: &HeaderMap,
     dashboard: bool,
     server: &ServerConfig,
-) -> Result<Option<TokenId>, Box<Response<ResponseBody>>> {
+) -> Result<Option<TokenId>, Box<Refused>> {
     let Some(tokens) = &server.auth_tokens else {
         return Ok(None);
     };
@@ -95,10 +103,13 @@ pub fn authenticate(
         "this endpoint needs a token: send `Authorization: Bearer <token>` with a token of [server] auth_token_file"
     };
     let dashboard_page = dashboard && reading && matches!(path, "/" | "/index.html");
-    Err(Box::new(if dashboard_page {
-        login_page(StatusCode::UNAUTHORIZED, "")
-    } else {
-        unauthorized(problem)
+    Err(Box::new(Refused {
+        response: if dashboard_page {
+            login_page(StatusCode::UNAUTHORIZED, "")
+        } else {
+            unauthorized(problem)
+        },
+        reason: problem,
     }))
 }
 
@@ -159,6 +170,10 @@ pub async fn login(
     let Some(tokens) = server.auth_tokens.clone() else {
         return see_other("/", None);
     };
+    let peer = req
+        .extensions()
+        .get::<Client>()
+        .and_then(|client| client.addr);
     let body = match read_body(req.into_body(), MAX_LOGIN_BODY, server.header_read_timeout).await {
         Ok(body) => body,
         Err(_) => {
@@ -170,6 +185,12 @@ pub async fn login(
     };
     let token = form_field(&body, b"token").unwrap_or_default();
     if tokens.check(&token).is_none() {
+        state.refusals.record(
+            peer,
+            "POST",
+            "/login",
+            "the dashboard's sign-in form was sent a token that is not in [server] auth_token_file",
+        );
         return login_page(StatusCode::UNAUTHORIZED, "That token is not valid.");
     }
     // Under TLS the browser must never send the cookie over plain HTTP.

@@ -211,7 +211,15 @@ async fn handle(
                 Role::Admin => route_admin(req, &state),
             }
         }
-        Err(refused) => *refused,
+        Err(refused) => {
+            state.refusals.record(
+                peer,
+                req.method().as_str(),
+                req.uri().path(),
+                refused.reason,
+            );
+            refused.response
+        }
     };
     state.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     let finished = Instant::now();
