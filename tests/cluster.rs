@@ -916,3 +916,111 @@ fn streams_an_older_member_made_are_brought_up_to_date() {
         serde_json::json!(["anomalyd.anomalies.*", "anomalyd.episodes.*"])
     );
 }
+
+#[test]
+fn the_generator_publishes_with_credentials_over_tls() {
+    if !crate::tls::tools_present() {
+        return;
+    }
+    let pki = crate::tls::Pki::new();
+    let auth_dir = tempfile::tempdir().unwrap();
+    let auth = crate::helper::nats_auth::OperatorMode::new(auth_dir.path());
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let Some(nats) = Nats::start_with(&[
+        "-c",
+        auth.server_config.to_str().unwrap(),
+        "--tls",
+        "--tlscert",
+        cert.to_str().unwrap(),
+        "--tlskey",
+        key.to_str().unwrap(),
+    ]) else {
+        return;
+    };
+    let ca = pki.path("ca.pem");
+    let secured = format!(
+        "nats_creds_file = \"{}\"\nnats_ca_file = \"{}\"\n",
+        auth.creds.display(),
+        ca.display()
+    );
+    let member_config = member_config(&nats, "member-secured", "2s")
+        .replace(&nats.url(), &format!("tls://{}", nats.addr))
+        + &secured;
+    let member = join(&member_config);
+
+    let dir = tempfile::tempdir().unwrap();
+    let generator = |access: &str| {
+        let mut config = format!(
+            "anomaly_detection_url = \"nats://{}\"\ndata_frequency = 0.0\nbatch_size = 10\n{access}",
+            nats.addr
+        );
+        for s in 0..5 {
+            config.push_str(&format!("\n[[series]]\nname = \"secured-{s}\"\n"));
+        }
+        let path = dir.path().join("generator.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut command = std::process::Command::new(binary("anomaly-generator"));
+        command
+            .args(["--config", path.to_str().unwrap()])
+            .args(["--count", "30", "--seed", "5", "--start-time", "1700000000"])
+            .env("RUST_LOG", "warn");
+        command
+    };
+    // With the user's credentials and the CA, every point lands.
+    let output = generator(&secured).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    wait_until("every published point to be applied", || {
+        (0..5)
+            .all(|s| points_of(&[&member], &format!("secured-{s}")) == Some(30))
+            .then_some(())
+    });
+
+    // A creds file that is not one is a configuration error (exit 78).
+    let bogus = dir.path().join("bogus.creds");
+    std::fs::write(&bogus, "not credentials\n").unwrap();
+    let output = generator(&format!(
+        "nats_creds_file = \"{}\"\nnats_ca_file = \"{}\"\n",
+        bogus.display(),
+        ca.display()
+    ))
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("nats_creds_file") && stderr.contains("not a NATS .creds file"),
+        "{stderr}"
+    );
+
+    // Without credentials the server refuses the generator: it keeps
+    // retrying (the points wait in its queue) and says what to set.
+    let mut anonymous = generator(&format!("nats_ca_file = \"{}\"\n", ca.display()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::mpsc::channel();
+    let stderr = anonymous.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if lines.0.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let advice = wait_until("the generator to say what to set", || {
+        lines
+            .1
+            .try_iter()
+            .find(|l| l.contains("set nats_creds_file"))
+    });
+    assert!(advice.contains("authorization violation"), "{advice}");
+    assert_eq!(anonymous.try_wait().unwrap(), None, "it keeps retrying");
+    anonymous.kill().unwrap();
+    anonymous.wait().unwrap();
+}

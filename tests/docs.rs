@@ -260,7 +260,7 @@ fn the_defaults_shown_in_the_generator_config_are_the_builtin_ones() {
         GeneratorConfig::default(),
         "the shipped generator config sets something: it should only comment"
     );
-    // seed, listen and auth_token_file are unset by default (the comments
+    // seed, listen and the files are unset by default (the comments
     // show examples); noise and season_amplitude default to a share of the
     // range, which the comments show as numbers: compared below.
     let keep = [
@@ -268,6 +268,8 @@ fn the_defaults_shown_in_the_generator_config_are_the_builtin_ones() {
         "listen",
         "auth_token_file",
         "ca_file",
+        "nats_creds_file",
+        "nats_ca_file",
         "noise",
         "season_amplitude",
     ];

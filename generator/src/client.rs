@@ -15,7 +15,7 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::config::{AuthToken, ClientTls, Target};
+use crate::config::{AuthToken, ClientTls, NatsAccess, Target};
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,6 +82,8 @@ pub struct Client {
     /// `Authorization: Bearer <token>`, marked sensitive.
     authorization: Option<HeaderValue>,
     connection: Option<SendRequest<Full<Bytes>>>,
+    /// Credentials and CAs for a `nats://` target.
+    nats_access: NatsAccess,
     nats: Option<NatsLink>,
 }
 
@@ -93,10 +95,20 @@ impl Client {
             tls,
             authorization: None,
             connection: None,
+            nats_access: NatsAccess::default(),
             nats: None,
         };
         client.set_token(token);
         client
+    }
+
+    /// Connects to a `nats://` target with `access` from the next
+    /// connection on (a reload may change it).
+    pub fn set_nats_access(&mut self, access: NatsAccess) {
+        if access != self.nats_access {
+            self.nats = None;
+            self.nats_access = access;
+        }
     }
 
     /// Trusts `tls`'s CAs from the next connection on (a reload may
@@ -240,12 +252,33 @@ impl Client {
             authority: authority.clone(),
             reason,
         };
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new()
             .name("anomaly-generator")
-            .connection_timeout(CONNECT_TIMEOUT)
-            .connect(authority.as_str())
-            .await
-            .map_err(|e| failed(e.to_string()))?;
+            .connection_timeout(CONNECT_TIMEOUT);
+        if let Some(credentials) = &self.nats_access.credentials {
+            // Checked when the configuration was read.
+            options = options
+                .credentials(&credentials.0)
+                .map_err(|e| failed(format!("nats_creds_file: {e}")))?;
+        }
+        if let Some(tls) = &self.nats_access.tls {
+            options = options
+                .tls_client_config(tls.config().as_ref().clone())
+                .require_tls(true);
+        }
+        let client = options.connect(authority.as_str()).await.map_err(|e| {
+            use async_nats::ConnectErrorKind::{Authentication, AuthorizationViolation};
+            let advice = match (e.kind(), &self.nats_access.credentials) {
+                (AuthorizationViolation | Authentication, None) => {
+                    "; the server wants credentials: set nats_creds_file to a .creds file of a user the anomalyd cluster's account trusts"
+                }
+                (AuthorizationViolation | Authentication, Some(_)) => {
+                    "; check that the credentials of nats_creds_file belong to a user of an account the server trusts"
+                }
+                _ => "",
+            };
+            failed(format!("{e}{advice}"))
+        })?;
         let js = async_nats::jetstream::new(client);
         let names = anomalyd::cluster::partition::Names::new(&self.target.path);
         let kv = js.get_key_value(names.kv_bucket()).await.map_err(|e| {

@@ -315,6 +315,28 @@ impl std::fmt::Debug for AuthToken {
     }
 }
 
+/// The credentials of `nats_creds_file` (a `.creds` file's text); `Debug`
+/// hides them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsCredentials(pub String);
+
+impl std::fmt::Debug for NatsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NatsCredentials(..)")
+    }
+}
+
+/// How a `nats://` target is reached: the settings of anomalyd's
+/// `[cluster] nats_creds_file` and `nats_ca_file`, read with the
+/// configuration.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NatsAccess {
+    /// The user's credentials, if the server needs them.
+    pub credentials: Option<NatsCredentials>,
+    /// The CAs trusted for the server's certificate; TLS is then required.
+    pub tls: Option<ClientTls>,
+}
+
 /// The generator's whole configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GeneratorConfig {
@@ -329,6 +351,13 @@ pub struct GeneratorConfig {
     pub ca_file: Option<PathBuf>,
     /// The TLS client settings, read when a target is `https://`.
     pub tls: Option<ClientTls>,
+    /// `nats_creds_file`: a NATS user's credentials, for `nats://` targets.
+    pub nats_creds_file: Option<PathBuf>,
+    /// `nats_ca_file`: the CAs trusted for a `nats://` target's server
+    /// (TLS is then required).
+    pub nats_ca_file: Option<PathBuf>,
+    /// What the two keys above hold, read when a target is `nats://`.
+    pub nats: NatsAccess,
     /// Seed of every series' random numbers; `None`: chosen at start.
     pub seed: Option<u64>,
     /// Points per request: 1 posts JSON objects, more posts NDJSON.
@@ -356,6 +385,9 @@ impl Default for GeneratorConfig {
             auth_token: None,
             ca_file: None,
             tls: None,
+            nats_creds_file: None,
+            nats_ca_file: None,
+            nats: NatsAccess::default(),
             seed: None,
             batch_size: 1,
             queue_size: 100_000,
@@ -425,6 +457,8 @@ const TOP_KEYS: &[&str] = &[
     "anomaly_detection_url",
     "auth_token_file",
     "ca_file",
+    "nats_creds_file",
+    "nats_ca_file",
     "seed",
     "batch_size",
     "queue_size",
@@ -634,6 +668,7 @@ impl GeneratorConfig {
         };
         let mut config = read_root(&mut doc, &root);
         read_tls(&mut doc, &mut config);
+        read_nats_access(&mut doc, &mut config);
         if doc.has_problems() {
             Err(ConfigErrors(doc.into_problems()))
         } else {
@@ -655,6 +690,35 @@ fn read_tls(doc: &mut Document<'_>, config: &mut GeneratorConfig) {
             None,
             format!("{e} (an https:// anomaly_detection_url needs the CA that signed anomalyd's certificate: set ca_file, or install ca-certificates)"),
         ),
+    }
+}
+
+/// Reads `nats_creds_file` and `nats_ca_file` when a target is `nats://`
+/// (an unreadable or malformed file is a configuration error, found now
+/// rather than at the first publish).
+fn read_nats_access(doc: &mut Document<'_>, config: &mut GeneratorConfig) {
+    let nats = config.target.nats || config.series.iter().any(|s| s.target.nats);
+    if !nats {
+        return;
+    }
+    if let Some(path) = &config.nats_creds_file {
+        let read = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|text| {
+                async_nats::ConnectOptions::with_credentials(&text)
+                    .map(|_| text)
+                    .map_err(|e| format!("{} is not a NATS .creds file: {e}", path.display()))
+            });
+        match read {
+            Ok(text) => config.nats.credentials = Some(NatsCredentials(text)),
+            Err(problem) => doc.report(Some("nats_creds_file"), None, problem),
+        }
+    }
+    if let Some(path) = &config.nats_ca_file {
+        match ClientTls::from_ca_file(Some(path)) {
+            Ok(tls) => config.nats.tls = Some(tls),
+            Err(e) => doc.report(Some("nats_ca_file"), None, e.to_string()),
+        }
     }
 }
 
@@ -687,6 +751,8 @@ fn read_root(doc: &mut Document<'_>, root: &DeTable<'_>) -> GeneratorConfig {
                 }
             }
             "ca_file" => config.ca_file = doc.path_buf(name, value),
+            "nats_creds_file" => config.nats_creds_file = doc.path_buf(name, value),
+            "nats_ca_file" => config.nats_ca_file = doc.path_buf(name, value),
             "seed" => config.seed = doc.integer(name, value, 0..=u64::MAX).or(config.seed),
             "batch_size" => {
                 if let Some(n) = doc.integer(name, value, 1..=100_000usize) {

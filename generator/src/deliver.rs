@@ -60,9 +60,13 @@ pub async fn deliver(
     stop: CancellationToken,
 ) {
     let mut config_rx = generator.config.subscribe();
-    let (token, tls) = {
+    let (token, tls, nats_access) = {
         let config = config_rx.borrow_and_update();
-        (config.auth_token.clone(), config.tls.clone())
+        (
+            config.auth_token.clone(),
+            config.tls.clone(),
+            config.nats.clone(),
+        )
     };
     let mut sender = Sender {
         jitter: Xoshiro256PlusPlus::seed_from_u64(generator.seed() ^ 0x5eed),
@@ -74,6 +78,7 @@ pub async fn deliver(
         failing_since: None,
         rejecting: false,
     };
+    sender.client.set_nats_access(nats_access);
     let mut body = Vec::new();
     loop {
         sender.follow_config();
@@ -125,6 +130,7 @@ impl Sender {
             self.queue.set_capacity(config.queue_size);
             self.client.set_token(config.auth_token.as_ref());
             self.client.set_tls(config.tls.clone());
+            self.client.set_nats_access(config.nats.clone());
         }
     }
 
