@@ -1024,3 +1024,60 @@ fn the_generator_publishes_with_credentials_over_tls() {
     anonymous.kill().unwrap();
     anonymous.wait().unwrap();
 }
+
+#[test]
+fn a_member_whose_user_is_revoked_says_why_and_resumes_with_rotated_credentials() {
+    let auth_dir = tempfile::tempdir().unwrap();
+    let auth = crate::helper::nats_auth::OperatorMode::new(auth_dir.path());
+    let Some(mut nats) = Nats::start_with(&["-c", auth.server_config.to_str().unwrap()]) else {
+        return;
+    };
+    let config = member_config(&nats, "member-rotating", "2s")
+        + &format!("nats_creds_file = \"{}\"\n", auth.creds.display());
+    let mut member = join(&config);
+    let post = |member: &TestDaemon, seq: u64| {
+        member.detect(&format!(
+            "{{\"series\":\"rotating\",\"value\":1.0,\"seq\":{seq}}}"
+        ))
+    };
+    assert_eq!(post(&member, 1).status, 202);
+    wait_until("the first point to be applied", || {
+        (points_of(&[&member], "rotating") == Some(1)).then_some(())
+    });
+
+    // The server comes back with the member's user revoked: the member
+    // stays up, retries, and says in /ready and its log why NATS refuses
+    // it and what to check.
+    nats.kill();
+    auth.write_server_config(&[&auth.user]);
+    nats.resume();
+    let reasons = wait_until("/ready to name the refusal", || {
+        let ready = member.get("/ready");
+        let body = String::from_utf8_lossy(&ready.body).into_owned();
+        (ready.status == 503 && body.contains("authorization violation")).then_some(body)
+    });
+    assert!(
+        reasons.contains("revoked") && reasons.contains(&auth.creds.display().to_string()),
+        "{reasons}"
+    );
+    member.wait_for_stderr("NATS refuses this member on reconnecting");
+    assert_eq!(post(&member, 2).status, 503);
+
+    // A new user's credentials written over the file are read at the next
+    // attempt: the member resumes without a restart.
+    let (rotated, _) = auth.new_user("member-rotated");
+    std::fs::write(&auth.creds, rotated).unwrap();
+    wait_until(
+        "the member to reconnect with the rotated credentials",
+        || (member.get("/ready").status == 200).then_some(()),
+    );
+    assert_eq!(post(&member, 2).status, 202);
+    wait_until("the point posted after the rotation to be applied", || {
+        (points_of(&[&member], "rotating") == Some(2)).then_some(())
+    });
+    assert_eq!(
+        member.child.try_wait().unwrap(),
+        None,
+        "the member never exited"
+    );
+}

@@ -231,8 +231,12 @@ impl AppState {
                     ),
                 });
             } else if !member.connected() {
+                let last = member
+                    .connect_error()
+                    .map(|error| format!(" (last attempt: {error})"))
+                    .unwrap_or_default();
                 reasons.push(format!(
-                    "disconnected from NATS at {}: posts get 503 until it is back",
+                    "disconnected from NATS at {}{last}: posts get 503 until it is back",
                     member.config.nats_url
                 ));
             }

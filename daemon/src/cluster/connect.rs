@@ -8,6 +8,8 @@
 //! (the client's own `create_key_value` reads an account-info field that
 //! 2.9 does not send).
 
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::ConnectErrorKind;
@@ -15,9 +17,11 @@ use async_nats::jetstream::{self, kv, object_store, stream};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::credentials::{self, UserCredentials};
 use super::partition::{LAYOUT_KEY, Names};
 use super::{ClusterError, Member};
 use crate::config::ClusterConfig;
+use crate::throttle::Throttle;
 
 /// Bytes of the largest message the points stream takes (NATS' default
 /// `max_payload` is 1 MiB; batches are split below it).
@@ -72,7 +76,7 @@ pub async fn open(
     let config = &member.config;
     let mut attempts = 0u32;
     loop {
-        let options = options(config, &member.instance_id).await?;
+        let options = options(member).await?;
         let error = tokio::select! {
             () = stop.cancelled() => return Ok(None),
             connected = options.connect(config.nats_url.as_str()) => match connected {
@@ -105,35 +109,67 @@ pub async fn open(
     }
 }
 
-/// The client's options from `[cluster]`.
-async fn options(
-    config: &ClusterConfig,
-    instance_id: &str,
-) -> Result<async_nats::ConnectOptions, ClusterError> {
-    let mut options = async_nats::ConnectOptions::new()
-        .name(format!("anomalyd {instance_id}"))
+/// The client's options from `[cluster]`. Every reconnection failure is
+/// kept in `member`'s connection error for `/ready`, and a refusal of the
+/// credentials is warned about (at most once a minute).
+async fn options(member: &Member) -> Result<async_nats::ConnectOptions, ClusterError> {
+    let config = &member.config;
+    let options = match &config.nats_creds_file {
+        Some(path) => {
+            // Checked now, so that a missing or malformed file stops the
+            // start; read again at every connection after.
+            UserCredentials::read(path)?;
+            credentials::options_reading(path.clone())
+        }
+        None => async_nats::ConnectOptions::new(),
+    };
+    let problem = member.connect_error_slot();
+    let refusals = Arc::new(Mutex::new(Throttle::new(Duration::from_secs(60))));
+    let creds_file = config.nats_creds_file.clone();
+    let mut options = options
+        .name(format!("anomalyd {}", member.instance_id))
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(5)))
         .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(20) as u64))
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!("Connected to NATS."),
-                async_nats::Event::Disconnected => {
-                    tracing::warn!("Disconnected from NATS; reconnecting. Posts get 503 meanwhile.")
+        .event_callback(move |event| {
+            let (problem, refusals, creds_file) =
+                (problem.clone(), refusals.clone(), creds_file.clone());
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        *problem.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        tracing::info!("Connected to NATS.");
+                    }
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!(
+                            "Disconnected from NATS; reconnecting. Posts get 503 meanwhile."
+                        )
+                    }
+                    async_nats::Event::ClientError(async_nats::ClientError::Other(error)) => {
+                        let refused = is_refusal(&error);
+                        let error = if refused {
+                            format!("{error}: {}", refusal_advice(creds_file.as_deref()))
+                        } else {
+                            error
+                        };
+                        let allowed = refused
+                            && refusals
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .allow(std::time::Instant::now())
+                                .is_some();
+                        if allowed {
+                            tracing::warn!(error = %error, "NATS refuses this member on reconnecting; retrying (the credentials file is read again at every attempt).");
+                        } else {
+                            tracing::debug!(error = %error, "Cannot reconnect to NATS yet.");
+                        }
+                        *problem.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+                    }
+                    other => tracing::info!(event = %other, "NATS connection event."),
                 }
-                other => tracing::info!(event = %other, "NATS connection event."),
             }
         });
-    if let Some(path) = &config.nats_creds_file {
-        options = options
-            .credentials_file(path)
-            .await
-            .map_err(|e| ClusterError::Credentials {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-    }
     if let Some(path) = &config.nats_ca_file {
         if let Err(e) = std::fs::metadata(path) {
             return Err(ClusterError::Credentials {
@@ -146,6 +182,27 @@ async fn options(
             .require_tls(true);
     }
     Ok(options)
+}
+
+/// Whether a connection error is the server refusing the credentials.
+fn is_refusal(error: &str) -> bool {
+    [
+        ConnectErrorKind::AuthorizationViolation,
+        ConnectErrorKind::Authentication,
+    ]
+    .iter()
+    .any(|kind| error == kind.to_string())
+}
+
+/// What to check when the server refuses the member's credentials.
+pub fn refusal_advice(creds_file: Option<&Path>) -> String {
+    match creds_file {
+        None => "the server wants credentials: set [cluster] nats_creds_file to a .creds file of a user of the cluster's account".to_owned(),
+        Some(path) => format!(
+            "check that the credentials in [cluster] nats_creds_file ({}) belong to a user of an account the server trusts, and that the user is not revoked or expired",
+            path.display()
+        ),
+    }
 }
 
 /// Creates (or finds) the streams and buckets and checks the layout.

@@ -14,6 +14,7 @@
 //! series table live in [`crate::app::cluster`].
 
 pub mod connect;
+pub mod credentials;
 pub mod episodes;
 pub mod gather;
 pub mod handover;
@@ -25,7 +26,7 @@ pub mod producer;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use connect::{Connection, Layout};
 use partition::Names;
@@ -46,10 +47,7 @@ pub enum ClusterError {
     /// The NATS server refused this member's credentials.
     #[error(
         "NATS at {url} refused this member ({reason}): {}",
-        match creds {
-            Some(path) => format!("check that the credentials in [cluster] nats_creds_file ({}) belong to a user of an account the server trusts", path.display()),
-            None => "the server requires credentials: set [cluster] nats_creds_file to a .creds file".to_owned(),
-        }
+        connect::refusal_advice(creds.as_deref())
     )]
     Refused {
         /// `nats_url`.
@@ -154,8 +152,9 @@ pub struct Member {
     members: Mutex<Vec<leases::MemberValue>>,
     /// The whole cluster's episodes, followed from the anomalies stream.
     pub episodes: Mutex<episodes::EpisodeView>,
-    /// Why the first connection to NATS failed last, while it does.
-    connect_error: Mutex<Option<String>>,
+    /// Why the connection to NATS failed last, while it does (the first
+    /// connection, or a reconnection).
+    connect_error: Arc<Mutex<Option<String>>>,
 }
 
 impl Member {
@@ -172,7 +171,7 @@ impl Member {
             owned: Mutex::default(),
             members: Mutex::default(),
             episodes: Mutex::default(),
-            connect_error: Mutex::default(),
+            connect_error: Arc::default(),
         }
     }
 
@@ -193,8 +192,7 @@ impl Member {
         })
     }
 
-    /// Why the first connection to NATS failed last (`None` once
-    /// connected).
+    /// Why the connection to NATS failed last (`None` once connected).
     pub fn connect_error(&self) -> Option<String> {
         self.connect_error
             .lock()
@@ -205,6 +203,11 @@ impl Member {
     /// Records why the first connection failed, or that it succeeded.
     pub fn set_connect_error(&self, error: Option<String>) {
         *self.connect_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+
+    /// Where the client's event callback records reconnection failures.
+    pub fn connect_error_slot(&self) -> Arc<Mutex<Option<String>>> {
+        self.connect_error.clone()
     }
 
     /// Whether this member has joined (layout checked, presence written).
