@@ -157,6 +157,43 @@ fn the_dashboard_logs_in_with_a_cookie_that_only_reads() {
         point("cpu", 1.0, 1.0).as_bytes(),
     );
     assert_eq!(write.status, 401);
+    // The cookie holds a value derived from the token, not the token: it
+    // is no use as a bearer token, for writes or anything else.
+    let session = cookie.split_once('=').unwrap().1;
+    assert!(!session.contains(TOKEN), "{cookie}");
+    let bearer = format!("Bearer {session}");
+    let as_bearer = request(
+        daemon.addr,
+        "GET",
+        "/anomalies",
+        &[("Authorization", bearer.as_str())],
+        b"",
+    );
+    assert_eq!(as_bearer.status, 401);
+    // A signed-in page offers "Sign out", which clears the cookie.
+    assert!(
+        String::from_utf8_lossy(&page.body)
+            .contains(r#"<form id="sign-out" method="post" action="/logout">"#)
+    );
+    assert_eq!(
+        request(daemon.addr, "GET", "/logout", &with_cookie, b"").status,
+        405
+    );
+    let logout = request(daemon.addr, "POST", "/logout", &with_cookie, b"");
+    assert_eq!(logout.status, 303);
+    assert_eq!(logout.header("location"), Some("/"));
+    let cleared = logout.header("set-cookie").unwrap();
+    assert!(cleared.starts_with("anomalyd_session=;"), "{cleared}");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+}
+
+#[test]
+fn a_dashboard_without_tokens_offers_no_sign_out() {
+    let daemon = TestDaemon::start("");
+    let page = daemon.get("/");
+    assert_eq!(page.status, 200);
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(html.contains(r#"action="/logout" hidden>"#), "{html}");
 }
 
 #[test]

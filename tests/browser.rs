@@ -379,4 +379,21 @@ fn with_tokens_the_browser_signs_in_and_the_dashboard_goes_live() {
     browser.wait_for("the series to be listed", ROW, json!(["signed.in"]));
     // The cookie is HttpOnly: the page's scripts cannot read it.
     assert_eq!(browser.run("return document.cookie;", json!([])), "");
+    // "Sign out" ends the session: back to the login form, and reloading
+    // the page does not sign in again.
+    browser.run(
+        "document.querySelector('#sign-out button').click();",
+        json!([]),
+    );
+    browser.wait_for(
+        "the login form after signing out",
+        "return document.querySelector('form[action=\"/login\"] input[name=token]') !== null;",
+        json!([]),
+    );
+    browser.run("location.reload();", json!([]));
+    browser.wait_for(
+        "the login form after a reload",
+        "return document.readyState === 'complete' && document.querySelector('form[action=\"/login\"] input[name=token]') !== null;",
+        json!([]),
+    );
 }

@@ -1,5 +1,11 @@
-//! The bearer tokens of `[server] auth_token_file`: reading the file, and
-//! checking a presented token against the set in constant time.
+//! The bearer tokens of `[server] auth_token_file`: reading the file,
+//! checking a presented token against the set in constant time, and the
+//! dashboard's session values derived from them.
+//!
+//! A session value is HMAC-SHA256 keyed with a token over a fixed label,
+//! in hex: the dashboard's cookie holds it instead of the token, so a
+//! leaked cookie cannot be sent as a token (it reads, never writes), and
+//! it stops working when its token is rotated out.
 
 use std::fmt;
 use std::io;
@@ -14,6 +20,24 @@ pub const MIN_TOKEN_LEN: usize = 16;
 #[derive(Clone, PartialEq, Eq)]
 pub struct TokenSet {
     tokens: Vec<Box<[u8]>>,
+    /// The session value of each token, in the same order.
+    sessions: Vec<Box<[u8]>>,
+}
+
+/// What a session value is the HMAC of (versioned, so that a new scheme
+/// invalidates old cookies instead of misreading them).
+const SESSION_LABEL: &[u8] = b"anomalyd dashboard session v1";
+
+/// The dashboard session value for `token` (64 hex digits).
+fn session_of(token: &[u8]) -> Box<[u8]> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token);
+    let tag = ring::hmac::sign(&key, SESSION_LABEL);
+    let hex: String = tag
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    hex.into_bytes().into_boxed_slice()
 }
 
 /// Which token of a [`TokenSet`] a client presented: a stable, non-secret
@@ -99,7 +123,8 @@ impl TokenSet {
                 path: path.to_owned(),
             });
         }
-        Ok(TokenSet { tokens })
+        let sessions = tokens.iter().map(|token| session_of(token)).collect();
+        Ok(TokenSet { tokens, sessions })
     }
 
     /// The file's first token: the one a client reading the same file
@@ -122,15 +147,37 @@ impl TokenSet {
     /// compared, each in time that depends only on the lengths, so the
     /// time taken does not tell how much of a guess was right.
     pub fn check(&self, presented: &[u8]) -> Option<TokenId> {
+        Self::find(&self.tokens, presented).map(|at| self.id(at))
+    }
+
+    /// The id of the token whose session value `presented` is (the
+    /// dashboard's cookie), compared as [`TokenSet::check`] compares.
+    pub fn check_session(&self, presented: &[u8]) -> Option<TokenId> {
+        Self::find(&self.sessions, presented).map(|at| self.id(at))
+    }
+
+    /// The session value for `token`, which must be one of the set's
+    /// (`None` otherwise): what `POST /login` puts in the cookie.
+    pub fn session_for(&self, token: &[u8]) -> Option<String> {
+        let at = Self::find(&self.tokens, token)?;
+        Some(String::from_utf8_lossy(&self.sessions[at]).into_owned())
+    }
+
+    /// Where `presented` is in `values`, comparing with every one.
+    fn find(values: &[Box<[u8]>], presented: &[u8]) -> Option<usize> {
         let mut found = None;
-        for token in &self.tokens {
-            if constant_time_eq(token, presented) {
-                // Stable across reloads, so a client keeps its rate-limit
-                // bucket when the token file is re-read.
-                found = Some(TokenId(fnv1a(token)));
+        for (at, value) in values.iter().enumerate() {
+            if constant_time_eq(value, presented) {
+                found = Some(at);
             }
         }
         found
+    }
+
+    /// The id of the token at `at`: stable across reloads, so a client
+    /// keeps its rate-limit bucket when the token file is re-read.
+    fn id(&self, at: usize) -> TokenId {
+        TokenId(fnv1a(&self.tokens[at]))
     }
 }
 
@@ -189,6 +236,26 @@ mod tests {
         assert!(spaced.to_string().contains("character 11"), "{spaced}");
         let empty = TokenSet::parse(b"# nothing\n\n", "t").unwrap_err();
         assert!(matches!(empty, TokenFileError::Empty { .. }), "{empty}");
+    }
+
+    #[test]
+    fn a_session_value_reads_as_its_token_but_is_not_one() {
+        let set = TokenSet::parse(format!("{A}\n{B}\n").as_bytes(), "t").unwrap();
+        let session = set.session_for(A.as_bytes()).unwrap();
+        assert_eq!(session.len(), 64);
+        assert!(!session.contains(A));
+        assert_eq!(
+            set.check_session(session.as_bytes()),
+            set.check(A.as_bytes())
+        );
+        assert_ne!(set.session_for(A.as_bytes()), set.session_for(B.as_bytes()));
+        // Neither passes for the other.
+        assert_eq!(set.check(session.as_bytes()), None);
+        assert_eq!(set.check_session(A.as_bytes()), None);
+        assert_eq!(set.session_for(b"not-a-token-of-the-set"), None);
+        // Rotated out, the session stops working.
+        let rotated = TokenSet::parse(B.as_bytes(), "t").unwrap();
+        assert_eq!(rotated.check_session(session.as_bytes()), None);
     }
 
     #[test]

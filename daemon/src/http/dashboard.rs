@@ -1,7 +1,9 @@
 //! The dashboard page (`GET /`) and its two assets, compiled into the
 //! binary: it works with no internet and no files beside the daemon. The
 //! page reads `/series`, `/series/{name}` and `/anomalies`, and stays live
-//! with `/events`.
+//! with `/events`. With tokens on, the page shows a "Sign out" button.
+
+use std::sync::LazyLock;
 
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Response};
@@ -14,11 +16,32 @@ pub(super) struct Asset {
     content_type: &'static str,
 }
 
-/// The dashboard file served at `path`, if it is one.
-pub(super) fn file(path: &str) -> Option<Asset> {
+/// The page as written: its sign-out form is hidden.
+const INDEX: &str = include_str!("dashboard/index.html");
+
+/// The hidden sign-out form in [`INDEX`].
+const HIDDEN_SIGN_OUT: &str = r#"<form id="sign-out" method="post" action="/logout" hidden>"#;
+
+/// The page with its sign-out form shown, for when tokens are on.
+static INDEX_WITH_SIGN_OUT: LazyLock<String> = LazyLock::new(|| {
+    INDEX.replacen(
+        HIDDEN_SIGN_OUT,
+        r#"<form id="sign-out" method="post" action="/logout">"#,
+        1,
+    )
+});
+
+/// The dashboard file served at `path`, if it is one; `sign_out` shows
+/// the page's "Sign out" button (tokens are on: the browser holds a
+/// session cookie).
+pub(super) fn file(path: &str, sign_out: bool) -> Option<Asset> {
     let (body, content_type) = match path {
         "/" | "/index.html" => (
-            include_str!("dashboard/index.html"),
+            if sign_out {
+                INDEX_WITH_SIGN_OUT.as_str()
+            } else {
+                INDEX
+            },
             "text/html; charset=utf-8",
         ),
         "/dashboard.css" => (
@@ -52,4 +75,22 @@ pub(super) fn serve(method: &Method, asset: Asset) -> Response<ResponseBody> {
         HeaderValue::from_static("nosniff"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sign_out_button_shows_only_when_asked() {
+        assert!(
+            INDEX.contains(HIDDEN_SIGN_OUT),
+            "the page lost its sign-out form"
+        );
+        let plain = file("/", false).unwrap().body;
+        let signed_in = file("/", true).unwrap().body;
+        assert!(plain.contains(HIDDEN_SIGN_OUT));
+        assert!(!signed_in.contains(HIDDEN_SIGN_OUT));
+        assert!(signed_in.contains(r#"action="/logout">"#));
+    }
 }

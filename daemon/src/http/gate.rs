@@ -3,10 +3,12 @@
 //! routes, whether it is within `[server] rate_limit`.
 //!
 //! With tokens on, every route needs a token except `/healthz`, `/ready`,
-//! `/login`, and `/metrics` unless `metrics_require_auth`. The dashboard's
-//! session cookie (set by `POST /login`) counts on GET and HEAD only, so a
-//! page elsewhere cannot make a browser post points. A browser asking for
-//! the page without a token gets the login form.
+//! `/login`, `/logout`, and `/metrics` unless `metrics_require_auth`. The
+//! dashboard's session cookie (set by `POST /login`, cleared by `POST
+//! /logout`) holds a value derived from the token, not the token, and
+//! counts on GET and HEAD only, so a page elsewhere cannot make a browser
+//! post points. A browser asking for the page without a token gets the
+//! login form.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -52,7 +54,7 @@ const COOKIE_MAX_AGE_SECS: u64 = 7 * 86_400;
 /// Whether `method path` may be used with no token.
 fn is_open(method: &Method, path: &str, server: &ServerConfig) -> bool {
     match path {
-        "/healthz" | "/ready" | "/login" => true,
+        "/healthz" | "/ready" | "/login" | "/logout" => true,
         "/metrics" => !server.metrics_require_auth,
         // hyper answers `OPTIONS *` itself; nothing else is open.
         _ => method == Method::OPTIONS && path == "*",
@@ -94,8 +96,8 @@ pub fn authenticate(
             },
             Err(problem) => problem,
         }
-    } else if let Some(token) = reading.then(|| session_cookie(headers)).flatten() {
-        match tokens.check(&token) {
+    } else if let Some(session) = reading.then(|| session_cookie(headers)).flatten() {
+        match tokens.check_session(&session) {
             Some(id) => return Ok(Some(id)),
             None => "the dashboard session's token is no longer valid; sign in again at /",
         }
@@ -113,7 +115,7 @@ pub fn authenticate(
     }))
 }
 
-/// The session cookie's token, if the request carries one.
+/// The session cookie's value, if the request carries one.
 fn session_cookie(headers: &HeaderMap) -> Option<Vec<u8>> {
     headers
         .get_all(header::COOKIE)
@@ -184,7 +186,7 @@ pub async fn login(
         }
     };
     let token = form_field(&body, b"token").unwrap_or_default();
-    if tokens.check(&token).is_none() {
+    let Some(session) = tokens.session_for(&token) else {
         state.refusals.record(
             peer,
             "POST",
@@ -192,14 +194,28 @@ pub async fn login(
             "the dashboard's sign-in form was sent a token that is not in [server] auth_token_file",
         );
         return login_page(StatusCode::UNAUTHORIZED, "That token is not valid.");
+    };
+    see_other(
+        "/",
+        Some(session_cookie_header(server, &session, COOKIE_MAX_AGE_SECS)),
+    )
+}
+
+/// `POST /logout`: clears the session cookie and goes back to the page
+/// (which shows the login form).
+pub fn logout(method: &Method, server: &ServerConfig) -> Response<ResponseBody> {
+    if *method != Method::POST {
+        return super::reply::method_not_allowed("POST");
     }
+    see_other("/", Some(session_cookie_header(server, "", 0)))
+}
+
+/// A `Set-Cookie` value for the session cookie holding `value` for
+/// `max_age` seconds (0: delete it).
+fn session_cookie_header(server: &ServerConfig, value: &str, max_age: u64) -> String {
     // Under TLS the browser must never send the cookie over plain HTTP.
     let secure = if server.tls.is_some() { "; Secure" } else { "" };
-    let cookie = format!(
-        "{COOKIE_NAME}={}; Path=/; Max-Age={COOKIE_MAX_AGE_SECS}; HttpOnly; SameSite=Strict{secure}",
-        credentials::cookie_value(&token)
-    );
-    see_other("/", Some(cookie))
+    format!("{COOKIE_NAME}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}")
 }
 
 /// The value of `name` in an `application/x-www-form-urlencoded` body.

@@ -33,10 +33,14 @@ pub async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Re
         (&Method::GET | &Method::HEAD, "/cluster") => cluster::cluster(state),
         (_, "/cluster") => method_not_allowed("GET, HEAD"),
         (_, "/login") => gate::login(req, state).await,
+        (method, "/logout") => gate::logout(method, &state.config().server),
         (_, path) if is_dashboard_path(path) && !state.config().server.dashboard => {
             dashboard_off(path)
         }
-        (method, path) if let Some(asset) = dashboard::file(path) => {
+        (method, path)
+            if let Some(asset) =
+                dashboard::file(path, state.config().server.auth_tokens.is_some()) =>
+        {
             dashboard::serve(method, asset)
         }
         (&Method::GET, "/events") => events::events(req.uri().query(), state),
@@ -63,7 +67,7 @@ pub async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Re
 fn is_dashboard_path(path: &str) -> bool {
     matches!(path, "/series" | "/events")
         || path.starts_with("/series/")
-        || dashboard::file(path).is_some()
+        || dashboard::file(path, false).is_some()
 }
 
 /// 404 for the dashboard's routes while `[server] dashboard = false`.
