@@ -82,10 +82,22 @@ fn socket_activate_present() -> bool {
 /// `systemd-socket-activate` listening on `listen` and starting anomalyd,
 /// whose configuration in `dir` names another `[server] listen`.
 fn socket_activate(listen: &str, dir: &Path) -> Command {
-    let config = write_config(dir, 0, "[server]\nlisten = \"127.0.0.1:1\"\n");
+    socket_activate_with(&["--listen", listen], dir)
+}
+
+/// `systemd-socket-activate` with `args` (its sockets and their names),
+/// starting anomalyd, whose configuration in `dir` names another
+/// `[server] listen` and `admin_listen`.
+fn socket_activate_with(args: &[&str], dir: &Path) -> Command {
+    let config = write_config(
+        dir,
+        0,
+        "[server]\nlisten = \"127.0.0.1:1\"\nadmin_listen = \"127.0.0.1:2\"\n",
+    );
     let mut command = Command::new("systemd-socket-activate");
     command
-        .args(["--listen", listen, "--"])
+        .args(args)
+        .arg("--")
         .arg(binary("anomalyd"))
         .args(["--config", config.to_str().unwrap()]);
     command
@@ -124,6 +136,76 @@ fn systemd_socket_activation_serves_on_the_passed_socket() {
     );
     assert_eq!(reply.status, 200);
     daemon.wait_for_stderr("socket activation");
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit().success());
+}
+
+#[test]
+fn every_passed_socket_serves_and_the_one_named_admin_is_the_admin_address() {
+    if !socket_activate_present() {
+        return;
+    }
+    let (main_port, admin_port) = (free_port(), free_port());
+    let (main, admin) = (
+        format!("127.0.0.1:{main_port}"),
+        format!("127.0.0.1:{admin_port}"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("passed.sock");
+    let command = socket_activate_with(
+        &[
+            "--listen",
+            &main,
+            "--listen",
+            &admin,
+            "--listen",
+            socket.to_str().unwrap(),
+            "--fdname=web:admin:local",
+        ],
+        dir.path(),
+    );
+    let addr: std::net::SocketAddr = main.parse().unwrap();
+    let waker = std::thread::spawn(move || wake(addr));
+    let mut daemon = TestDaemon::spawn_command(dir, command);
+    drop(waker.join());
+    // The first passed socket is the announced address, not [server] listen.
+    assert_eq!(daemon.addr.port(), main_port);
+    let json = [("Content-Type", "application/json")];
+    let detect = |body: String| request(daemon.addr, "POST", "/detect", &json, body.as_bytes());
+    assert_eq!(detect(point("cpu", 1.0, 1.0)).status, 200);
+    // Every other unnamed-for-admin socket serves every endpoint too.
+    let over_unix = request_unix(
+        &socket,
+        "POST",
+        "/detect",
+        &json,
+        point("cpu", 2.0, 2.0).as_bytes(),
+    );
+    assert_eq!(over_unix.status, 200);
+    // The socket named "admin" serves the probes and metrics only, in
+    // place of [server] admin_listen (port 2).
+    let admin_addr: std::net::SocketAddr = admin.parse().unwrap();
+    let line = daemon.wait_for_stderr("the socket systemd passed as \"admin\"");
+    assert!(line.contains(&admin), "{line}");
+    assert_eq!(request(admin_addr, "GET", "/healthz", &[], b"").status, 200);
+    let metrics = request(admin_addr, "GET", "/metrics", &[], b"");
+    assert!(
+        String::from_utf8_lossy(&metrics.body)
+            .contains("anomalyd_points_received_total{format=\"detect\"} 2"),
+        "both points counted: {}",
+        String::from_utf8_lossy(&metrics.body)
+    );
+    assert_eq!(
+        request(
+            admin_addr,
+            "POST",
+            "/detect",
+            &json,
+            point("cpu", 3.0, 3.0).as_bytes()
+        )
+        .status,
+        404
+    );
     daemon.signal(libc::SIGTERM);
     assert!(daemon.wait_exit().success());
 }

@@ -179,31 +179,58 @@ fn run_replay(config: Arc<Config>, args: ReplayArgs) -> ExitCode {
     }
 }
 
-/// The main listener: the socket systemd passed (socket activation), or
-/// `[server] listen` bound now. Protected mode holds for a passed socket
-/// too. The error is the exit code, after the message.
-async fn main_listener(config: &Config) -> Result<Listener, ExitCode> {
+/// The listeners: the sockets systemd passed (socket activation) where it
+/// passed them, else `[server] listen` and `[server] admin_listen` bound
+/// now. The main ones come first, the admin one (if any) second.
+/// Protected mode holds for a passed socket too. The error is the exit
+/// code, after the message.
+async fn listeners(config: &Config) -> Result<(Vec<Listener>, Option<Listener>), ExitCode> {
     let server = &config.server;
-    match Listener::from_systemd() {
-        Ok(None) => {}
-        Ok(Some(listener)) => {
-            let addr = listener.local_addr();
-            if let Ok(BoundAddr::Tcp(addr)) = &addr
-                && let Some(why) = config::unprotected(server, *addr)
-            {
-                eprintln!("{PROGRAM}: the socket systemd passed: {why}");
-                return Err(ExitCode::from(EX_CONFIG));
-            }
-            if let Ok(addr) = &addr {
-                tracing::info!(%addr, "Serving on the socket systemd passed (socket activation); [server] listen is not used.");
-            }
-            return Ok(listener);
+    let inherited = Listener::from_systemd().map_err(|e| {
+        eprintln!("{PROGRAM}: cannot use the sockets systemd passed (LISTEN_FDS): {e}");
+        ExitCode::FAILURE
+    })?;
+    for listener in &inherited.main {
+        let addr = listener.local_addr();
+        if let Ok(BoundAddr::Tcp(addr)) = &addr
+            && let Some(why) = config::unprotected(server, *addr)
+        {
+            eprintln!("{PROGRAM}: the socket systemd passed: {why}");
+            return Err(ExitCode::from(EX_CONFIG));
         }
-        Err(e) => {
-            eprintln!("{PROGRAM}: cannot use the sockets systemd passed (LISTEN_FDS): {e}");
-            return Err(ExitCode::FAILURE);
+        if let Ok(addr) = &addr {
+            tracing::info!(%addr, "Serving on a socket systemd passed (socket activation); [server] listen is not used.");
         }
     }
+    if let Some(admin) = &inherited.admin
+        && let Ok(addr) = admin.local_addr()
+    {
+        tracing::info!(%addr, "Serving the admin endpoints on the socket systemd passed as \"admin\"; [server] admin_listen is not used.");
+    }
+    let main = if inherited.main.is_empty() {
+        vec![bind_main(server).await?]
+    } else {
+        inherited.main
+    };
+    let admin = match (inherited.admin, server.admin_listen) {
+        (Some(admin), _) => Some(admin),
+        (None, None) => None,
+        (None, Some(admin)) => Some(
+            Listener::bind(&admin.into(), server.socket_mode)
+                .await
+                .map_err(|e| {
+                    eprintln!(
+                        "{PROGRAM}: cannot listen on {admin}: {e} (is another process using the port? see [server] admin_listen)"
+                    );
+                    ExitCode::FAILURE
+                })?,
+        ),
+    };
+    Ok((main, admin))
+}
+
+/// Binds `[server] listen`.
+async fn bind_main(server: &config::ServerConfig) -> Result<Listener, ExitCode> {
     Listener::bind(&server.listen, server.socket_mode)
         .await
         .map_err(|e| {
@@ -249,21 +276,9 @@ fn daemon(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
 }
 
 async fn serve(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
-    let listener = match main_listener(&config).await {
-        Ok(listener) => listener,
+    let (listeners, admin) = match listeners(&config).await {
+        Ok(listeners) => listeners,
         Err(code) => return code,
-    };
-    let admin = match config.server.admin_listen {
-        None => None,
-        Some(admin) => match Listener::bind(&admin.into(), config.server.socket_mode).await {
-            Ok(listener) => Some(listener),
-            Err(e) => {
-                eprintln!(
-                    "{PROGRAM}: cannot listen on {admin}: {e} (is another process using the port? see [server] admin_listen)"
-                );
-                return ExitCode::FAILURE;
-            }
-        },
     };
     // Install every handler before announcing the address: until then a
     // signal would take its default action (SIGHUP kills).
@@ -283,12 +298,17 @@ async fn serve(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let addr = match listener.local_addr() {
-        Ok(addr) => addr.to_string(),
-        Err(_) => config.server.listen.to_string(),
-    };
-    runtime::announce_listening(&addr);
-    tracing::info!(%addr, "Listening.");
+    let addresses: Vec<String> = listeners
+        .iter()
+        .map(|listener| match listener.local_addr() {
+            Ok(addr) => addr.to_string(),
+            Err(_) => config.server.listen.to_string(),
+        })
+        .collect();
+    runtime::announce_listening(&addresses[0]);
+    for addr in &addresses {
+        tracing::info!(%addr, "Listening.");
+    }
     if let Some(admin) = &admin
         && let Ok(admin_addr) = admin.local_addr()
     {
@@ -308,7 +328,7 @@ async fn serve(config: Arc<Config>, config_path: Option<PathBuf>) -> ExitCode {
         }
     }));
     let result = app::run(
-        listener,
+        listeners,
         admin,
         config,
         config_path,

@@ -28,14 +28,14 @@ use crate::state::{AppState, build_state};
 
 pub use crate::state::AppError;
 
-/// Serves on `listener` (and the probes and metrics on `admin`, when
-/// given) until `shutdown` is cancelled, then drains and closes the
+/// Serves on `listeners` (at least one; the first is the address the
+/// daemon announces) and the probes and metrics on `admin`, when given, until `shutdown` is cancelled, then drains and closes the
 /// anomaly log. Reloads on each `hangup` signal (SIGHUP,
 /// installed by the caller before it announces the address, so an early
 /// SIGHUP cannot kill the process) and on changes of the files under
 /// `config_path` (or the default path when `None`).
 pub async fn run(
-    listener: Listener,
+    listeners: Vec<Listener>,
     admin: Option<Listener>,
     config: Arc<Config>,
     config_path: Option<PathBuf>,
@@ -44,7 +44,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let state = build_state(config, config_path)?;
-    let bound = listener.local_addr().ok();
+    let bound = listeners
+        .first()
+        .and_then(|listener| listener.local_addr().ok());
     if let Some(BoundAddr::Tcp(addr)) = &bound {
         let _ = state.bound_addr.set(*addr);
     }
@@ -112,7 +114,7 @@ pub async fn run(
     let kill = CancellationToken::new();
     if let Some(admin) = admin {
         connections.spawn(http::serve(
-            admin,
+            vec![admin],
             Role::Admin,
             state.clone(),
             shutdown.clone(),
@@ -121,7 +123,7 @@ pub async fn run(
         ));
     }
     http::serve(
-        listener,
+        listeners,
         Role::Main,
         state.clone(),
         shutdown.clone(),

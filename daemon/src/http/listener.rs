@@ -34,6 +34,19 @@ pub enum Listener {
     },
 }
 
+/// The `FileDescriptorName=` of a passed socket that serves as the admin
+/// address (`/healthz`, `/ready`, `/metrics`) instead of every endpoint.
+pub const ADMIN_FD_NAME: &str = "admin";
+
+/// The sockets systemd passed, by role.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    /// Sockets serving every endpoint: all but the one named `admin`.
+    pub main: Vec<Listener>,
+    /// The socket named `admin`, serving as `[server] admin_listen` would.
+    pub admin: Option<Listener>,
+}
+
 /// The address a [`Listener`] is bound to, as announced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BoundAddr {
@@ -64,22 +77,28 @@ impl Listener {
         }
     }
 
-    /// The first socket systemd passed (`LISTEN_PID`/`LISTEN_FDS`), if
-    /// any. Call it once, before other file descriptors may be opened and
-    /// closed by other threads (the fds are ours from then on).
-    pub fn from_systemd() -> io::Result<Option<Listener>> {
-        let mut fds = sd_notify::listen_fds()?;
-        let count = fds.len();
-        let Some(fd) = fds.next() else {
-            return Ok(None);
-        };
-        if count > 1 {
-            tracing::warn!(
-                count,
-                "systemd passed several sockets; serving on the first, ignoring the others."
-            );
+    /// The sockets systemd passed (`LISTEN_PID`/`LISTEN_FDS`, named by
+    /// `LISTEN_FDNAMES`), sorted by role. Call it once, before other file
+    /// descriptors may be opened and closed by other threads (the fds are
+    /// ours from then on).
+    pub fn from_systemd() -> io::Result<Inherited> {
+        let mut inherited = Inherited::default();
+        for (fd, name) in sd_notify::listen_fds_with_names()? {
+            let listener = Self::from_inherited(fd)?;
+            if name == ADMIN_FD_NAME {
+                if inherited.admin.is_some() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "systemd passed several sockets named \"admin\"; give one \
+                         FileDescriptorName=admin",
+                    ));
+                }
+                inherited.admin = Some(listener);
+            } else {
+                inherited.main.push(listener);
+            }
         }
-        Ok(Some(Self::from_inherited(fd)?))
+        Ok(inherited)
     }
 
     /// Takes ownership of the listening socket `fd`.
@@ -116,18 +135,40 @@ impl Listener {
     /// Accepts a connection: the stream, and the peer's address (`None`
     /// on a unix socket).
     pub async fn accept(&self) -> io::Result<(Stream, Option<IpAddr>)> {
+        std::future::poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    /// Polls for a connection, as [`Listener::accept`].
+    pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Stream, Option<IpAddr>)>> {
         match self {
-            Listener::Tcp(listener) => {
-                let (stream, peer) = listener.accept().await?;
+            Listener::Tcp(listener) => listener.poll_accept(cx).map_ok(|(stream, peer)| {
                 let _ = stream.set_nodelay(true);
-                Ok((Stream::Tcp(stream), Some(peer.ip())))
-            }
-            Listener::Unix { listener, .. } => {
-                let (stream, _) = listener.accept().await?;
-                Ok((Stream::Unix(stream), None))
-            }
+                (Stream::Tcp(stream), Some(peer.ip()))
+            }),
+            Listener::Unix { listener, .. } => listener
+                .poll_accept(cx)
+                .map_ok(|(stream, _)| (Stream::Unix(stream), None)),
         }
     }
+}
+
+/// Accepts a connection on any of `listeners`, polling them from `*next`
+/// on so that a busy one does not starve the others.
+pub async fn accept_any(
+    listeners: &[Listener],
+    next: &mut usize,
+) -> io::Result<(Stream, Option<IpAddr>)> {
+    std::future::poll_fn(|cx| {
+        for offset in 0..listeners.len() {
+            let index = (*next + offset) % listeners.len();
+            if let Poll::Ready(accepted) = listeners[index].poll_accept(cx) {
+                *next = index + 1;
+                return Poll::Ready(accepted);
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 impl From<TcpListener> for Listener {

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::gate::{self, Client};
-use super::listener::{Listener, Stream};
+use super::listener::{Listener, Stream, accept_any};
 use super::reply::ResponseBody;
 use super::router::{route, route_admin};
 use crate::metrics::{BadRequest, Route};
@@ -49,13 +49,14 @@ pub enum Role {
 /// Connections the admin address serves at once.
 pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 
-/// Accepts connections on `listener` and serves them until `shutdown` is
+/// Accepts connections on `listeners` (one or more, sharing one connection
+/// cap) and serves them until `shutdown` is
 /// cancelled; then stops accepting and returns. In-flight connections are
 /// told to finish and are tracked by `connections`, which the caller
 /// drains; cancelling `kill` drops those still open (the grace period is
 /// over).
 pub async fn serve(
-    listener: Listener,
+    listeners: Vec<Listener>,
     role: Role,
     state: Arc<AppState>,
     shutdown: CancellationToken,
@@ -69,6 +70,7 @@ pub async fn serve(
         Role::Admin => ADMIN_MAX_CONNECTIONS,
     };
     let permits = Arc::new(Semaphore::new(cap));
+    let mut next = 0;
     loop {
         // Take the permit before accepting (see the module documentation).
         let permit = tokio::select! {
@@ -76,7 +78,7 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = accept_any(&listeners, &mut next) => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     accept_error(e).await;

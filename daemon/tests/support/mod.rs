@@ -71,7 +71,7 @@ impl Server {
             .as_ref()
             .map(|a| a.local_addr().expect("admin address"));
         let task = tokio::spawn(app::run(
-            listener.into(),
+            vec![listener.into()],
             admin.map(Into::into),
             Arc::new(config),
             Some(path),
