@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::helper::programs::RealProgram;
 use crate::helper::{TestDaemon, point, run_anomalyd, wait_until};
 
 /// A test PKI made with the openssl command: a CA, a server certificate
@@ -367,4 +368,88 @@ fn the_login_cookie_is_secure_under_tls_and_the_generator_posts_over_https() {
     daemon.wait_for_metric("anomalyd_points_received_total{format=\"detect\"}", |n| {
         n == 30.0
     });
+}
+
+#[test]
+fn alerts_reach_alertmanager_over_https_trusting_only_the_given_ca() {
+    if !tools_present() {
+        return;
+    }
+    let pki = Pki::new();
+    let web = format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+        pki.path("server.pem").display(),
+        pki.path("server.key").display()
+    );
+    let ready =
+        |addr: std::net::SocketAddr| curl(&pki, &format!("https://{addr}/-/ready"), &[]).0 == 200;
+    let Some(alertmanager) = RealProgram::start_until(
+        "prometheus-alertmanager",
+        "prometheus-alertmanager",
+        &[
+            "--config.file={dir}/alertmanager.yml",
+            "--web.config.file={dir}/web.yml",
+            "--storage.path={dir}/data",
+            "--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        &[
+            (
+                "alertmanager.yml",
+                "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n",
+            ),
+            ("web.yml", &web),
+        ],
+        &ready,
+        "ANOMALYD_REQUIRE_ALERTMANAGER",
+    ) else {
+        return;
+    };
+    // Two sinks to the same Alertmanager: one trusts the test CA, the
+    // other the system's CAs, which never signed the test certificate.
+    let trusted = format!("https://{}", alertmanager.addr);
+    let untrusted = format!("https://localhost:{}", alertmanager.addr.port());
+    let daemon = TestDaemon::start(&format!(
+        "[detector]\nwindow_size = 5\nmin_samples = 5\n\
+         [[alert.alertmanager]]\nurl = \"{trusted}\"\nca_file = \"{}\"\n\
+         [[alert.alertmanager]]\nurl = \"{untrusted}\"\n",
+        pki.path("ca.pem").display()
+    ));
+    // Recent timestamps: Alertmanager treats an alert from long ago as over.
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        .floor()
+        - 60.0;
+    for (i, value) in [10.0, 11.0, 10.0, 11.0, 10.0, 100.0].iter().enumerate() {
+        let reply = daemon.detect(&point("tls.cpu", *value, start + i as f64));
+        assert_eq!(reply.status, 200, "{}", reply.error());
+    }
+    let alerts = wait_until("the alert in Alertmanager, over HTTPS", || {
+        let (status, body) = curl(
+            &pki,
+            &format!("https://{}/api/v2/alerts", alertmanager.addr),
+            &[],
+        );
+        (status == 200 && body.contains("tls.cpu")).then_some(body)
+    });
+    assert!(alerts.contains("AnomalyDetected"), "{alerts}");
+    let sent =
+        format!("anomalyd_notifications_sent_total{{sink=\"alertmanager\",url=\"{trusted}\"}}");
+    daemon.wait_for_metric(&sent, |v| v >= 1.0);
+    // The sink without the CA refuses the certificate and says why.
+    let failed =
+        format!("anomalyd_notifications_failed_total{{sink=\"alertmanager\",url=\"{untrusted}\"}}");
+    daemon.wait_for_metric(&failed, |v| v >= 1.0);
+    let mut daemon = daemon;
+    let line = daemon.wait_for_stderr("Cannot deliver to an alert sink");
+    assert!(line.contains(&untrusted), "{line}");
+    assert!(line.contains("certificate"), "{line}");
+    assert_eq!(
+        daemon.metric(&format!(
+            "anomalyd_notifications_sent_total{{sink=\"alertmanager\",url=\"{untrusted}\"}}"
+        )),
+        0.0
+    );
 }

@@ -31,7 +31,9 @@
 //! - [`config`]: the TOML configuration, its loading, merge and validation.
 //! - [`snapshot`]: the state snapshot file (versioned, checksummed,
 //!   written atomically) around the series table's records.
-//! - [`tls`]: rustls server and client configurations from PEM files.
+//! - [`tls`]: rustls server and client configurations from PEM files;
+//!   [`http_client`]: the kept-alive HTTP(S) client connection the alert
+//!   sinks and the generator send with.
 //! - [`cli`], [`clock`], [`fnv`], [`throttle`]: the command line, the wall
 //!   clock, a hash stable across runs, rate-limited warnings.
 //!
@@ -58,6 +60,7 @@ pub mod config;
 pub mod detect;
 pub mod fnv;
 pub mod http;
+pub mod http_client;
 pub mod ingest;
 pub mod live;
 pub mod metrics;

@@ -7,13 +7,11 @@
 
 use std::time::Duration;
 
+use anomalyd::http_client::{ClientError, Connection};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use crate::config::{AuthToken, ClientTls, NatsAccess, Target};
 
@@ -25,23 +23,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why a post did not get a reply.
 #[derive(Debug, thiserror::Error)]
 pub enum PostError {
-    /// No connection could be made.
-    #[error("cannot connect to {authority}: {source}")]
-    Connect {
-        /// `host:port`.
-        authority: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The connection failed during the request (including a reply that
-    /// never came because the peer closed the connection).
-    #[error("request to {authority} failed: {source}")]
-    Http {
-        /// `host:port`.
-        authority: String,
-        /// The cause.
-        source: hyper::Error,
-    },
+    /// No connection, or it failed during the request (including a
+    /// reply that never came because the peer closed the connection).
+    #[error(transparent)]
+    Connection(#[from] ClientError),
     /// No reply within the request timeout.
     #[error("no reply from {authority} within {}s", REQUEST_TIMEOUT.as_secs())]
     Timeout {
@@ -77,11 +62,10 @@ pub struct Reply {
 /// The client: the target and the current connection, if any.
 pub struct Client {
     target: Target,
-    /// The trusted CAs, for an `https://` target.
-    tls: Option<ClientTls>,
     /// `Authorization: Bearer <token>`, marked sensitive.
     authorization: Option<HeaderValue>,
-    connection: Option<SendRequest<Full<Bytes>>>,
+    /// The connection to an `http(s)://` target.
+    connection: Connection,
     /// Credentials and CAs for a `nats://` target.
     nats_access: NatsAccess,
     nats: Option<NatsLink>,
@@ -90,11 +74,11 @@ pub struct Client {
 impl Client {
     /// A client for `target`; connects on the first post.
     pub fn new(target: Target, token: Option<&AuthToken>, tls: Option<ClientTls>) -> Client {
+        let connection = Connection::new(target.endpoint(), tls, CONNECT_TIMEOUT, "anomalyd");
         let mut client = Client {
             target,
-            tls,
             authorization: None,
-            connection: None,
+            connection,
             nats_access: NatsAccess::default(),
             nats: None,
         };
@@ -114,10 +98,7 @@ impl Client {
     /// Trusts `tls`'s CAs from the next connection on (a reload may
     /// change them).
     pub fn set_tls(&mut self, tls: Option<ClientTls>) {
-        if tls != self.tls {
-            self.connection = None;
-            self.tls = tls;
-        }
+        self.connection.set_tls(tls);
     }
 
     /// Sends `token` (a reload may change it) as `Authorization: Bearer`.
@@ -133,9 +114,10 @@ impl Client {
     /// the address changed.
     pub fn set_target(&mut self, target: Target) {
         if target.authority != self.target.authority || target.path != self.target.path {
-            self.connection = None;
+            self.connection.close();
             self.nats = None;
         }
+        self.connection.set_endpoint(target.endpoint());
         self.target = target;
     }
 
@@ -162,25 +144,12 @@ impl Client {
             })
         });
         if result.is_err() {
-            self.connection = None;
+            self.connection.close();
         }
         result
     }
 
     async fn post_inner(&mut self, body: Bytes, ndjson: bool) -> Result<Reply, PostError> {
-        let authority = self.target.authority.clone();
-        let http = |source| PostError::Http {
-            authority: authority.clone(),
-            source,
-        };
-        let reusable = match &mut self.connection {
-            Some(sender) => sender.ready().await.is_ok(),
-            None => false,
-        };
-        if !reusable {
-            self.connection = Some(self.connect().await?);
-        }
-        let sender = self.connection.as_mut().expect("connected just above");
         let content_type = if ndjson {
             "application/x-ndjson"
         } else {
@@ -197,9 +166,15 @@ impl Client {
         let request = request
             .body(Full::new(body))
             .expect("a request from valid parts");
-        let response = sender.send_request(request).await.map_err(http)?;
+        let response = self.connection.send(request).await?;
         let status = response.status().as_u16();
-        let body = response.into_body().collect().await.map_err(http)?;
+        let body = response.into_body().collect().await.map_err(|source| {
+            self.connection.close();
+            ClientError::Http {
+                authority: self.target.authority.clone(),
+                source,
+            }
+        })?;
         Ok(Reply {
             status,
             body: body.to_bytes(),
@@ -302,66 +277,4 @@ impl Client {
             names,
         })
     }
-
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, PostError> {
-        let authority = &self.target.authority;
-        let connect_error = |source| PostError::Connect {
-            authority: authority.clone(),
-            source,
-        };
-        let stream = within_connect_timeout("connect", TcpStream::connect(authority))
-            .await
-            .map_err(connect_error)?;
-        let _ = stream.set_nodelay(true);
-        if !self.target.tls {
-            return handshake(stream, authority).await;
-        }
-        let Some(tls) = &self.tls else {
-            return Err(connect_error(std::io::Error::other(
-                "an https:// target without TLS settings (ca_file)",
-            )));
-        };
-        let name = rustls_pki_types::ServerName::try_from(self.target.host.clone())
-            .map_err(|e| connect_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
-        let connector = tokio_rustls::TlsConnector::from(tls.config());
-        let stream = within_connect_timeout("TLS handshake", connector.connect(name, stream))
-            .await
-            .map_err(connect_error)?;
-        handshake(stream, authority).await
-    }
-}
-
-/// `step`'s result, or a `TimedOut` error naming it after
-/// [`CONNECT_TIMEOUT`].
-async fn within_connect_timeout<T>(
-    step: &str,
-    future: impl std::future::Future<Output = std::io::Result<T>>,
-) -> std::io::Result<T> {
-    tokio::time::timeout(CONNECT_TIMEOUT, future)
-        .await
-        .unwrap_or_else(|_| {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("{step} timed out"),
-            ))
-        })
-}
-
-/// An HTTP/1.1 client connection over `stream`, its driver spawned.
-async fn handshake<S>(stream: S, authority: &str) -> Result<SendRequest<Full<Bytes>>, PostError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|source| PostError::Http {
-            authority: authority.to_owned(),
-            source,
-        })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "Connection to anomalyd ended.");
-        }
-    });
-    Ok(sender)
 }

@@ -254,6 +254,15 @@ pub struct Target {
 }
 
 impl Target {
+    /// Where an HTTP client connects for this target.
+    pub fn endpoint(&self) -> anomalyd::http_client::Endpoint {
+        anomalyd::http_client::Endpoint {
+            authority: self.authority.clone(),
+            host: self.host.clone(),
+            tls: self.tls,
+        }
+    }
+
     /// Parses an `http://host[:port]/path`, `https://...` or
     /// `nats://host[:port][/prefix]` URL.
     pub fn parse(url: &str) -> Result<Target, String> {

@@ -34,6 +34,23 @@ impl RealProgram {
         ready_path: &str,
         require_var: &str,
     ) -> Option<RealProgram> {
+        let ready = |addr| {
+            TcpStream::connect(addr).is_ok()
+                && request(addr, "GET", ready_path, &[], b"").status == 200
+        };
+        Self::start_until(name, program, args, files, &ready, require_var)
+    }
+
+    /// As [`RealProgram::start`], ready when `ready(addr)` says so (for a
+    /// program that speaks TLS, say).
+    pub fn start_until(
+        name: &'static str,
+        program: &str,
+        args: &[&str],
+        files: &[(&str, &str)],
+        ready: &dyn Fn(SocketAddr) -> bool,
+        require_var: &str,
+    ) -> Option<RealProgram> {
         if Command::new(program)
             .arg("--version")
             .stdout(Stdio::null())
@@ -76,9 +93,7 @@ impl RealProgram {
             if let Ok(Some(status)) = started.child.try_wait() {
                 panic!("{name} exited ({status}):\n{}", started.output());
             }
-            let listening = TcpStream::connect(started.addr).is_ok();
-            (listening && request(started.addr, "GET", ready_path, &[], b"").status == 200)
-                .then_some(())
+            ready(started.addr).then_some(())
         });
         Some(started)
     }

@@ -5,12 +5,15 @@
 
 use std::fmt::Write as _;
 use std::ops::{Bound, Range};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::toml_walk::{Document, entries, format_duration, join_key, quote};
+use crate::http_client::Endpoint;
+use crate::tls::ClientTls;
 
 /// Default `resend_interval` of an Alertmanager sink (Prometheus' own).
 pub const DEFAULT_RESEND_INTERVAL: Duration = Duration::from_secs(60);
@@ -20,9 +23,10 @@ pub const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_QUEUE_SIZE: usize = 10_000;
 
 /// The keys of `[[alert.alertmanager]]`, in documentation order.
-pub const ALERTMANAGER_KEYS: &[&str] = &["url", "resend_interval", "timeout", "queue_size"];
+pub const ALERTMANAGER_KEYS: &[&str] =
+    &["url", "ca_file", "resend_interval", "timeout", "queue_size"];
 /// The keys of `[[alert.webhook]]`, in documentation order.
-pub const WEBHOOK_KEYS: &[&str] = &["url", "headers", "timeout", "queue_size"];
+pub const WEBHOOK_KEYS: &[&str] = &["url", "ca_file", "headers", "timeout", "queue_size"];
 
 /// `[alert]`: the sinks.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -39,6 +43,11 @@ pub struct AlertmanagerConfig {
     /// The Alertmanager's base URL, e.g. `http://127.0.0.1:9093`; alerts
     /// go to `<url>/api/v2/alerts`.
     pub url: HttpUrl,
+    /// `ca_file`: the CAs trusted for an `https://` URL (unset: the
+    /// system's).
+    pub ca_file: Option<PathBuf>,
+    /// The trusted CAs, read from `ca_file`, for an `https://` URL.
+    pub tls: Option<ClientTls>,
     /// How often the alert of an open episode is sent again.
     pub resend_interval: Duration,
     /// How long one request may take.
@@ -52,6 +61,11 @@ pub struct AlertmanagerConfig {
 pub struct WebhookConfig {
     /// The URL each notification is POSTed to.
     pub url: HttpUrl,
+    /// `ca_file`: the CAs trusted for an `https://` URL (unset: the
+    /// system's).
+    pub ca_file: Option<PathBuf>,
+    /// The trusted CAs, read from `ca_file`, for an `https://` URL.
+    pub tls: Option<ClientTls>,
     /// Extra request headers (for example a token), in file order.
     pub headers: Vec<(String, String)>,
     /// How long one request may take.
@@ -60,13 +74,18 @@ pub struct WebhookConfig {
     pub queue_size: usize,
 }
 
-/// A plain-HTTP URL, split for a client: `http://authority/path`.
+/// An `http://` or `https://` URL, split for a client:
+/// `scheme://authority/path`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpUrl {
     /// The URL as written, without a trailing `/`.
     pub text: String,
-    /// `host:port` (port 80 when the URL has none).
+    /// `host:port` (port 80, or 443 for `https://`, when the URL has none).
     pub authority: String,
+    /// The host alone, without brackets (the name TLS checks).
+    pub host: String,
+    /// Whether the URL is `https://`.
+    pub tls: bool,
     /// The path and query, `/` at least.
     pub path: String,
 }
@@ -78,28 +97,27 @@ impl HttpUrl {
         let uri: hyper::Uri = text
             .parse()
             .map_err(|e| format!("not a URL ({e}); write a full URL, {example}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(
-                    "https:// is not supported yet; reach the receiver over http:// (on a trusted network or a local relay)"
-                        .into(),
-                );
-            }
-            _ => return Err(format!("expected an http:// URL, {example}")),
-        }
+        let (tls, default_port) = match uri.scheme_str() {
+            Some("http") => (false, 80),
+            Some("https") => (true, 443),
+            _ => return Err(format!("expected an http:// or https:// URL, {example}")),
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| format!("the URL has no host, {example}"))?;
         if authority.as_str().contains('@') {
             return Err("credentials in the URL are not supported; for a webhook, set headers = { Authorization = \"...\" }".into());
         }
-        let host = authority.host();
-        let port = authority.port_u16().unwrap_or(80);
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
+        let bare_host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = authority.port_u16().unwrap_or(default_port);
+        let host = if bare_host.contains(':') {
+            format!("[{bare_host}]")
         } else {
-            host.to_owned()
+            bare_host.clone()
         };
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         Ok(HttpUrl {
@@ -107,12 +125,23 @@ impl HttpUrl {
             // the effective configuration must print the URL it posts to.
             text: text.to_owned(),
             authority: format!("{host}:{port}"),
+            host: bare_host,
+            tls,
             path: if path.is_empty() {
                 "/".into()
             } else {
                 path.to_owned()
             },
         })
+    }
+
+    /// Where a client connects for this URL.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            authority: self.authority.clone(),
+            host: self.host.clone(),
+            tls: self.tls,
+        }
     }
 
     /// This URL with `suffix` appended to its path (`/api/v2/alerts`).
@@ -150,6 +179,11 @@ pub(super) fn read_alert(doc: &mut Document<'_>, table: &DeTable<'_>, alert: &mu
 /// The keys every sink has.
 struct Common {
     url: Option<HttpUrl>,
+    /// Where `url` is written, for problems with its TLS.
+    url_span: Option<Range<usize>>,
+    ca_file: Option<PathBuf>,
+    ca_file_span: Option<Range<usize>>,
+    tls: Option<ClientTls>,
     timeout: Duration,
     queue_size: usize,
     valid: bool,
@@ -159,6 +193,10 @@ impl Common {
     fn new() -> Common {
         Common {
             url: None,
+            url_span: None,
+            ca_file: None,
+            ca_file_span: None,
+            tls: None,
             timeout: DEFAULT_SINK_TIMEOUT,
             queue_size: DEFAULT_QUEUE_SIZE,
             valid: true,
@@ -175,10 +213,20 @@ impl Common {
     ) -> bool {
         match name {
             "url" => match doc.string(key, value).map(HttpUrl::parse) {
-                Some(Ok(url)) => self.url = Some(url),
+                Some(Ok(url)) => {
+                    self.url = Some(url);
+                    self.url_span = Some(value.span());
+                }
                 Some(Err(message)) => {
                     doc.report(Some(key), Some(value.span()), message);
                     self.valid = false;
+                }
+                None => self.valid = false,
+            },
+            "ca_file" => match doc.path_buf(key, value) {
+                Some(path) => {
+                    self.ca_file = Some(path);
+                    self.ca_file_span = Some(value.span());
                 }
                 None => self.valid = false,
             },
@@ -195,23 +243,55 @@ impl Common {
         true
     }
 
-    /// The URL, or a problem naming the missing key.
+    /// The keys read, with the CAs of an `https://` URL read, or a
+    /// problem naming the missing or wrong key.
     fn finish(
-        self,
+        mut self,
         doc: &mut Document<'_>,
         prefix: &str,
         span: Range<usize>,
         example: &str,
     ) -> Option<Common> {
-        if self.url.is_none() && self.valid {
+        if !self.valid {
+            return None;
+        }
+        let Some(url) = &self.url else {
             doc.report(
                 Some(prefix),
                 Some(span),
                 format!("missing required key \"url\", e.g. url = \"{example}\""),
             );
             return None;
+        };
+        if !url.tls {
+            if self.ca_file.is_some() {
+                doc.report(
+                    Some(&join_key(prefix, "ca_file")),
+                    self.ca_file_span.clone(),
+                    "ca_file is for an https:// url; remove it, or write the url with https://",
+                );
+                return None;
+            }
+            return Some(self);
         }
-        self.valid.then_some(self)
+        match ClientTls::from_ca_file(self.ca_file.as_deref()) {
+            Ok(tls) => self.tls = Some(tls),
+            Err(e) => {
+                let (key, at) = match &self.ca_file {
+                    Some(_) => ("ca_file", self.ca_file_span.clone()),
+                    None => ("url", self.url_span.clone()),
+                };
+                doc.report(
+                    Some(&join_key(prefix, key)),
+                    at,
+                    format!(
+                        "{e} (an https:// url needs the CAs that signed the receiver's certificate: set ca_file, or install ca-certificates)"
+                    ),
+                );
+                return None;
+            }
+        }
+        Some(self)
     }
 }
 
@@ -251,6 +331,8 @@ fn read_alertmanager(
     let common = common.finish(doc, prefix, span, "http://127.0.0.1:9093")?;
     Some(AlertmanagerConfig {
         url: common.url?,
+        ca_file: common.ca_file,
+        tls: common.tls,
         resend_interval,
         timeout: common.timeout,
         queue_size: common.queue_size,
@@ -282,6 +364,8 @@ fn read_webhook(
     let common = common.finish(doc, prefix, span, "http://127.0.0.1:8080/hook")?;
     Some(WebhookConfig {
         url: common.url?,
+        ca_file: common.ca_file,
+        tls: common.tls,
         headers,
         timeout: common.timeout,
         queue_size: common.queue_size,
@@ -352,6 +436,7 @@ impl AlertConfig {
         for sink in &self.alertmanagers {
             out.push_str("\n[[alert.alertmanager]]\n");
             let _ = writeln!(out, "url = {}", quote(&sink.url.text));
+            write_ca_file(out, sink.ca_file.as_ref());
             let _ = writeln!(
                 out,
                 "resend_interval = {}",
@@ -363,6 +448,7 @@ impl AlertConfig {
         for sink in &self.webhooks {
             out.push_str("\n[[alert.webhook]]\n");
             let _ = writeln!(out, "url = {}", quote(&sink.url.text));
+            write_ca_file(out, sink.ca_file.as_ref());
             if !sink.headers.is_empty() {
                 let names: Vec<String> = sink
                     .headers
@@ -374,6 +460,13 @@ impl AlertConfig {
             let _ = writeln!(out, "timeout = {}", quote(&format_duration(sink.timeout)));
             let _ = writeln!(out, "queue_size = {}", sink.queue_size);
         }
+    }
+}
+
+/// `ca_file = "..."` when set.
+fn write_ca_file(out: &mut String, ca_file: Option<&PathBuf>) {
+    if let Some(path) = ca_file {
+        let _ = writeln!(out, "ca_file = {}", quote(&path.display().to_string()));
     }
 }
 
@@ -395,7 +488,17 @@ mod tests {
         let url = HttpUrl::parse("http://[::1]:9093/am").unwrap();
         assert_eq!(url.authority, "[::1]:9093");
         assert_eq!(url.join("/api/v2/alerts"), "/am/api/v2/alerts");
-        assert!(HttpUrl::parse("https://x").unwrap_err().contains("https"));
+        let url = HttpUrl::parse("https://hooks.example.com/services/T0").unwrap();
+        assert_eq!(url.authority, "hooks.example.com:443");
+        assert_eq!(url.host, "hooks.example.com");
+        assert!(url.tls);
+        let url = HttpUrl::parse("https://[::1]:8443/").unwrap();
+        assert_eq!(
+            (url.authority.as_str(), url.host.as_str()),
+            ("[::1]:8443", "::1")
+        );
+        assert!(!HttpUrl::parse("http://x").unwrap().tls);
+        assert!(HttpUrl::parse("ftp://x").unwrap_err().contains("https://"));
         assert!(
             HttpUrl::parse("localhost:9093")
                 .unwrap_err()

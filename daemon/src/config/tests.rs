@@ -1471,13 +1471,24 @@ fn alert_sinks_are_read_and_checked() {
         message.starts_with("missing required key \"url\""),
         "{message}"
     );
+    // https:// trusts ca_file's CAs; a file that is not there is named.
     let message = only_problem(
-        "[[alert.webhook]]\nurl = \"https://x/hook\"\n",
-        Some("alert.webhook[1].url"),
-        (2, 7),
+        "[[alert.webhook]]\nurl = \"https://x/hook\"\nca_file = \"/nonexistent/ca.pem\"\n",
+        Some("alert.webhook[1].ca_file"),
+        (3, 11),
     );
     assert!(
-        message.contains("https:// is not supported yet"),
+        message.contains("cannot read /nonexistent/ca.pem"),
+        "{message}"
+    );
+    assert!(message.contains("set ca_file"), "{message}");
+    let message = only_problem(
+        "[[alert.webhook]]\nurl = \"http://x/hook\"\nca_file = \"/etc/ca.pem\"\n",
+        Some("alert.webhook[1].ca_file"),
+        (3, 11),
+    );
+    assert!(
+        message.contains("ca_file is for an https:// url"),
         "{message}"
     );
     let message = only_problem(
@@ -1486,7 +1497,7 @@ fn alert_sinks_are_read_and_checked() {
         (3, 1),
     );
     assert!(
-        message.contains("expected one of: url, headers, timeout, queue_size"),
+        message.contains("expected one of: url, ca_file, headers, timeout, queue_size"),
         "{message}"
     );
     let message = only_problem(
