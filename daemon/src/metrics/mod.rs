@@ -116,12 +116,16 @@ pub enum Route {
     InfluxV1,
     /// `/login` (the dashboard's token form).
     Login,
+    /// `/logout` (the dashboard's Sign out).
+    Logout,
+    /// `/cluster` (the cluster's members and partitions).
+    Cluster,
     /// Any other path (answered 404).
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 14] = [
+    const ALL: [Route; 16] = [
         Route::Detect,
         Route::Anomalies,
         Route::Episodes,
@@ -135,6 +139,8 @@ impl Route {
         Route::InfluxV2,
         Route::InfluxV1,
         Route::Login,
+        Route::Logout,
+        Route::Cluster,
         Route::Other,
     ];
 
@@ -154,6 +160,8 @@ impl Route {
             "/api/v2/write" => Route::InfluxV2,
             "/write" => Route::InfluxV1,
             "/login" => Route::Login,
+            "/logout" => Route::Logout,
+            "/cluster" => Route::Cluster,
             _ if path.starts_with("/series/") => Route::Series,
             _ => Route::Other,
         }
@@ -174,6 +182,8 @@ impl Route {
             Route::InfluxV2 => "/api/v2/write",
             Route::InfluxV1 => "/write",
             Route::Login => "/login",
+            Route::Logout => "/logout",
+            Route::Cluster => "/cluster",
             Route::Other => "other",
         }
     }
@@ -822,6 +832,46 @@ mod tests {
             .unwrap_or_else(|| panic!("no sample {prefix} in\n{text}"))
             .parse()
             .unwrap()
+    }
+
+    #[test]
+    fn every_served_path_has_its_own_route_label() {
+        let metrics = Metrics::new(0.0);
+        let paths = [
+            "/detect",
+            "/anomalies",
+            "/episodes",
+            "/metrics",
+            "/healthz",
+            "/ready",
+            "/series",
+            "/series/cpu",
+            "/events",
+            "/",
+            "/dashboard.js",
+            "/api/v1/write",
+            "/api/v2/write",
+            "/write",
+            "/login",
+            "/logout",
+            "/cluster",
+            "/nowhere",
+        ];
+        for path in paths {
+            metrics.request(Route::of(path), 200, None, Duration::from_micros(10));
+        }
+        let text = metrics.render(&Snapshot::default());
+        let count = |label: &str| {
+            sample(
+                &text,
+                &format!("anomalyd_http_request_duration_seconds_count{{route=\"{label}\"}}"),
+            )
+        };
+        for label in ["/logout", "/cluster", "/login", "/write", "other"] {
+            assert_eq!(count(label), 1.0, "{label}");
+        }
+        assert_eq!(count("/series"), 2.0);
+        assert_eq!(count("/"), 2.0);
     }
 
     #[test]
