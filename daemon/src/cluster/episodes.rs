@@ -66,22 +66,33 @@ impl EpisodeView {
             return;
         }
         if self.open.len() >= self.open_capacity {
-            // Only reached when closings went missing (their series were
-            // forgotten, or the stream no longer keeps them): the oldest
-            // episode makes room.
-            if let Some(oldest) = self
-                .open
-                .iter()
-                .min_by(|a, b| a.1.start.total_cmp(&b.1.start))
-                .map(|(key, _)| key.clone())
-            {
-                self.open.remove(&oldest);
-            }
+            self.drop_oldest_open();
         }
         self.open.insert(
             key,
             OpenEpisode::opened(id, record.timestamp, record.value, score, record.direction),
         );
+    }
+
+    /// Makes room among the open episodes: only needed when closings went
+    /// missing (their series were forgotten, or the stream no longer keeps
+    /// them), so the oldest are the likeliest to be over. One pass over
+    /// the map drops the oldest sixteenth (at least one), so that a full
+    /// map costs O(1) per new episode, amortised, not a scan each time.
+    fn drop_oldest_open(&mut self) {
+        let count = (self.open.len() / 16).max(1);
+        let mut starts: Vec<f64> = self.open.values().map(|open| open.start).collect();
+        let (_, cutoff, _) = starts.select_nth_unstable_by(count - 1, f64::total_cmp);
+        let cutoff = *cutoff;
+        let mut left = count;
+        self.open.retain(|_, open| {
+            if left > 0 && open.start.total_cmp(&cutoff).is_le() {
+                left -= 1;
+                false
+            } else {
+                true
+            }
+        });
     }
 
     /// Records an episode's closing, as its owner published it.
@@ -230,5 +241,24 @@ mod tests {
         // A closing forgotten for room may come again: it is kept again.
         view.closed(closing("s", 0, 0.5, 1));
         assert_eq!(view.query(&EpisodeQuery::default()).len(), 3);
+    }
+
+    #[test]
+    fn a_full_open_list_drops_its_oldest_sixteenth_at_once() {
+        let mut view = EpisodeView::new(1, 64);
+        // Opened out of order: the age is the start, not the arrival.
+        for id in (0..64).rev() {
+            view.anomaly(&anomaly(&format!("s{id}"), id, Some(id), 60.0, 5.0));
+        }
+        assert_eq!(view.query(&EpisodeQuery::default()).len(), 64);
+        view.anomaly(&anomaly("new", 100, Some(100), 60.0, 5.0));
+        let mut ids: Vec<u64> = view
+            .query(&EpisodeQuery::default())
+            .iter()
+            .map(|e| e.episode)
+            .collect();
+        ids.sort_unstable();
+        let expected: Vec<u64> = (4..64).chain([100]).collect();
+        assert_eq!(ids, expected, "the four oldest went, the new one is in");
     }
 }
