@@ -229,3 +229,73 @@ fn protected_mode_holds_for_a_passed_socket() {
     assert_eq!(output, Some(78), "{stderr}");
     assert!(stderr.contains("protected mode"), "{stderr}");
 }
+
+/// Posts `body` to `/detect` on the unix socket at `socket` with curl run
+/// as `uid`: the status and the body of the reply.
+/// `body` is NDJSON, one point a line.
+fn post_as_user(socket: &Path, uid: u32, body: &str) -> (u16, String) {
+    use std::os::unix::process::CommandExt;
+    let output = Command::new("curl")
+        .uid(uid)
+        .gid(uid)
+        .args(["-q", "-s", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(socket)
+        .args([
+            "-H",
+            "Content-Type: application/x-ndjson",
+            "--data-binary",
+            body,
+        ])
+        .arg("http://localhost/detect")
+        .env("HOME", "/")
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (reply, status) = text.rsplit_once('\n').expect("curl prints the status last");
+    (status.trim().parse().unwrap_or(0), reply.to_owned())
+}
+
+#[test]
+fn each_local_user_on_the_unix_socket_has_its_own_rate_limit() {
+    if !crate::tls::tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Another user must reach the socket: open the directory to it.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.path().join("anomalyd.sock");
+    let daemon = TestDaemon::start_in(
+        dir,
+        0,
+        &format!(
+            "[server]\nlisten = \"unix:{}\"\nsocket_mode = \"0666\"\nrate_limit = 1\nrate_burst = 3\n",
+            socket.display()
+        ),
+    );
+    let nobody = 65534;
+    let three: Vec<String> = (1..=3).map(|i| point("root", 1.0, i as f64)).collect();
+    let (status, reply) = post_as_user(&socket, 0, &three.join("\n"));
+    assert_eq!(status, 200, "{reply}");
+    // Three more need three seconds of refill: refused whatever the load.
+    let three: Vec<String> = (4..=6).map(|i| point("root", 1.0, i as f64)).collect();
+    let (status, reply) = post_as_user(&socket, 0, &three.join("\n"));
+    assert_eq!(status, 429, "root's bucket is empty: {reply}");
+    assert!(reply.contains("uid 0 on the unix socket"), "{reply}");
+    // Another local user is not held back by root's burst.
+    let (status, reply) = post_as_user(&socket, nobody, &point("nobody", 1.0, 1.0));
+    assert_eq!(
+        status, 200,
+        "uid {nobody} draws from its own bucket: {reply}"
+    );
+    let series = request_unix(&socket, "GET", "/series/nobody", &[], b"");
+    assert_eq!(series.json()["points"], 1);
+    let metrics = request_unix(&socket, "GET", "/metrics", &[], b"");
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "anomalyd_points_rate_limited_total 3"),
+        "root's three refused points are counted:\n{metrics}"
+    );
+    drop(daemon);
+}

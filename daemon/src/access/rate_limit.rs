@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::peer::Peer;
 use super::tokens::TokenId;
 
 /// Most clients tracked at once; past it, new clients share one bucket
@@ -29,19 +30,24 @@ pub enum ClientKey {
     /// An IPv4 address, or the /64 prefix of an IPv6 one (one host
     /// usually holds a whole /64).
     Addr(IpAddr),
-    /// A client on the unix socket.
+    /// A client on a unix socket, by user id: local users do not share
+    /// a bucket.
+    Uid(u32),
+    /// A client on a unix socket whose user id the kernel did not give.
     Local,
     /// New clients while [`MAX_TRACKED_CLIENTS`] are tracked.
     Overflow,
 }
 
 impl ClientKey {
-    /// The key of a client at `addr` (`None`: the unix socket).
-    pub fn of_addr(addr: Option<IpAddr>) -> ClientKey {
-        match addr {
-            None => ClientKey::Local,
-            Some(IpAddr::V4(v4)) => ClientKey::Addr(IpAddr::V4(v4)),
-            Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+    /// The key of a client without a token: its address, or its user id
+    /// on a unix socket.
+    pub fn of_peer(peer: Peer) -> ClientKey {
+        match peer {
+            Peer::Local { uid: Some(uid) } => ClientKey::Uid(uid),
+            Peer::Local { uid: None } => ClientKey::Local,
+            Peer::Ip(IpAddr::V4(v4)) => ClientKey::Addr(IpAddr::V4(v4)),
+            Peer::Ip(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
                 Some(v4) => ClientKey::Addr(IpAddr::V4(v4)),
                 None => {
                     let prefix = u128::from(v6) & !((1u128 << 64) - 1);
@@ -155,7 +161,7 @@ mod tests {
     };
 
     fn addr(text: &str) -> ClientKey {
-        ClientKey::of_addr(Some(text.parse().unwrap()))
+        ClientKey::of_peer(Peer::Ip(text.parse().unwrap()))
     }
 
     #[test]
@@ -207,7 +213,18 @@ mod tests {
         assert_eq!(addr("2001:db8:1:2::1"), addr("2001:db8:1:2:ffff::9"));
         assert_ne!(addr("2001:db8:1:2::1"), addr("2001:db8:1:3::1"));
         assert_eq!(addr("::ffff:192.0.2.1"), addr("192.0.2.1"));
-        assert_eq!(ClientKey::of_addr(None), ClientKey::Local);
+        assert_eq!(
+            ClientKey::of_peer(Peer::Local { uid: None }),
+            ClientKey::Local
+        );
+        assert_eq!(
+            ClientKey::of_peer(Peer::Local { uid: Some(7) }),
+            ClientKey::Uid(7)
+        );
+        assert_ne!(
+            ClientKey::of_peer(Peer::Local { uid: Some(7) }),
+            ClientKey::of_peer(Peer::Local { uid: Some(8) })
+        );
     }
 
     #[test]

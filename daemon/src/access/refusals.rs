@@ -5,10 +5,10 @@
 //! `held_back` field counting the refusals not logged since the previous
 //! one; the token is never logged.
 
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::peer::Peer;
 use crate::throttle::Throttle;
 
 /// Most refusal lines per period.
@@ -32,10 +32,9 @@ impl Default for RefusalLog {
 }
 
 impl RefusalLog {
-    /// Records that a request `method path` from `peer` (`None`: the unix
-    /// socket) was refused for `reason`: a warning, unless one was logged
+    /// Records that a request `method path` from `peer` was refused for `reason`: a warning, unless one was logged
     /// less than a second ago (then it is counted in the next one).
-    pub fn record(&self, peer: Option<IpAddr>, method: &str, path: &str, reason: &str) {
+    pub fn record(&self, peer: Peer, method: &str, path: &str, reason: &str) {
         let allowed = self
             .throttle
             .lock()
@@ -44,10 +43,7 @@ impl RefusalLog {
         let Some(held_back) = allowed else {
             return;
         };
-        let client = match peer {
-            Some(addr) => addr.to_string(),
-            None => "unix socket".to_owned(),
-        };
+        let client = peer.to_string();
         tracing::warn!(
             client = %client,
             method,

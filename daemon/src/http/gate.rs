@@ -10,7 +10,6 @@
 //! post points. A browser asking for the page without a token gets the
 //! login form.
 
-use std::net::IpAddr;
 use std::time::Instant;
 
 use hyper::header::{self, HeaderValue};
@@ -19,7 +18,7 @@ use hyper::{HeaderMap, Method, Response, StatusCode};
 use super::body::read_body;
 use super::reply::{ResponseBody, error, whole};
 use crate::access::credentials::{self, COOKIE_NAME};
-use crate::access::{ClientKey, Limit, TokenId};
+use crate::access::{ClientKey, Limit, Peer, TokenId};
 use crate::config::ServerConfig;
 use crate::metrics::BadRequest;
 use crate::state::AppState;
@@ -28,8 +27,8 @@ use crate::state::AppState;
 /// request's extensions.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Client {
-    /// The peer's address; `None` on the unix socket.
-    pub addr: Option<IpAddr>,
+    /// The other end of the connection.
+    pub peer: Peer,
     /// The token it presented, when tokens are on and it presented one.
     pub token: Option<TokenId>,
     /// `[server] rate_limit` and `rate_burst` as the request found them;
@@ -39,11 +38,11 @@ pub struct Client {
 
 impl Client {
     /// Whose rate-limit bucket the client draws from: its token's, else
-    /// its address's.
+    /// its address's (its user id's on a unix socket).
     pub fn key(&self) -> ClientKey {
         match self.token {
             Some(token) => ClientKey::Token(token),
-            None => ClientKey::of_addr(self.addr),
+            None => ClientKey::of_peer(self.peer),
         }
     }
 }
@@ -175,7 +174,7 @@ pub async fn login(
     let peer = req
         .extensions()
         .get::<Client>()
-        .and_then(|client| client.addr);
+        .map_or(Peer::Local { uid: None }, |client| client.peer);
     let body = match read_body(req.into_body(), MAX_LOGIN_BODY, server.header_read_timeout).await {
         Ok(body) => body,
         Err(_) => {
@@ -266,10 +265,11 @@ pub fn admit(
     };
     state.metrics.rate_limited(points as u64);
     let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
-    let who = match (client.token, client.addr) {
+    let who = match (client.token, client.peer) {
         (Some(_), _) => "this token".to_owned(),
-        (None, Some(addr)) => format!("client {addr}"),
-        (None, None) => "the unix socket's clients".to_owned(),
+        (None, Peer::Ip(addr)) => format!("client {addr}"),
+        (None, Peer::Local { uid: Some(uid) }) => format!("uid {uid} on the unix socket"),
+        (None, Peer::Local { uid: None }) => "the unix socket's clients".to_owned(),
     };
     let mut response = error(
         StatusCode::TOO_MANY_REQUESTS,

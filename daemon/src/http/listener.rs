@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
+use crate::access::Peer;
 use crate::config::ListenAddr;
 
 /// A bound listening socket.
@@ -132,32 +133,29 @@ impl Listener {
         }
     }
 
-    /// Accepts a connection: the stream, and the peer's address (`None`
-    /// on a unix socket).
-    pub async fn accept(&self) -> io::Result<(Stream, Option<IpAddr>)> {
+    /// Accepts a connection: the stream, and who is at its other end.
+    pub async fn accept(&self) -> io::Result<(Stream, Peer)> {
         std::future::poll_fn(|cx| self.poll_accept(cx)).await
     }
 
     /// Polls for a connection, as [`Listener::accept`].
-    pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Stream, Option<IpAddr>)>> {
+    pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Stream, Peer)>> {
         match self {
             Listener::Tcp(listener) => listener.poll_accept(cx).map_ok(|(stream, peer)| {
                 let _ = stream.set_nodelay(true);
-                (Stream::Tcp(stream), Some(peer.ip()))
+                (Stream::Tcp(stream), Peer::Ip(peer.ip()))
             }),
-            Listener::Unix { listener, .. } => listener
-                .poll_accept(cx)
-                .map_ok(|(stream, _)| (Stream::Unix(stream), None)),
+            Listener::Unix { listener, .. } => listener.poll_accept(cx).map_ok(|(stream, _)| {
+                let uid = stream.peer_cred().ok().map(|cred| cred.uid());
+                (Stream::Unix(stream), Peer::Local { uid })
+            }),
         }
     }
 }
 
 /// Accepts a connection on any of `listeners`, polling them from `*next`
 /// on so that a busy one does not starve the others.
-pub async fn accept_any(
-    listeners: &[Listener],
-    next: &mut usize,
-) -> io::Result<(Stream, Option<IpAddr>)> {
+pub async fn accept_any(listeners: &[Listener], next: &mut usize) -> io::Result<(Stream, Peer)> {
     std::future::poll_fn(|cx| {
         for offset in 0..listeners.len() {
             let index = (*next + offset) % listeners.len();

@@ -6,9 +6,9 @@
 //! `accept`, so excess clients wait in the kernel's backlog instead of
 //! holding a socket here.
 
+use crate::access::Peer;
 use std::convert::Infallible;
 use std::io;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -106,7 +106,7 @@ pub async fn serve(
 /// their timeouts, or when `kill` is cancelled.
 async fn serve_connection(
     stream: Stream,
-    peer: Option<IpAddr>,
+    peer: Peer,
     role: Role,
     state: Arc<AppState>,
     _permit: OwnedSemaphorePermit,
@@ -184,7 +184,7 @@ async fn serve_connection(
 /// the gate first, then the router.
 async fn handle(
     mut req: Request<Incoming>,
-    peer: Option<IpAddr>,
+    peer: Peer,
     role: Role,
     state: Arc<AppState>,
     activity: Arc<Activity>,
@@ -204,7 +204,7 @@ async fn handle(
     let response = match authenticated {
         Ok(token) => {
             req.extensions_mut().insert(Client {
-                addr: peer,
+                peer,
                 token,
                 limit: server.client_limit(),
             });
