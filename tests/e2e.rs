@@ -78,6 +78,9 @@ mod access;
 /// through `systemd-socket-activate`.
 mod sockets;
 
+/// Alert sinks through a real HTTP proxy (tinyproxy), with credentials.
+mod proxy;
+
 /// TLS with certificates made by openssl and checked with curl: renewal on
 /// reload, client certificates, the Secure cookie, the generator over
 /// https.

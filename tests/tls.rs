@@ -133,7 +133,7 @@ impl Pki {
 
 /// curl against `url` trusting the test CA, with `args`; (HTTP status or
 /// 0 when the connection failed, output).
-fn curl(pki: &Pki, url: &str, args: &[&str]) -> (u16, String) {
+pub(crate) fn curl(pki: &Pki, url: &str, args: &[&str]) -> (u16, String) {
     let output = Command::new("curl")
         .args([
             "-sS",

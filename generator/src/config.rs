@@ -257,6 +257,7 @@ impl Target {
     /// Where an HTTP client connects for this target.
     pub fn endpoint(&self) -> anomalyd::http_client::Endpoint {
         anomalyd::http_client::Endpoint {
+            proxy: None,
             authority: self.authority.clone(),
             host: self.host.clone(),
             tls: self.tls,

@@ -1,6 +1,7 @@
 //! The sinks' client: one kept-alive connection per sink (plain HTTP or
-//! TLS, [`crate::http_client`]), re-made after any failure, one request
-//! at a time, every step bounded by the sink's `timeout`.
+//! TLS, directly or through `proxy_url`: [`crate::http_client`]), re-made
+//! after any failure, one request at a time, every step bounded by the
+//! sink's `timeout`.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
 use hyper::{Method, Request};
 
 use crate::config::HttpUrl;
-use crate::http_client::{ClientError, Connection};
+use crate::http_client::{ClientError, Connection, Endpoint, Proxy};
 use crate::tls::ClientTls;
 
 /// The most of a reply body kept (for error messages).
@@ -50,12 +51,13 @@ pub struct SinkClient {
 }
 
 impl SinkClient {
-    /// A client of `url` (trusting `tls`'s CAs for an `https://` one)
-    /// sending `headers` (validated by the configuration; invalid ones are
-    /// left out) with each request.
+    /// A client of `url` (trusting `tls`'s CAs for an `https://` one,
+    /// through `proxy` when set) sending `headers` (validated by the
+    /// configuration; invalid ones are left out) with each request.
     pub fn new(
         url: HttpUrl,
         tls: Option<ClientTls>,
+        proxy: Option<Proxy>,
         headers: &[(String, String)],
         timeout: Duration,
     ) -> SinkClient {
@@ -68,7 +70,11 @@ impl SinkClient {
                 ))
             })
             .collect();
-        let connection = Connection::new(url.endpoint(), tls, timeout, "an alert sink");
+        let endpoint = Endpoint {
+            proxy,
+            ..url.endpoint()
+        };
+        let connection = Connection::new(endpoint, tls, timeout, "an alert sink");
         SinkClient {
             url,
             headers,

@@ -131,12 +131,24 @@ pub async fn run(
 ) {
     let (client, outbox, resend) = match &spec {
         SinkSpec::Alertmanager(c) => (
-            SinkClient::new(c.url.clone(), c.tls.clone(), &[], c.timeout),
+            SinkClient::new(
+                c.url.clone(),
+                c.tls.clone(),
+                c.proxy.clone(),
+                &[],
+                c.timeout,
+            ),
             Outbox::Alertmanager(AlertmanagerOutbox::new(c.queue_size)),
             Some(c.resend_interval),
         ),
         SinkSpec::Webhook(c) => (
-            SinkClient::new(c.url.clone(), c.tls.clone(), &c.headers, c.timeout),
+            SinkClient::new(
+                c.url.clone(),
+                c.tls.clone(),
+                c.proxy.clone(),
+                &c.headers,
+                c.timeout,
+            ),
             Outbox::Webhook(WebhookOutbox::new(c.queue_size)),
             None,
         ),

@@ -12,7 +12,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::toml_walk::{Document, entries, format_duration, join_key, quote};
-use crate::http_client::Endpoint;
+use crate::http_client::{Endpoint, Proxy};
 use crate::tls::ClientTls;
 
 /// Default `resend_interval` of an Alertmanager sink (Prometheus' own).
@@ -23,10 +23,23 @@ pub const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_QUEUE_SIZE: usize = 10_000;
 
 /// The keys of `[[alert.alertmanager]]`, in documentation order.
-pub const ALERTMANAGER_KEYS: &[&str] =
-    &["url", "ca_file", "resend_interval", "timeout", "queue_size"];
+pub const ALERTMANAGER_KEYS: &[&str] = &[
+    "url",
+    "ca_file",
+    "proxy_url",
+    "resend_interval",
+    "timeout",
+    "queue_size",
+];
 /// The keys of `[[alert.webhook]]`, in documentation order.
-pub const WEBHOOK_KEYS: &[&str] = &["url", "ca_file", "headers", "timeout", "queue_size"];
+pub const WEBHOOK_KEYS: &[&str] = &[
+    "url",
+    "ca_file",
+    "proxy_url",
+    "headers",
+    "timeout",
+    "queue_size",
+];
 
 /// `[alert]`: the sinks.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -48,6 +61,8 @@ pub struct AlertmanagerConfig {
     pub ca_file: Option<PathBuf>,
     /// The trusted CAs, read from `ca_file`, for an `https://` URL.
     pub tls: Option<ClientTls>,
+    /// `proxy_url`: the HTTP proxy requests go through.
+    pub proxy: Option<Proxy>,
     /// How often the alert of an open episode is sent again.
     pub resend_interval: Duration,
     /// How long one request may take.
@@ -66,6 +81,8 @@ pub struct WebhookConfig {
     pub ca_file: Option<PathBuf>,
     /// The trusted CAs, read from `ca_file`, for an `https://` URL.
     pub tls: Option<ClientTls>,
+    /// `proxy_url`: the HTTP proxy requests go through.
+    pub proxy: Option<Proxy>,
     /// Extra request headers (for example a token), in file order.
     pub headers: Vec<(String, String)>,
     /// How long one request may take.
@@ -141,6 +158,7 @@ impl HttpUrl {
             authority: self.authority.clone(),
             host: self.host.clone(),
             tls: self.tls,
+            proxy: None,
         }
     }
 
@@ -184,6 +202,7 @@ struct Common {
     ca_file: Option<PathBuf>,
     ca_file_span: Option<Range<usize>>,
     tls: Option<ClientTls>,
+    proxy: Option<Proxy>,
     timeout: Duration,
     queue_size: usize,
     valid: bool,
@@ -197,6 +216,7 @@ impl Common {
             ca_file: None,
             ca_file_span: None,
             tls: None,
+            proxy: None,
             timeout: DEFAULT_SINK_TIMEOUT,
             queue_size: DEFAULT_QUEUE_SIZE,
             valid: true,
@@ -227,6 +247,14 @@ impl Common {
                 Some(path) => {
                     self.ca_file = Some(path);
                     self.ca_file_span = Some(value.span());
+                }
+                None => self.valid = false,
+            },
+            "proxy_url" => match doc.string(key, value).map(Proxy::parse) {
+                Some(Ok(proxy)) => self.proxy = Some(proxy),
+                Some(Err(message)) => {
+                    doc.report(Some(key), Some(value.span()), message);
+                    self.valid = false;
                 }
                 None => self.valid = false,
             },
@@ -333,6 +361,7 @@ fn read_alertmanager(
         url: common.url?,
         ca_file: common.ca_file,
         tls: common.tls,
+        proxy: common.proxy,
         resend_interval,
         timeout: common.timeout,
         queue_size: common.queue_size,
@@ -366,6 +395,7 @@ fn read_webhook(
         url: common.url?,
         ca_file: common.ca_file,
         tls: common.tls,
+        proxy: common.proxy,
         headers,
         timeout: common.timeout,
         queue_size: common.queue_size,
@@ -437,6 +467,7 @@ impl AlertConfig {
             out.push_str("\n[[alert.alertmanager]]\n");
             let _ = writeln!(out, "url = {}", quote(&sink.url.text));
             write_ca_file(out, sink.ca_file.as_ref());
+            write_proxy(out, sink.proxy.as_ref());
             let _ = writeln!(
                 out,
                 "resend_interval = {}",
@@ -449,6 +480,7 @@ impl AlertConfig {
             out.push_str("\n[[alert.webhook]]\n");
             let _ = writeln!(out, "url = {}", quote(&sink.url.text));
             write_ca_file(out, sink.ca_file.as_ref());
+            write_proxy(out, sink.proxy.as_ref());
             if !sink.headers.is_empty() {
                 let names: Vec<String> = sink
                     .headers
@@ -460,6 +492,19 @@ impl AlertConfig {
             let _ = writeln!(out, "timeout = {}", quote(&format_duration(sink.timeout)));
             let _ = writeln!(out, "queue_size = {}", sink.queue_size);
         }
+    }
+}
+
+/// `proxy_url = "..."` when set; commented out when its password is
+/// hidden (it cannot be pasted back).
+fn write_proxy(out: &mut String, proxy: Option<&Proxy>) {
+    if let Some(proxy) = proxy {
+        let hidden = if proxy.shown.contains("<hidden>") {
+            "# "
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "{hidden}proxy_url = {}", quote(&proxy.shown));
     }
 }
 

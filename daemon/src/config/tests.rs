@@ -1497,9 +1497,32 @@ fn alert_sinks_are_read_and_checked() {
         (3, 1),
     );
     assert!(
-        message.contains("expected one of: url, ca_file, headers, timeout, queue_size"),
+        message.contains("expected one of: url, ca_file, proxy_url, headers, timeout, queue_size"),
         "{message}"
     );
+    // proxy_url: an http:// proxy; its password is not shown.
+    let message = only_problem(
+        "[[alert.webhook]]\nurl = \"https://x/hook\"\nproxy_url = \"https://proxy:3128\"\n",
+        Some("alert.webhook[1].proxy_url"),
+        (3, 13),
+    );
+    assert!(message.contains("plain http://"), "{message}");
+    let proxied = parse_ok(concat!(
+        "[[alert.alertmanager]]\nurl = \"http://am:9093\"\nproxy_url = \"http://proxy:3128\"\n",
+        "[[alert.webhook]]\nurl = \"https://x/hook\"\nproxy_url = \"http://bob:pa55@proxy:3128\"\n",
+    ));
+    let proxy = proxied.alert.alertmanagers[0].proxy.as_ref().unwrap();
+    assert_eq!(proxy.authority, "proxy:3128");
+    let shown = proxied.to_toml();
+    assert!(
+        shown.contains("\nproxy_url = \"http://proxy:3128\"\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("\n# proxy_url = \"http://bob:<hidden>@proxy:3128\"\n"),
+        "{shown}"
+    );
+    assert!(!shown.contains("pa55"), "{shown}");
     let message = only_problem(
         "[[alert.webhook]]\nurl = \"http://x\"\nheaders = { Host = \"y\" }\n",
         Some("alert.webhook[1].headers.Host"),
