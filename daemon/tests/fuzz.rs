@@ -1962,11 +1962,23 @@ const TOML_DICT: &[&[u8]] = &[
 ];
 
 /// `config` as `to_toml` prints it: webhook headers (their values are
-/// often tokens) are shown as a comment only, by design.
+/// often tokens) and proxies with a password are shown as a comment only,
+/// by design.
 fn printable(config: &Config) -> Config {
+    let hidden = |proxy: &Option<anomalyd::http_client::Proxy>| {
+        proxy.as_ref().is_some_and(|p| p.shown.contains("<hidden>"))
+    };
     let mut config = config.clone();
     for webhook in &mut config.alert.webhooks {
         webhook.headers.clear();
+        if hidden(&webhook.proxy) {
+            webhook.proxy = None;
+        }
+    }
+    for alertmanager in &mut config.alert.alertmanagers {
+        if hidden(&alertmanager.proxy) {
+            alertmanager.proxy = None;
+        }
     }
     config
 }
