@@ -2,6 +2,7 @@
 //! episode, retry after failure, drops when the queue is full, delivery
 //! during shutdown) and the real Alertmanager (firing, then resolved).
 
+use std::net::{SocketAddr, TcpStream};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -9,11 +10,13 @@ use serde_json::Value;
 use crate::helper::programs::RealProgram;
 use crate::helper::receiver::Receiver;
 use crate::helper::{TestDaemon, request, wait_until};
+use crate::tls::{Pki, curl};
 
 /// Window 5, episodes that close after 2 normal points.
 const DETECTOR: &str = "[detector]\nwindow_size = 5\nmin_samples = 5\nresolve_after = 2\n";
 
-fn now() -> f64 {
+/// Now, in whole unix seconds.
+pub(crate) fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -23,7 +26,7 @@ fn now() -> f64 {
 
 /// NDJSON points of `series`: 5 quiet ones, a spike that opens an episode,
 /// then `after` quiet ones (2 close it), one second apart from `start`.
-fn episode(series: &str, start: f64, after: usize) -> String {
+pub(crate) fn episode(series: &str, start: f64, after: usize) -> String {
     let values = [10.0, 11.0, 10.0, 11.0, 10.0, 100.0]
         .into_iter()
         .chain([10.5].repeat(after));
@@ -36,12 +39,14 @@ fn episode(series: &str, start: f64, after: usize) -> String {
         .collect()
 }
 
-fn post(daemon: &TestDaemon, body: &str) {
+/// Posts NDJSON `body`; expects 200.
+pub(crate) fn post(daemon: &TestDaemon, body: &str) {
     let reply = daemon.detect_ndjson(body);
     assert_eq!(reply.status, 200, "{}", reply.error());
 }
 
-fn sink_metric(name: &str, sink: &str, url: &str) -> String {
+/// The sample name of `anomalyd_notifications_<name>` for one sink.
+pub(crate) fn sink_metric(name: &str, sink: &str, url: &str) -> String {
     format!("anomalyd_notifications_{name}{{sink=\"{sink}\",url=\"{url}\"}}")
 }
 
@@ -153,21 +158,38 @@ fn pending_notifications_are_delivered_during_the_shutdown_grace() {
 }
 
 /// Debian's Alertmanager on a free port, routing everything to a receiver
-/// that does nothing; `None` when it is not installed.
-fn alertmanager() -> Option<RealProgram> {
+/// that does nothing, over TLS with `tls`'s server certificate when given;
+/// `None` when it is not installed.
+pub(crate) fn alertmanager(tls: Option<&Pki>) -> Option<RealProgram> {
     let config =
         "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n";
-    RealProgram::start(
+    let web = match tls {
+        Some(pki) => format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+            pki.path("server.pem").display(),
+            pki.path("server.key").display()
+        ),
+        None => String::new(),
+    };
+    let ready = |addr: SocketAddr| match tls {
+        Some(pki) => curl(pki, &format!("https://{addr}/-/ready"), &[]).0 == 200,
+        None => {
+            TcpStream::connect(addr).is_ok()
+                && request(addr, "GET", "/-/ready", &[], b"").status == 200
+        }
+    };
+    RealProgram::start_until(
         "prometheus-alertmanager",
         "prometheus-alertmanager",
         &[
             "--config.file={dir}/alertmanager.yml",
+            "--web.config.file={dir}/web.yml",
             "--storage.path={dir}/data",
             "--web.listen-address=127.0.0.1:{port}",
             "--cluster.listen-address=",
         ],
-        &[("alertmanager.yml", config)],
-        "/-/ready",
+        &[("alertmanager.yml", config), ("web.yml", &web)],
+        &ready,
         "ANOMALYD_REQUIRE_ALERTMANAGER",
     )
 }
@@ -188,7 +210,7 @@ fn anomaly_alerts(alertmanager: &RealProgram) -> Vec<Value> {
 
 #[test]
 fn alertmanager_shows_an_episode_firing_then_resolved() {
-    let Some(alertmanager) = alertmanager() else {
+    let Some(alertmanager) = alertmanager(None) else {
         return;
     };
     let daemon = TestDaemon::start(&format!(

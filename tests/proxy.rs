@@ -2,8 +2,9 @@
 //! through a `CONNECT` tunnel, a plain one by absolute URL, both with the
 //! proxy's Basic credentials; wrong credentials fail and say why.
 
+use crate::alerting::{alertmanager, episode, now, post, sink_metric};
 use crate::helper::programs::RealProgram;
-use crate::helper::{TestDaemon, point, request, wait_until};
+use crate::helper::{TestDaemon, request, wait_until};
 use crate::tls::{Pki, curl, tools_present};
 
 /// tinyproxy on a free port, requiring `alice`/`s3cret`; `None` when it is
@@ -20,42 +21,6 @@ fn tinyproxy() -> Option<RealProgram> {
         &[("tinyproxy.conf", config)],
         &ready,
         "ANOMALYD_REQUIRE_TINYPROXY",
-    )
-}
-
-/// Debian's Alertmanager on a free port, over TLS with `pki`'s server
-/// certificate when given.
-fn alertmanager(pki: Option<&Pki>) -> Option<RealProgram> {
-    let config =
-        "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n";
-    let web = match pki {
-        Some(pki) => format!(
-            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
-            pki.path("server.pem").display(),
-            pki.path("server.key").display()
-        ),
-        None => String::new(),
-    };
-    let ready = |addr: std::net::SocketAddr| match pki {
-        Some(pki) => curl(pki, &format!("https://{addr}/-/ready"), &[]).0 == 200,
-        None => {
-            std::net::TcpStream::connect(addr).is_ok()
-                && request(addr, "GET", "/-/ready", &[], b"").status == 200
-        }
-    };
-    RealProgram::start_until(
-        "prometheus-alertmanager",
-        "prometheus-alertmanager",
-        &[
-            "--config.file={dir}/alertmanager.yml",
-            "--web.config.file={dir}/web.yml",
-            "--storage.path={dir}/data",
-            "--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        &[("alertmanager.yml", config), ("web.yml", &web)],
-        &ready,
-        "ANOMALYD_REQUIRE_ALERTMANAGER",
     )
 }
 
@@ -87,16 +52,7 @@ fn alerts_go_through_an_http_proxy_with_its_credentials() {
         ca = pki.path("ca.pem").display(),
     ));
     // Recent timestamps: Alertmanager treats an alert from long ago as over.
-    let start = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        .floor()
-        - 60.0;
-    for (i, value) in [10.0, 11.0, 10.0, 11.0, 10.0, 100.0].iter().enumerate() {
-        let reply = daemon.detect(&point("proxied.cpu", *value, start + i as f64));
-        assert_eq!(reply.status, 200, "{}", reply.error());
-    }
+    post(&daemon, &episode("proxied.cpu", now() - 60.0, 0));
     wait_until("the alert in the https Alertmanager", || {
         let (status, body) = curl(&pki, &format!("https://{}/api/v2/alerts", secure.addr), &[]);
         (status == 200 && body.contains("proxied.cpu")).then_some(())
@@ -106,9 +62,7 @@ fn alerts_go_through_an_http_proxy_with_its_credentials() {
         (reply.status == 200 && String::from_utf8_lossy(&reply.body).contains("proxied.cpu"))
             .then_some(())
     });
-    let sent = |url: &str| {
-        format!("anomalyd_notifications_sent_total{{sink=\"alertmanager\",url=\"{url}\"}}")
-    };
+    let sent = |url: &str| sink_metric("sent_total", "alertmanager", url);
     daemon.wait_for_metric(&sent(&secure_url), |v| v >= 1.0);
     daemon.wait_for_metric(&sent(&plain_url), |v| v >= 1.0);
     // The proxy carried both: a tunnel to the https one, the plain one's
@@ -122,9 +76,7 @@ fn alerts_go_through_an_http_proxy_with_its_credentials() {
     assert!(!log.contains("s3cret"), "{log}");
     // Wrong credentials: the proxy's refusal (tinyproxy answers 401, not
     // 407), in anomalyd's warning.
-    let failed = format!(
-        "anomalyd_notifications_failed_total{{sink=\"alertmanager\",url=\"{refused_url}\"}}"
-    );
+    let failed = sink_metric("failed_total", "alertmanager", &refused_url);
     daemon.wait_for_metric(&failed, |v| v >= 1.0);
     let line = daemon.wait_for_stderr("the proxy refused the tunnel");
     assert!(line.contains("401 Unauthorized"), "{line}");

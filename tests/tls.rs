@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::helper::programs::RealProgram;
+use crate::alerting::{alertmanager, episode, now, post, sink_metric};
 use crate::helper::{TestDaemon, point, run_anomalyd, wait_until};
 
 /// A test PKI made with the openssl command: a CA, a server certificate
@@ -376,33 +376,7 @@ fn alerts_reach_alertmanager_over_https_trusting_only_the_given_ca() {
         return;
     }
     let pki = Pki::new();
-    let web = format!(
-        "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
-        pki.path("server.pem").display(),
-        pki.path("server.key").display()
-    );
-    let ready =
-        |addr: std::net::SocketAddr| curl(&pki, &format!("https://{addr}/-/ready"), &[]).0 == 200;
-    let Some(alertmanager) = RealProgram::start_until(
-        "prometheus-alertmanager",
-        "prometheus-alertmanager",
-        &[
-            "--config.file={dir}/alertmanager.yml",
-            "--web.config.file={dir}/web.yml",
-            "--storage.path={dir}/data",
-            "--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        &[
-            (
-                "alertmanager.yml",
-                "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n",
-            ),
-            ("web.yml", &web),
-        ],
-        &ready,
-        "ANOMALYD_REQUIRE_ALERTMANAGER",
-    ) else {
+    let Some(alertmanager) = alertmanager(Some(&pki)) else {
         return;
     };
     // Two sinks to the same Alertmanager: one trusts the test CA, the
@@ -416,16 +390,7 @@ fn alerts_reach_alertmanager_over_https_trusting_only_the_given_ca() {
         pki.path("ca.pem").display()
     ));
     // Recent timestamps: Alertmanager treats an alert from long ago as over.
-    let start = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        .floor()
-        - 60.0;
-    for (i, value) in [10.0, 11.0, 10.0, 11.0, 10.0, 100.0].iter().enumerate() {
-        let reply = daemon.detect(&point("tls.cpu", *value, start + i as f64));
-        assert_eq!(reply.status, 200, "{}", reply.error());
-    }
+    post(&daemon, &episode("tls.cpu", now() - 60.0, 0));
     let alerts = wait_until("the alert in Alertmanager, over HTTPS", || {
         let (status, body) = curl(
             &pki,
@@ -435,21 +400,17 @@ fn alerts_reach_alertmanager_over_https_trusting_only_the_given_ca() {
         (status == 200 && body.contains("tls.cpu")).then_some(body)
     });
     assert!(alerts.contains("AnomalyDetected"), "{alerts}");
-    let sent =
-        format!("anomalyd_notifications_sent_total{{sink=\"alertmanager\",url=\"{trusted}\"}}");
+    let sent = sink_metric("sent_total", "alertmanager", &trusted);
     daemon.wait_for_metric(&sent, |v| v >= 1.0);
     // The sink without the CA refuses the certificate and says why.
-    let failed =
-        format!("anomalyd_notifications_failed_total{{sink=\"alertmanager\",url=\"{untrusted}\"}}");
+    let failed = sink_metric("failed_total", "alertmanager", &untrusted);
     daemon.wait_for_metric(&failed, |v| v >= 1.0);
     let mut daemon = daemon;
     let line = daemon.wait_for_stderr("Cannot deliver to an alert sink");
     assert!(line.contains(&untrusted), "{line}");
     assert!(line.contains("certificate"), "{line}");
     assert_eq!(
-        daemon.metric(&format!(
-            "anomalyd_notifications_sent_total{{sink=\"alertmanager\",url=\"{untrusted}\"}}"
-        )),
+        daemon.metric(&sink_metric("sent_total", "alertmanager", &untrusted)),
         0.0
     );
 }
