@@ -24,6 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::percent;
 use crate::tls::ClientTls;
 
 /// The longest reply to `CONNECT` read from a proxy.
@@ -112,8 +113,12 @@ impl Proxy {
             None => (None, format!("http://{host_port}")),
             Some(userinfo) => {
                 let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-                let credentials =
-                    format!("{}:{}", percent_decode(user)?, percent_decode(password)?);
+                let decode = |part| {
+                    percent::decode(part).ok_or(
+                        "the proxy's user or password has a % not followed by two hex digits, or is not UTF-8; write % as %25",
+                    )
+                };
+                let credentials = format!("{}:{}", decode(user)?, decode(password)?);
                 let encoded =
                     base64::Engine::encode(&base64::engine::general_purpose::STANDARD, credentials);
                 (
@@ -128,27 +133,6 @@ impl Proxy {
             authorization,
         })
     }
-}
-
-/// `text` with its `%XX` escapes decoded.
-fn percent_decode(text: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text
-                .get(i + 1..i + 3)
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .ok_or("a % in the proxy's user or password is not followed by two hex digits; write % as %25")?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "the proxy's user or password is not UTF-8".to_owned())
 }
 
 /// Why a request got no reply.
@@ -235,9 +219,8 @@ impl Connection {
     /// there is none or it is no longer usable. Any failure closes it.
     pub async fn send(
         &mut self,
-        request: Request<Full<Bytes>>,
+        mut request: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, ClientError> {
-        let mut request = request;
         if let (Some(proxy), false) = (&self.endpoint.proxy, self.endpoint.tls) {
             self.to_proxy(&mut request, proxy);
         }

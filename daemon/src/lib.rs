@@ -34,8 +34,9 @@
 //! - [`tls`]: rustls server and client configurations from PEM files;
 //!   [`http_client`]: the kept-alive HTTP(S) client connection the alert
 //!   sinks and the generator send with.
-//! - [`cli`], [`clock`], [`fnv`], [`throttle`]: the command line, the wall
-//!   clock, a hash stable across runs, rate-limited warnings.
+//! - [`cli`], [`clock`], [`fnv`], [`percent`], [`throttle`]: the command
+//!   line, the wall clock, a hash stable across runs, strict
+//!   percent-decoding, rate-limited warnings.
 //!
 //! # Tasks and channels
 //!
@@ -64,6 +65,7 @@ pub mod http_client;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
+pub mod percent;
 pub mod process;
 pub mod reload;
 pub mod series;

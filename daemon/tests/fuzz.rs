@@ -35,8 +35,8 @@ use anomalyd::commands::lines::CsvSplitter;
 use anomalyd::commands::replay::{ReplayError, ReplayOptions, ReplaySummary, for_each_point};
 use anomalyd::config::{Config, known_keys};
 use anomalyd::http::query::{
-    decode_component, decode_path_component, parse_anomalies_query, parse_episodes_query,
-    parse_events_query, parse_influx_query, parse_series_query, parse_time,
+    decode_component, parse_anomalies_query, parse_episodes_query, parse_events_query,
+    parse_influx_query, parse_series_query, parse_time,
 };
 use anomalyd::ingest::json::parse_ndjson_line_with_serde;
 use anomalyd::ingest::labels::parse_series_name;
@@ -2231,7 +2231,7 @@ fn fuzz_query() {
             if let Ok(t) = parse_rfc3339(part) {
                 prop_assert!(t.is_finite(), "{}", t);
             }
-            let _ = decode_path_component(part);
+            let _ = anomalyd::percent::decode(part);
             if let Some(decoded) = decode_component(part) {
                 let encoded = percent_encoding::utf8_percent_encode(
                     &decoded,

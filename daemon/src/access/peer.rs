@@ -18,16 +18,6 @@ pub enum Peer {
     },
 }
 
-impl Peer {
-    /// The TCP address, if the peer has one.
-    pub fn ip(self) -> Option<IpAddr> {
-        match self {
-            Peer::Ip(addr) => Some(addr),
-            Peer::Local { .. } => None,
-        }
-    }
-}
-
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -32,8 +32,9 @@ impl Default for RefusalLog {
 }
 
 impl RefusalLog {
-    /// Records that a request `method path` from `peer` was refused for `reason`: a warning, unless one was logged
-    /// less than a second ago (then it is counted in the next one).
+    /// Records that a request `method path` from `peer` was refused for
+    /// `reason`: a warning, unless one was logged less than a second ago
+    /// (then it is counted in the next one).
     pub fn record(&self, peer: Peer, method: &str, path: &str, reason: &str) {
         let allowed = self
             .throttle

@@ -2,15 +2,12 @@
 //! encode them (`+` is a space), with a clear error for a malformed escape
 //! or an unknown key.
 
-use std::borrow::Cow;
-
-use percent_encoding::percent_decode_str;
-
 use crate::anomalies::Query;
 use crate::anomalies::recent::MAX_LIMIT;
 use crate::clock::parse_rfc3339;
 use crate::config::SeriesGlob;
 use crate::ingest::Precision;
+use crate::percent;
 use crate::series::episodes::MAX_LIMIT as EPISODES_MAX_LIMIT;
 use crate::series::query::MAX_LIMIT as SERIES_MAX_LIMIT;
 use crate::series::{EpisodeQuery, SeriesQuery, SeriesSort};
@@ -219,35 +216,13 @@ fn pairs(raw: &str) -> impl Iterator<Item = Pair> + '_ {
     })
 }
 
-/// Decodes one path component: `%XX` is a byte (`+` stays a `+`), the
-/// bytes must be UTF-8, and a `%` not followed by two hex digits is an
-/// error (`None`), as in queries.
-pub fn decode_path_component(raw: &str) -> Option<String> {
-    let bytes = raw.as_bytes();
-    let malformed = bytes.iter().enumerate().any(|(i, &b)| {
-        b == b'%'
-            && !bytes
-                .get(i + 1..i + 3)
-                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-    });
-    if malformed {
-        return None;
-    }
-    percent_decode_str(raw)
-        .decode_utf8()
-        .ok()
-        .map(Cow::into_owned)
-}
-
-/// Decodes one query component: `+` is a space and `%XX` a byte; the
-/// bytes must be UTF-8. `None` for a `%` not followed by two hex digits,
-/// which `percent-encoding` would pass through as text: a typo in a
-/// query deserves an error, not a silent near-miss.
+/// Decodes one query component: `+` is a space and `%XX` a byte, strictly
+/// ([`percent::decode`]).
 pub fn decode_component(raw: &str) -> Option<String> {
     if raw.contains('+') {
-        decode_path_component(&raw.replace('+', " "))
+        percent::decode(&raw.replace('+', " "))
     } else {
-        decode_path_component(raw)
+        percent::decode(raw)
     }
 }
 
@@ -347,12 +322,6 @@ mod tests {
                 .unwrap_err()
                 .contains("`series`")
         );
-    }
-
-    #[test]
-    fn path_components_keep_plus_signs() {
-        assert_eq!(decode_path_component("a+b%2Fc").as_deref(), Some("a+b/c"));
-        assert_eq!(decode_path_component("%zz"), None);
     }
 
     #[test]

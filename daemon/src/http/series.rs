@@ -3,9 +3,10 @@
 //! 404 when `[server] dashboard = false`.
 
 use super::cluster::{ask, ask_lists};
-use super::query::{decode_path_component, parse_series_query};
+use super::query::parse_series_query;
 use super::reply::{ResponseBody, error, json, json_bytes};
 use crate::cluster::gather::Question;
+use crate::percent;
 use crate::series::{SeriesSummary, SeriesTable};
 use crate::state::AppState;
 use hyper::{Response, StatusCode};
@@ -31,7 +32,7 @@ pub(super) async fn list(query: Option<&str>, state: &AppState) -> Response<Resp
 /// in a name may be sent as `%2F` or as is); on a cluster member, asked of
 /// the member that holds it.
 pub(super) async fn detail(encoded_name: &str, state: &AppState) -> Response<ResponseBody> {
-    let name = match decode_path_component(encoded_name) {
+    let name = match percent::decode(encoded_name) {
         Some(name) if !name.is_empty() => name,
         Some(_) => {
             return error(
